@@ -1,0 +1,268 @@
+//! Loading a pipeline file: substitution, parsing, validation, and errors with positions.
+
+use super::env::{substitute, SubstError, Substituted};
+use super::locate::{Location, PositionIndex};
+use super::{FieldError, PipelineConfig};
+use crate::registry::Registry;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One configuration error: where it is (file, line, column, key path) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file's name as given on the command line.
+    pub file: String,
+    /// Line and column in the file, when known.
+    pub location: Option<Location>,
+    /// Dotted key path (empty for whole-file errors).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(loc) = self.location {
+            write!(f, ":{}:{}", loc.line, loc.column)?;
+        }
+        let message = crate::redact::scrub(&self.message);
+        if self.path.is_empty() {
+            write!(f, ": {message}")
+        } else {
+            write!(f, ": {}: {message}", self.path)
+        }
+    }
+}
+
+/// Every error found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A parsed, structurally valid configuration and what is needed to locate later errors.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: PipelineConfig,
+    /// The file's name as given.
+    pub file: String,
+    /// The directory relative paths in the file are resolved against (the process's
+    /// working directory, as for any command-line tool).
+    pub base_dir: PathBuf,
+    index: PositionIndex,
+    subst: Substituted,
+}
+
+impl LoadedConfig {
+    /// An error at `path`, located in the file.
+    pub fn error_at(&self, err: FieldError) -> ConfigError {
+        let location = self.index.locate(&err.path).map(|l| Location {
+            line: l.line,
+            column: self.subst.original_column(l.line, l.column),
+        });
+        ConfigError { file: self.file.clone(), location, path: err.path, message: err.message }
+    }
+
+    /// Validate every enabled connector's `config` against its factory in `registry`.
+    pub fn validate_connectors(&self, registry: &Registry) -> Result<(), ConfigErrors> {
+        let mut errs = Vec::new();
+        for (name, src) in &self.config.sources {
+            let base = format!("sources.{name}");
+            match registry.source(&src.connector) {
+                None => errs.push(FieldError::new(
+                    format!("{base}.connector"),
+                    format!(
+                        "unknown source connector `{}`; available: {}",
+                        src.connector,
+                        registry.source_names().join(", ")
+                    ),
+                )),
+                Some(f) => errs.extend(
+                    f.validate(&src.config).into_iter().map(|e| e.under(&format!("{base}.config"))),
+                ),
+            }
+        }
+        for (name, sink) in &self.config.sinks {
+            let base = format!("sinks.{name}");
+            match registry.sink(&sink.connector) {
+                None => errs.push(FieldError::new(
+                    format!("{base}.connector"),
+                    format!(
+                        "unknown sink connector `{}`; available: {}",
+                        sink.connector,
+                        registry.sink_names().join(", ")
+                    ),
+                )),
+                Some(f) => errs.extend(
+                    f.validate(&sink.config).into_iter().map(|e| e.under(&format!("{base}.config"))),
+                ),
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errs.into_iter().map(|e| self.error_at(e)).collect()))
+        }
+    }
+
+    /// The state directory, resolved against [`LoadedConfig::base_dir`].
+    pub fn state_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.config.settings.state_dir)
+    }
+}
+
+/// Load and validate a pipeline file, reading `${VAR}`s from the process environment.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            location: None,
+            path: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let base_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    load_str(&text, &file, base_dir, |name| std::env::var(name).ok())
+}
+
+/// Load and validate a pipeline from text, reading variables through `lookup`.
+pub fn load_str(
+    text: &str,
+    file: &str,
+    base_dir: PathBuf,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<LoadedConfig, ConfigErrors> {
+    let whole = |location: Option<Location>, message: String| {
+        ConfigErrors(vec![ConfigError { file: file.to_owned(), location, path: String::new(), message }])
+    };
+    let subst = substitute(text, lookup).map_err(|e| {
+        let line = match &e {
+            SubstError::Unset { first_line, .. } => *first_line,
+            SubstError::Malformed { line, .. } | SubstError::Multiline { line, .. } => *line,
+        };
+        let column = match &e {
+            SubstError::Malformed { column, .. } => *column,
+            _ => 1,
+        };
+        // The message carries the line already; keep the location for editors.
+        whole(Some(Location { line, column }), e.to_string())
+    })?;
+    let value: serde_yaml::Value = serde_yaml::from_str(&subst.text).map_err(|e| {
+        let location = e.location().map(|l| Location {
+            line: l.line(),
+            column: subst.original_column(l.line(), l.column()),
+        });
+        whole(location, format!("invalid YAML: {}", strip_location(&e.to_string())))
+    })?;
+    if value.is_null() {
+        return Err(whole(None, "the file is empty".into()));
+    }
+    let index = PositionIndex::build(&subst.text);
+    let mut loaded_errs = Vec::new();
+    let config = match crate::registry::parse_value::<PipelineConfig>(&value) {
+        Ok(c) => Some(c),
+        Err(errs) => {
+            loaded_errs = errs;
+            None
+        }
+    };
+    let locate = |err: FieldError| {
+        let location = index.locate(&err.path).map(|l| Location {
+            line: l.line,
+            column: subst.original_column(l.line, l.column),
+        });
+        ConfigError { file: file.to_owned(), location, path: err.path, message: err.message }
+    };
+    let Some(config) = config else {
+        return Err(ConfigErrors(loaded_errs.into_iter().map(locate).collect()));
+    };
+    let errs = config.validate();
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs.into_iter().map(locate).collect()));
+    }
+    Ok(LoadedConfig { config, file: file.to_owned(), base_dir, index, subst })
+}
+
+/// serde_yaml appends " at line L column C"; we print the location ourselves.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<LoadedConfig, ConfigErrors> {
+        load_str(text, "p.yaml", PathBuf::from("/tmp"), |n| {
+            vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    const GOOD: &str = "version: \"1.0\"\nsources:\n  gen:\n    connector: datagen\n    topic: t\nsinks:\n  out:\n    connector: stdout\n    topics: [t]\n    consumer_group: g\n";
+
+    #[test]
+    fn loads_a_good_file() {
+        let c = load_text(GOOD, &[]).unwrap();
+        assert_eq!(c.config.sources["gen"].topic, "t");
+        assert_eq!(c.config.settings.batch.max_rows, 8192);
+    }
+
+    #[test]
+    fn unknown_key_has_path_and_position() {
+        let text = GOOD.replace("    topic: t\n", "    topic: t\n    topik: x\n");
+        let e = load_text(&text, &[]).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("p.yaml:6:5: sources.gen.topik: unknown field `topik`"), "{s}");
+    }
+
+    #[test]
+    fn unknown_settings_key_deep() {
+        let text = format!("{GOOD}settings:\n  batch:\n    max_rowz: 3\n");
+        let s = load_text(&text, &[]).unwrap_err().to_string();
+        assert!(s.starts_with("p.yaml:13:5: settings.batch.max_rowz: unknown field `max_rowz`"), "{s}");
+    }
+
+    #[test]
+    fn bad_value_names_field_and_constraint() {
+        let text = format!("{GOOD}settings:\n  topic:\n    default_partitions: 0\n");
+        let s = load_text(&text, &[]).unwrap_err().to_string();
+        assert_eq!(s, "p.yaml:13:5: settings.topic.default_partitions: must be 1-1024, got 0");
+        let text = format!("{GOOD}settings:\n  health:\n    port: 70000\n");
+        let s = load_text(&text, &[]).unwrap_err().to_string();
+        assert_eq!(s, "p.yaml:13:5: settings.health.port: invalid value: integer `70000`, expected u16");
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let text = GOOD.replace("topic: t\n", "topic: ${TOPIC}\n");
+        let s = load_text(&text, &[]).unwrap_err().to_string();
+        assert!(s.contains("`TOPIC`") && s.starts_with("p.yaml:5:"), "{s}");
+        assert_eq!(load_text(&text, &[("TOPIC", "t")]).unwrap().config.sources["gen"].topic, "t");
+    }
+
+    #[test]
+    fn secret_values_are_scrubbed_from_errors() {
+        let text = format!("{GOOD}settings:\n  commit_interval_ms: ${{PG_PASSWORD}}\n");
+        let s = load_text(&text, &[("PG_PASSWORD", "s3cr3t-value")]).unwrap_err().to_string();
+        assert!(!s.contains("s3cr3t-value"), "{s}");
+        assert!(s.contains("settings.commit_interval_ms"), "{s}");
+    }
+}

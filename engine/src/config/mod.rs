@@ -1,0 +1,568 @@
+//! The pipeline configuration: the YAML of `rivven-connect run --config pipeline.yaml`.
+//!
+//! ```yaml
+//! version: "1.0"
+//! sources:
+//!   demo:
+//!     connector: datagen
+//!     topic: demo-events
+//!     config: { pattern: orders, events_per_second: 10 }
+//! sinks:
+//!   console:
+//!     connector: stdout
+//!     topics: [demo-events]
+//!     consumer_group: console
+//! settings:
+//!   state_dir: ./rivven-state
+//! ```
+//!
+//! The types here are the documentation: every field has a doc comment, unknown keys are
+//! rejected, and validation ([`PipelineConfig::validate`]) is a pure function whose errors
+//! name the key path and the constraint. Loading ([`load`]) adds `${VAR}` substitution and
+//! maps every error to its line and column.
+
+mod env;
+mod load;
+mod locate;
+
+pub use env::{substitute, SubstError, Substituted};
+pub use load::{load, load_str, ConfigError, ConfigErrors, LoadedConfig};
+pub use locate::{Location, PositionIndex};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A validation failure at a key path (relative to the document root or to a connector's
+/// `config`, depending on who reports it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted key path, sequences as `[i]`: `sinks.out.topics[0]`.
+    pub path: String,
+    /// What is wrong, naming the constraint.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A new field error.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+
+    /// Prefix the path with `prefix` (a parent key path).
+    pub fn under(mut self, prefix: &str) -> Self {
+        self.path = match (prefix.is_empty(), self.path.is_empty()) {
+            (true, _) => self.path,
+            (false, true) => prefix.to_owned(),
+            (false, false) if self.path.starts_with('[') => format!("{prefix}{}", self.path),
+            (false, false) => format!("{prefix}.{}", self.path),
+        };
+        self
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// The whole pipeline file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Config format version; `"1.0"`.
+    pub version: String,
+    /// A Kafka-protocol broker for topics. Without it, topics live in the embedded log.
+    #[serde(default)]
+    pub broker: Option<BrokerConfig>,
+    /// Source pipelines by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSpec>,
+    /// Sink pipelines by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkSpec>,
+    /// Engine settings.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Schema registry used by Avro/Protobuf encodings.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+    /// Multi-node coordination.
+    #[serde(default)]
+    pub distributed: Option<DistributedConfig>,
+}
+
+/// Kafka-protocol broker connection.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Bootstrap servers, `host:port`.
+    #[serde(default)]
+    pub bootstrap_servers: Vec<String>,
+    /// A single broker address (shorthand for one bootstrap server).
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// One source pipeline: a connector writing into a topic.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Connector name (`rivven-connect spec` lists them).
+    pub connector: String,
+    /// Destination topic.
+    pub topic: String,
+    /// Whether to run it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Connector-specific configuration (`rivven-connect spec <connector>`).
+    #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
+    pub config: serde_yaml::Value,
+}
+
+/// One sink pipeline: a connector consuming topics through a consumer group.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// Connector name.
+    pub connector: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group whose committed offsets track progress.
+    pub consumer_group: String,
+    /// Whether to run it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where a new consumer group starts: `earliest`, `latest`, or a time (RFC 3339 text or
+    /// milliseconds since the Unix epoch). Ignored once the group has committed offsets.
+    #[serde(default)]
+    pub start_offset: StartOffset,
+    /// Connector-specific configuration.
+    #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
+    pub config: serde_yaml::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[schemars(with = "String")]
+pub enum StartOffset {
+    /// The oldest retained record.
+    Earliest,
+    /// Only records appended after the group is created.
+    #[default]
+    Latest,
+    /// The first record appended at or after this time (ms since the Unix epoch).
+    Timestamp(i64),
+}
+
+impl<'de> Deserialize<'de> for StartOffset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(ms) => Ok(StartOffset::Timestamp(ms)),
+            Raw::Text(s) => match s.as_str() {
+                "earliest" => Ok(StartOffset::Earliest),
+                "latest" => Ok(StartOffset::Latest),
+                other => chrono::DateTime::parse_from_rfc3339(other)
+                    .map(|t| StartOffset::Timestamp(t.timestamp_millis()))
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "expected `earliest`, `latest`, an RFC 3339 time or epoch milliseconds, got `{other}`"
+                        ))
+                    }),
+            },
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Directory for the embedded topic log, consumer offsets and source positions.
+    pub state_dir: PathBuf,
+    /// Micro-batching of source output.
+    pub batch: BatchSettings,
+    /// Bounds of the in-memory queues between a source and the topic and between the topic
+    /// and a sink. A full queue slows the producer: memory stays flat.
+    pub queue: QueueSettings,
+    /// Topic creation and the embedded log's storage policy.
+    pub topic: TopicSettings,
+    /// Restart policy of failed connectors.
+    pub retry: RetrySettings,
+    /// How often a sink is flushed and its consumer offsets committed while data flows.
+    pub commit_interval_ms: u64,
+    /// The HTTP endpoint serving `/health` and `/status` (used by `rivven-connect status`).
+    pub health: EndpointSettings,
+    /// The HTTP endpoint serving Prometheus `/metrics`.
+    pub metrics: EndpointSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("rivven-state"),
+            batch: BatchSettings::default(),
+            queue: QueueSettings::default(),
+            topic: TopicSettings::default(),
+            retry: RetrySettings::default(),
+            commit_interval_ms: 1000,
+            health: EndpointSettings { enabled: true, host: "127.0.0.1".into(), port: 8080 },
+            metrics: EndpointSettings { enabled: true, host: "127.0.0.1".into(), port: 9091 },
+        }
+    }
+}
+
+/// A source's output is cut into batches at whichever limit is reached first.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// Maximum rows per batch.
+    pub max_rows: usize,
+    /// Maximum bytes (Arrow memory) per batch.
+    pub max_bytes: usize,
+    /// How long a partial batch may wait for more rows, in milliseconds.
+    pub linger_ms: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self { max_rows: 8192, max_bytes: 16 << 20, linger_ms: 100 }
+    }
+}
+
+/// Queue bounds, in rows and in bytes; the first reached blocks the producer.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Maximum rows queued.
+    pub max_rows: usize,
+    /// Maximum bytes queued.
+    pub max_bytes: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self { max_rows: 65_536, max_bytes: 64 << 20 }
+    }
+}
+
+/// When the embedded log calls `fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every append, before it is acknowledged: nothing acknowledged is lost even if
+    /// the machine loses power.
+    Always,
+    /// Every `fsync_interval_ms`: a machine crash may lose the last interval; a process
+    /// crash (kill -9) loses nothing, as the data is in the OS page cache.
+    Interval,
+    /// Never; the OS writes back on its own schedule.
+    Never,
+}
+
+/// Topic creation and embedded-log storage settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicSettings {
+    /// Create topics on first use. When false, topics must already exist.
+    pub auto_create: bool,
+    /// Partitions of a newly created topic.
+    pub default_partitions: u32,
+    /// Replication factor of a newly created topic; the embedded log keeps one copy.
+    pub default_replication_factor: u32,
+    /// Size at which the embedded log starts a new segment file.
+    pub segment_bytes: u64,
+    /// Delete the oldest segments of a partition beyond this many bytes (unset: no limit).
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose newest record is older than this (unset: keep forever).
+    pub retention_ms: Option<u64>,
+    /// When to fsync appended data.
+    pub fsync: FsyncPolicy,
+    /// Interval for `fsync: interval`.
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for TopicSettings {
+    fn default() -> Self {
+        Self {
+            auto_create: true,
+            default_partitions: 1,
+            default_replication_factor: 1,
+            segment_bytes: 128 << 20,
+            retention_bytes: None,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            fsync: FsyncPolicy::Always,
+            fsync_interval_ms: 1000,
+        }
+    }
+}
+
+/// Restart with exponential backoff.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Consecutive failed restarts before the pipeline is marked failed.
+    pub max_retries: u32,
+    /// First backoff, in milliseconds; doubled after each failure.
+    pub initial_backoff_ms: u64,
+    /// Backoff ceiling, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self { max_retries: 10, initial_backoff_ms: 100, max_backoff_ms: 30_000 }
+    }
+}
+
+/// An HTTP endpoint.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    /// Serve it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address to bind.
+    #[serde(default = "localhost")]
+    pub host: String,
+    /// Port to bind.
+    pub port: u16,
+}
+
+fn localhost() -> String {
+    "127.0.0.1".into()
+}
+
+/// Schema registry settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// `disabled`, `external` or `glue`.
+    pub mode: SchemaRegistryMode,
+    /// Settings of an external (Confluent-compatible) registry.
+    #[serde(default)]
+    pub external: Option<ExternalRegistryConfig>,
+    /// Settings of AWS Glue.
+    #[serde(default)]
+    pub glue: Option<GlueRegistryConfig>,
+}
+
+/// Schema registry mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaRegistryMode {
+    /// No registry: plain encodings.
+    Disabled,
+    /// A Confluent-compatible registry.
+    External,
+    /// AWS Glue Schema Registry.
+    Glue,
+}
+
+/// External registry connection.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalRegistryConfig {
+    /// Registry URL.
+    pub url: String,
+    /// Basic-auth user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic-auth password.
+    #[serde(default)]
+    pub password: Option<crate::secret::SecretString>,
+}
+
+/// AWS Glue registry.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GlueRegistryConfig {
+    /// AWS region.
+    pub region: String,
+    /// Registry name.
+    #[serde(default)]
+    pub registry_name: Option<String>,
+    /// Schema cache TTL in seconds.
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+}
+
+/// Distributed mode.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// Enable multi-node coordination.
+    #[serde(default)]
+    pub enabled: bool,
+    /// This node's id.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Topic for cluster status.
+    #[serde(default)]
+    pub cluster_topic: Option<String>,
+    /// Singleton failover timing.
+    #[serde(default)]
+    pub failover: Option<FailoverConfig>,
+}
+
+/// Singleton failover timing.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Heartbeat interval.
+    #[serde(default)]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Time without heartbeat before failover.
+    #[serde(default)]
+    pub failure_timeout_ms: Option<u64>,
+}
+
+/// Whether `name` is a valid topic or consumer-group name: 1-249 characters of
+/// `[A-Za-z0-9._-]`, not `.` or `..` (Kafka's rule, so names carry over to a broker).
+pub fn valid_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 249 {
+        return Err(format!("must be at most 249 characters, got {}", name.len()));
+    }
+    if name == "." || name == ".." {
+        return Err("must not be `.` or `..`".into());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("may contain only letters, digits, `.`, `_` and `-`, found `{c}`"));
+    }
+    Ok(())
+}
+
+impl PipelineConfig {
+    /// Check every constraint that does not need the connector registry. Pure: no I/O.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if self.version != "1.0" && self.version != "1" {
+            errs.push(FieldError::new("version", format!("must be \"1.0\", got \"{}\"", self.version)));
+        }
+        if self.broker.is_some() {
+            errs.push(FieldError::new(
+                "broker",
+                "the Kafka-protocol broker backend is not available in this build yet; remove `broker` to use the embedded topic log",
+            ));
+        }
+        if let Some(sr) = &self.schema_registry {
+            if sr.mode != SchemaRegistryMode::Disabled {
+                errs.push(FieldError::new(
+                    "schema_registry.mode",
+                    "only `disabled` is available in this build; no connector here encodes with a registry yet",
+                ));
+            }
+        }
+        if self.distributed.as_ref().is_some_and(|d| d.enabled) {
+            errs.push(FieldError::new(
+                "distributed.enabled",
+                "distributed mode is not available in this build; run one process per pipeline set",
+            ));
+        }
+        if self.sources.is_empty() && self.sinks.is_empty() {
+            errs.push(FieldError::new("", "nothing to run: configure at least one source or sink"));
+        }
+        for (name, src) in &self.sources {
+            let p = format!("sources.{name}");
+            if let Err(e) = valid_name(name) {
+                errs.push(FieldError::new(&p, format!("pipeline name {e}")));
+            }
+            if let Err(e) = valid_name(&src.topic) {
+                errs.push(FieldError::new(format!("{p}.topic"), e));
+            }
+        }
+        for (name, sink) in &self.sinks {
+            let p = format!("sinks.{name}");
+            if let Err(e) = valid_name(name) {
+                errs.push(FieldError::new(&p, format!("pipeline name {e}")));
+            }
+            if sink.topics.is_empty() {
+                errs.push(FieldError::new(format!("{p}.topics"), "must name at least one topic"));
+            }
+            for (i, t) in sink.topics.iter().enumerate() {
+                if let Err(e) = valid_name(t) {
+                    errs.push(FieldError::new(format!("{p}.topics[{i}]"), e));
+                }
+            }
+            if let Err(e) = valid_name(&sink.consumer_group) {
+                errs.push(FieldError::new(format!("{p}.consumer_group"), e));
+            }
+        }
+        self.settings.validate(&mut errs);
+        errs
+    }
+}
+
+impl Settings {
+    fn validate(&self, errs: &mut Vec<FieldError>) {
+        let mut at_least = |path: &str, v: u64, min: u64| {
+            if v < min {
+                errs.push(FieldError::new(format!("settings.{path}"), format!("must be at least {min}, got {v}")));
+            }
+        };
+        at_least("batch.max_rows", self.batch.max_rows as u64, 1);
+        at_least("batch.max_bytes", self.batch.max_bytes as u64, 1024);
+        at_least("queue.max_rows", self.queue.max_rows as u64, 1);
+        at_least("queue.max_bytes", self.queue.max_bytes as u64, 1024);
+        at_least("topic.segment_bytes", self.topic.segment_bytes, 4096);
+        at_least("topic.fsync_interval_ms", self.topic.fsync_interval_ms, 1);
+        at_least("commit_interval_ms", self.commit_interval_ms, 1);
+        at_least("retry.initial_backoff_ms", self.retry.initial_backoff_ms, 1);
+        if !(1..=1024).contains(&self.topic.default_partitions) {
+            errs.push(FieldError::new(
+                "settings.topic.default_partitions",
+                format!("must be 1-1024, got {}", self.topic.default_partitions),
+            ));
+        }
+        if self.topic.default_replication_factor != 1 {
+            errs.push(FieldError::new(
+                "settings.topic.default_replication_factor",
+                format!("the embedded topic log keeps one copy: must be 1, got {}", self.topic.default_replication_factor),
+            ));
+        }
+        if self.retry.max_backoff_ms < self.retry.initial_backoff_ms {
+            errs.push(FieldError::new(
+                "settings.retry.max_backoff_ms",
+                format!(
+                    "must be at least initial_backoff_ms ({}), got {}",
+                    self.retry.initial_backoff_ms, self.retry.max_backoff_ms
+                ),
+            ));
+        }
+        for (key, ep) in [("health", &self.health), ("metrics", &self.metrics)] {
+            if ep.enabled && ep.port == 0 {
+                errs.push(FieldError::new(format!("settings.{key}.port"), "must be 1-65535, got 0"));
+            }
+            if ep.enabled && ep.host.parse::<std::net::IpAddr>().is_err() && ep.host != "localhost" {
+                errs.push(FieldError::new(
+                    format!("settings.{key}.host"),
+                    format!("must be an IP address or `localhost`, got `{}`", ep.host),
+                ));
+            }
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            errs.push(FieldError::new("settings.state_dir", "must not be empty"));
+        }
+    }
+}

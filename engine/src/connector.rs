@@ -1,0 +1,83 @@
+//! The connector traits: [`Source`], [`Transform`] and [`Sink`].
+//!
+//! The runtime drives each connector from its own task. The traits are deliberately small;
+//! optional capabilities get their own traits rather than more hooks here.
+
+use crate::batch::{Position, SinkBatch, SourceBatch};
+use crate::error::Result;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+
+/// A stream a source can produce, with its Arrow schema (the answer to `discover`).
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// Stream (table) name.
+    pub name: String,
+    /// Namespace (schema, database), if the source has one.
+    pub namespace: Option<String>,
+    /// The Arrow schema of the batches this stream produces.
+    pub schema: SchemaRef,
+}
+
+/// A source of batches.
+///
+/// # Contract
+/// - **Ordering**: batches of one stream are returned in source order; the runtime keeps that
+///   order in the topic (one stream maps to one partition).
+/// - **Positions**: every batch carries the position to resume *after* it. The runtime
+///   persists that position atomically with the batch in the topic, then calls
+///   [`Source::commit`]. A source must acknowledge upstream (confirm an LSN, delete a queue
+///   message) only in `commit`, never earlier, so that nothing is lost if the process dies.
+/// - **Delivery**: at-least-once from the upstream system into the topic in general; with the
+///   embedded topic log, whose appends carry the position, a restart resumes exactly after the
+///   last durable batch. Upstream acknowledgements may lag behind (a crash between append and
+///   `commit` replays nothing, because the resume position comes from the topic).
+/// - **Cancellation**: [`Source::poll`] must be cancel-safe: if its future is dropped before
+///   completion, no data may be lost (the runtime drops it on shutdown and when a micro-batch
+///   lingers out).
+#[async_trait]
+pub trait Source: Send {
+    /// Prepare to read, resuming after `position` (`None`: first start).
+    async fn open(&mut self, position: Option<Position>) -> Result<()>;
+
+    /// The next batch of at most `max_rows` rows. `Ok(None)` means the source is exhausted
+    /// (bounded sources only); unbounded sources wait until data is available.
+    async fn poll(&mut self, max_rows: usize) -> Result<Option<SourceBatch>>;
+
+    /// Everything up to and including `position` is durable downstream; the source may now
+    /// acknowledge it upstream. Positions arrive in the order their batches were polled.
+    async fn commit(&mut self, position: &Position) -> Result<()>;
+}
+
+/// A stateless transform over batches, compiled once per input schema.
+///
+/// # Contract
+/// - Rows keep their relative order within each output batch.
+/// - A transform may drop rows (filters) or split a batch by destination (routers), returning
+///   several batches; it never holds rows back across calls.
+pub trait Transform: Send {
+    /// Transform one batch.
+    fn apply(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
+}
+
+/// A sink of batches.
+///
+/// # Contract
+/// - **Ordering**: batches of one topic partition arrive in offset order.
+/// - **Accepted vs durable**: [`Sink::write`] returning `Ok` means the batch is *accepted*
+///   (buffered or in flight); after [`Sink::flush`] returns `Ok`, everything accepted so far
+///   is *durable* in the destination. The runtime advances consumer offsets only after
+///   `flush`, so a crash re-delivers what was accepted but not flushed: sinks are
+///   **at-least-once** unless they document otherwise (exactly-once sinks store the offsets
+///   in their own commit).
+/// - On error the runtime drops the sink, waits with backoff, creates a new one and
+///   re-delivers from the last committed offsets.
+#[async_trait]
+pub trait Sink: Send {
+    /// Accept one batch.
+    async fn write(&mut self, batch: &SinkBatch) -> Result<()>;
+
+    /// Make everything accepted so far durable.
+    async fn flush(&mut self) -> Result<()>;
+}

@@ -1,0 +1,214 @@
+//! The connector registry: connector name → factory, with catalogue metadata and the JSON
+//! Schema of each connector's `config`.
+//!
+//! Built-in connectors are registered by one explicit function per crate
+//! (`rivven_sources::register`, `rivven_sinks::register`); a third-party crate joins the same
+//! way, by calling [`Registry::register_source`] / [`Registry::register_sink`] before handing
+//! the registry to the CLI.
+
+use crate::config::FieldError;
+use crate::connector::{Sink, Source, StreamInfo};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Top-level connector category, as listed by `rivven-connect spec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Databases (CDC, query-based).
+    Database,
+    /// Message queues and streams.
+    Messaging,
+    /// Object storage.
+    Storage,
+    /// Lakehouse table formats.
+    Lakehouse,
+    /// Data warehouses.
+    Warehouse,
+    /// Generators, debugging, HTTP.
+    Utility,
+}
+
+/// Catalogue entry of a connector.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectorInfo {
+    /// The name used in `connector:`.
+    pub name: &'static str,
+    /// Category.
+    pub category: Category,
+    /// One-line description.
+    pub description: &'static str,
+    /// Search tags.
+    pub tags: &'static [&'static str],
+}
+
+/// What a connector's own validation knows about its config type.
+pub trait ValidateConfig {
+    /// Semantic checks beyond the types; paths relative to the connector's `config`.
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+}
+
+/// Identity of a running pipeline, handed to factories.
+#[derive(Debug, Clone)]
+pub struct PipelineContext {
+    /// The pipeline's name (the key under `sources:` or `sinks:`).
+    pub name: String,
+}
+
+/// Creates sources of one connector type.
+#[async_trait]
+pub trait SourceFactory: Send + Sync {
+    /// Catalogue metadata.
+    fn info(&self) -> ConnectorInfo;
+    /// JSON Schema of the connector's `config`.
+    fn config_schema(&self) -> schemars::Schema;
+    /// Validate `config` without I/O; paths are relative to `config`.
+    fn validate(&self, config: &serde_yaml::Value) -> Vec<FieldError>;
+    /// Test connectivity; returns a one-line description of what was reached.
+    async fn check(&self, config: &serde_yaml::Value) -> Result<String>;
+    /// The streams this source would produce, with their Arrow schemas.
+    async fn discover(&self, config: &serde_yaml::Value) -> Result<Vec<StreamInfo>>;
+    /// A new source instance.
+    fn create(&self, ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Source>>;
+}
+
+/// Creates sinks of one connector type.
+#[async_trait]
+pub trait SinkFactory: Send + Sync {
+    /// Catalogue metadata.
+    fn info(&self) -> ConnectorInfo;
+    /// JSON Schema of the connector's `config`.
+    fn config_schema(&self) -> schemars::Schema;
+    /// Validate `config` without I/O; paths are relative to `config`.
+    fn validate(&self, config: &serde_yaml::Value) -> Vec<FieldError>;
+    /// Test connectivity; returns a one-line description of what was reached.
+    async fn check(&self, config: &serde_yaml::Value) -> Result<String>;
+    /// A new sink instance.
+    fn create(&self, ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Sink>>;
+}
+
+/// Name → factory.
+#[derive(Default, Clone)]
+pub struct Registry {
+    sources: BTreeMap<&'static str, Arc<dyn SourceFactory>>,
+    sinks: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sources", &self.source_names())
+            .field("sinks", &self.sink_names())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a source factory. Fails if the name is taken.
+    pub fn register_source(&mut self, factory: Arc<dyn SourceFactory>) -> Result<()> {
+        let name = factory.info().name;
+        if self.sources.contains_key(name) {
+            return Err(Error::internal(format!("source connector `{name}` registered twice")));
+        }
+        self.sources.insert(name, factory);
+        Ok(())
+    }
+
+    /// Add a sink factory. Fails if the name is taken.
+    pub fn register_sink(&mut self, factory: Arc<dyn SinkFactory>) -> Result<()> {
+        let name = factory.info().name;
+        if self.sinks.contains_key(name) {
+            return Err(Error::internal(format!("sink connector `{name}` registered twice")));
+        }
+        self.sinks.insert(name, factory);
+        Ok(())
+    }
+
+    /// The source factory called `name`.
+    pub fn source(&self, name: &str) -> Option<&Arc<dyn SourceFactory>> {
+        self.sources.get(name)
+    }
+
+    /// The sink factory called `name`.
+    pub fn sink(&self, name: &str) -> Option<&Arc<dyn SinkFactory>> {
+        self.sinks.get(name)
+    }
+
+    /// Registered source names, sorted.
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.sources.keys().copied().collect()
+    }
+
+    /// Registered sink names, sorted.
+    pub fn sink_names(&self) -> Vec<&'static str> {
+        self.sinks.keys().copied().collect()
+    }
+
+    /// Every source factory.
+    pub fn sources(&self) -> impl Iterator<Item = &Arc<dyn SourceFactory>> {
+        self.sources.values()
+    }
+
+    /// Every sink factory.
+    pub fn sinks(&self) -> impl Iterator<Item = &Arc<dyn SinkFactory>> {
+        self.sinks.values()
+    }
+}
+
+/// Deserialize a YAML value into `T`, reporting errors with their key path. A missing
+/// (`null`) value is read as an empty mapping, so connectors with all-default configs may
+/// omit `config:`.
+pub fn parse_value<T: DeserializeOwned>(value: &serde_yaml::Value) -> Result<T, Vec<FieldError>> {
+    let value = if value.is_null() {
+        serde_yaml::Value::Mapping(Default::default())
+    } else {
+        value.clone()
+    };
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let mut path = e.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        let message = e.inner().to_string();
+        // For an unknown key, point at the key itself.
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            if let Some(key) = rest.split('`').next() {
+                if !path.ends_with(key) {
+                    path = if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+                }
+            }
+        }
+        vec![FieldError::new(path, message)]
+    })
+}
+
+/// Parse and validate a connector config: [`parse_value`] then [`ValidateConfig::validate`].
+pub fn parse_config<T: DeserializeOwned + ValidateConfig>(
+    value: &serde_yaml::Value,
+) -> Result<T, Vec<FieldError>> {
+    let cfg = parse_value::<T>(value)?;
+    let errs = cfg.validate();
+    if errs.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errs)
+    }
+}
+
+/// Parse a connector config for `create`/`check`, turning field errors into one
+/// configuration [`Error`] (the loader reports them with positions before this runs).
+pub fn config_or_error<T: DeserializeOwned + ValidateConfig>(value: &serde_yaml::Value) -> Result<T> {
+    parse_config(value).map_err(|errs| {
+        Error::config(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    })
+}

@@ -1,0 +1,246 @@
+//! One sink pipeline: topic reader → bounded queue → sink → flush → commit offsets.
+
+use super::queue::{bounded, QueueSender};
+use super::{backoff, Shared, TaskEnd};
+use crate::batch::{batch_bytes, SinkBatch};
+use crate::config::StartOffset;
+use crate::error::{Error, Result};
+use crate::registry::{PipelineContext, SinkFactory};
+use crate::status::{PipelineState, PipelineStatus};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Largest read from one partition at a time.
+const READ_BYTES: usize = 8 << 20;
+
+pub(super) struct SinkPipeline {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    pub start: StartOffset,
+    pub config: serde_yaml::Value,
+    pub factory: Arc<dyn SinkFactory>,
+    pub status: Arc<PipelineStatus>,
+}
+
+type Offsets = BTreeMap<(String, u32), u64>;
+
+/// Resolve and pin the group's starting offsets: committed ones are kept; partitions without
+/// one start per `start_offset`, and that start is committed at once, so that a crash before
+/// the first batch does not move a `latest` start past records appended meanwhile.
+pub(super) fn resolve_start(p: &SinkPipeline, shared: &Shared) -> Result<()> {
+    let groups = shared.log.groups();
+    let mut fresh = Vec::new();
+    for topic in &p.topics {
+        shared.log.ensure_topic(topic)?;
+        for part in 0..shared.log.partitions(topic)? {
+            if groups.committed(&p.group, topic, part).is_some() {
+                continue;
+            }
+            let offset = match p.start {
+                StartOffset::Earliest => shared.log.start_offset(topic, part)?,
+                StartOffset::Latest => shared.log.end_offset(topic, part)?,
+                StartOffset::Timestamp(ts) => shared.log.offset_for_timestamp(topic, part, ts)?,
+            };
+            fresh.push((topic.clone(), part, offset));
+        }
+    }
+    groups.commit(&p.group, fresh)
+}
+
+fn committed(p: &SinkPipeline, shared: &Shared) -> Result<Offsets> {
+    let mut out = Offsets::new();
+    for topic in &p.topics {
+        for part in 0..shared.log.partitions(topic)? {
+            let off = shared.log.groups().committed(&p.group, topic, part).ok_or_else(|| {
+                Error::state(format!("group `{}` has no offset for {topic}/{part}", p.group))
+            })?;
+            out.insert((topic.clone(), part), off);
+        }
+    }
+    Ok(out)
+}
+
+fn lag(offsets: &Offsets, shared: &Shared) -> u64 {
+    offsets
+        .iter()
+        .map(|((t, p), off)| shared.log.end_offset(t, *p).unwrap_or(*off).saturating_sub(*off))
+        .sum()
+}
+
+pub(super) async fn run(p: SinkPipeline, shared: Arc<Shared>, sources_done: watch::Receiver<bool>) -> TaskEnd {
+    let mut failures = 0u32;
+    loop {
+        p.status.set_state(PipelineState::Starting);
+        let (result, progressed) = attempt(&p, &shared, sources_done.clone()).await;
+        match result {
+            Ok(true) => {
+                p.status.set_state(PipelineState::Finished);
+                tracing::info!(sink = %p.name, "sink caught up after every source finished");
+                return TaskEnd::Finished;
+            }
+            Ok(false) => {
+                p.status.set_state(PipelineState::Stopped);
+                return TaskEnd::Stopped;
+            }
+            Err(e) => {
+                p.status.record_error(&e);
+                if progressed {
+                    failures = 0;
+                }
+                if !e.is_retryable() || failures >= shared.settings.retry.max_retries {
+                    tracing::error!(sink = %p.name, error = %e, retries = failures, "sink failed");
+                    p.status.set_state(PipelineState::Failed);
+                    return TaskEnd::Failed;
+                }
+                let wait = backoff(&shared.settings.retry, failures);
+                failures += 1;
+                tracing::warn!(sink = %p.name, error = %e, backoff_ms = wait.as_millis() as u64, "sink failed; restarting from committed offsets");
+                p.status.set_state(PipelineState::Restarting);
+                p.status.restarted();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shared.cancel.cancelled() => {
+                        p.status.set_state(PipelineState::Stopped);
+                        return TaskEnd::Stopped;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One attempt. `Ok(true)`: finished (caught up, sources done); `Ok(false)`: stopped.
+async fn attempt(p: &SinkPipeline, shared: &Arc<Shared>, sources_done: watch::Receiver<bool>) -> (Result<bool>, bool) {
+    let start = match committed(p, shared) {
+        Ok(o) => o,
+        Err(e) => return (Err(e), false),
+    };
+    let ctx = PipelineContext { name: p.name.clone() };
+    let mut sink = match p.factory.create(&ctx, &p.config) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), false),
+    };
+    p.status.set_lag(lag(&start, shared));
+    p.status.set_state(PipelineState::Running);
+    let q = &shared.settings.queue;
+    let (tx, mut rx) = bounded::<SinkBatch>(q.max_rows, q.max_bytes);
+    let stop_reader = shared.cancel.child_token();
+    let reader = tokio::spawn(reader(start.clone(), tx, shared.clone(), stop_reader.clone(), sources_done));
+
+    let commit_every = Duration::from_millis(shared.settings.commit_interval_ms);
+    let mut done = start;
+    let mut pending = false;
+    let mut last_flush = Instant::now();
+    let mut progressed = false;
+    let group = p.group.clone();
+    let flush_commit = |done: &Offsets| {
+        let offsets: Vec<_> = done.iter().map(|((t, part), o)| (t.clone(), *part, *o)).collect();
+        shared.log.groups().commit(&group, offsets)
+    };
+    // Batches already taken from the topic are always written and flushed, even on shutdown:
+    // the loop ends only when the reader has stopped and the queue is empty.
+    let result: Result<()> = loop {
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            _ = tokio::time::sleep(commit_every), if pending => {
+                if let Err(e) = sink.flush().await { break Err(e) }
+                if let Err(e) = flush_commit(&done) { break Err(e) }
+                pending = false;
+                last_flush = Instant::now();
+                p.status.set_lag(lag(&done, shared));
+                continue;
+            }
+        };
+        let Some(b) = item else { break Ok(()) };
+        if let Err(e) = sink.write(&b).await {
+            break Err(e);
+        }
+        progressed = true;
+        p.status.add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
+        done.insert((b.topic.to_string(), b.partition), b.next_offset());
+        pending = true;
+        if rx.is_empty() || last_flush.elapsed() >= commit_every {
+            if let Err(e) = sink.flush().await {
+                break Err(e);
+            }
+            if let Err(e) = flush_commit(&done) {
+                break Err(e);
+            }
+            pending = false;
+            last_flush = Instant::now();
+            p.status.set_lag(lag(&done, shared));
+        }
+    };
+    stop_reader.cancel();
+    let read = match reader.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::internal(format!("topic reader panicked: {e}"))),
+    };
+    if let Err(e) = result {
+        return (Err(e), progressed);
+    }
+    if pending {
+        if let Err(e) = sink.flush().await {
+            return (Err(e), progressed);
+        }
+        if let Err(e) = flush_commit(&done) {
+            return (Err(e), progressed);
+        }
+    }
+    p.status.set_lag(lag(&done, shared));
+    match read {
+        Ok(finished) => (Ok(finished), progressed),
+        Err(e) => (Err(e), progressed),
+    }
+}
+
+/// Reads assigned partitions from `offsets` on and queues the batches. Returns `Ok(true)`
+/// when every source is done and every partition has been read to its end, `Ok(false)` when
+/// stopped.
+async fn reader(
+    mut offsets: Offsets,
+    tx: QueueSender<SinkBatch>,
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+    mut sources_done: watch::Receiver<bool>,
+) -> Result<bool> {
+    let mut appended = shared.log.subscribe();
+    loop {
+        // Observe the done flag *before* reading, so "done and nothing left" is reliable.
+        let done = *sources_done.borrow_and_update();
+        appended.borrow_and_update();
+        let mut got_any = false;
+        let keys: Vec<(String, u32)> = offsets.keys().cloned().collect();
+        for (topic, part) in keys {
+            if stop.is_cancelled() {
+                return Ok(false);
+            }
+            let from = offsets[&(topic.clone(), part)];
+            let batches = shared.log.read(&topic, part, from, READ_BYTES).await?;
+            for b in batches {
+                got_any = true;
+                offsets.insert((topic.clone(), part), b.next_offset());
+                let (rows, bytes) = (b.batch.num_rows(), batch_bytes(&b.batch));
+                tokio::select! {
+                    r = tx.send(b, rows, bytes) => if r.is_err() { return Ok(false) },
+                    _ = stop.cancelled() => return Ok(false),
+                }
+            }
+        }
+        if got_any {
+            continue;
+        }
+        if done {
+            return Ok(true);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(false),
+            _ = appended.changed() => {}
+            _ = sources_done.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

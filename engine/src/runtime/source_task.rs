@@ -1,0 +1,244 @@
+//! One source pipeline: poll → micro-batch → bounded queue → topic writer → acknowledge.
+
+use super::batcher::{Batcher, Next};
+use super::queue::{bounded, QueueReceiver};
+use super::{backoff, Shared, TaskEnd};
+use crate::batch::{batch_bytes, Position, SourceBatch};
+use crate::error::{Error, Result};
+use crate::registry::{PipelineContext, SourceFactory};
+use crate::status::{PipelineState, PipelineStatus};
+use crate::topic::{write_atomic, SourceMark};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+pub(super) struct SourcePipeline {
+    pub name: String,
+    pub topic: String,
+    pub config: serde_yaml::Value,
+    pub factory: Arc<dyn SourceFactory>,
+    pub status: Arc<PipelineStatus>,
+}
+
+/// How one attempt ended without error.
+enum Attempt {
+    Exhausted,
+    Cancelled,
+}
+
+/// The source's newest durable mark: from the topic log, or from the state file when the
+/// log has none (a position-only advance, or retention removed the frames).
+fn recover_mark(shared: &Shared, name: &str) -> Result<Option<SourceMark>> {
+    let from_log = shared.log.source_mark(name);
+    let path = shared.state_dir.join("sources").join(format!("{name}.json"));
+    let from_file = match std::fs::read(&path) {
+        Ok(data) => Some(
+            serde_json::from_slice::<SourceMark>(&data)
+                .map_err(|e| Error::state(format!("{}: {e}", path.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    Ok(match (from_log, from_file) {
+        (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Stable partition choice: FNV-1a of the stream name, so one stream keeps its order.
+fn partition_for(key: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+pub(super) async fn run(p: SourcePipeline, shared: Arc<Shared>) -> TaskEnd {
+    let mut failures = 0u32;
+    loop {
+        p.status.set_state(PipelineState::Starting);
+        let (result, progressed) = attempt(&p, &shared).await;
+        match result {
+            Ok(Attempt::Exhausted) => {
+                p.status.set_state(PipelineState::Finished);
+                tracing::info!(source = %p.name, "source finished");
+                return TaskEnd::Finished;
+            }
+            Ok(Attempt::Cancelled) => {
+                p.status.set_state(PipelineState::Stopped);
+                return TaskEnd::Stopped;
+            }
+            Err(e) => {
+                p.status.record_error(&e);
+                if progressed {
+                    failures = 0;
+                }
+                if !e.is_retryable() || failures >= shared.settings.retry.max_retries {
+                    tracing::error!(source = %p.name, error = %e, retries = failures, "source failed");
+                    p.status.set_state(PipelineState::Failed);
+                    return TaskEnd::Failed;
+                }
+                let wait = backoff(&shared.settings.retry, failures);
+                failures += 1;
+                tracing::warn!(source = %p.name, error = %e, backoff_ms = wait.as_millis() as u64, "source failed; restarting");
+                p.status.set_state(PipelineState::Restarting);
+                p.status.restarted();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shared.cancel.cancelled() => {
+                        p.status.set_state(PipelineState::Stopped);
+                        return TaskEnd::Stopped;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One attempt; returns whether any batch became durable.
+async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, bool) {
+    let mark = match recover_mark(shared, &p.name) {
+        Ok(m) => m,
+        Err(e) => return (Err(e), false),
+    };
+    let ctx = PipelineContext { name: p.name.clone() };
+    let mut source = match p.factory.create(&ctx, &p.config) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), false),
+    };
+    let next_seq = mark.as_ref().map_or(0, |m| m.seq + 1);
+    if let Some(m) = &mark {
+        p.status.set_position(m.position.0.clone());
+        tracing::info!(source = %p.name, position = %m.position.0, "resuming after durable position");
+    }
+    if let Err(e) = source.open(mark.map(|m| m.position)).await {
+        return (Err(e), false);
+    }
+    p.status.set_state(PipelineState::Running);
+
+    let q = &shared.settings.queue;
+    let (tx, rx) = bounded::<SourceBatch>(q.max_rows, q.max_bytes);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Position>();
+    let writer_failed = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let failed = writer_failed.clone();
+        let w = writer(p.name.clone(), p.topic.clone(), next_seq, rx, ack_tx, shared.clone(), p.status.clone());
+        tokio::spawn(async move {
+            let r = w.await;
+            if r.is_err() {
+                failed.cancel();
+            }
+            r
+        })
+    };
+    let mut batcher = Batcher::new(shared.settings.batch.clone());
+    let mut progressed = false;
+
+    enum Ev {
+        Cancel,
+        Ack(Position),
+        Next(Result<Next>),
+    }
+    let outcome: Result<Attempt> = loop {
+        let ev = tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => Ev::Cancel,
+            // The writer's error is collected after the loop.
+            _ = writer_failed.cancelled() => Ev::Cancel,
+            Some(pos) = ack_rx.recv() => Ev::Ack(pos),
+            n = batcher.next(source.as_mut()) => Ev::Next(n),
+        };
+        match ev {
+            Ev::Cancel => break Ok(Attempt::Cancelled),
+            Ev::Ack(pos) => {
+                progressed = true;
+                if let Err(e) = source.commit(&pos).await {
+                    break Err(e);
+                }
+            }
+            Ev::Next(Err(e)) => break Err(e),
+            Ev::Next(Ok(Next::Exhausted)) => break Ok(Attempt::Exhausted),
+            Ev::Next(Ok(Next::Batch(b))) => {
+                let (rows, bytes) = (b.batch.num_rows(), batch_bytes(&b.batch));
+                // The writer only stops early on error; its result is collected below.
+                let sent = tokio::select! {
+                    r = tx.send(b, rows, bytes) => r.is_ok(),
+                    _ = shared.cancel.cancelled() => break Ok(Attempt::Cancelled),
+                };
+                if !sent {
+                    break Ok(Attempt::Cancelled);
+                }
+            }
+        }
+    };
+    // Drain: everything queued is written, then every durable position is acknowledged.
+    drop(tx);
+    let written = match writer.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::internal(format!("topic writer panicked: {e}"))),
+    };
+    while let Ok(pos) = ack_rx.try_recv() {
+        progressed = true;
+        if let Err(e) = source.commit(&pos).await {
+            return (Err(e), progressed);
+        }
+    }
+    match (outcome, written) {
+        (Err(e), _) | (Ok(_), Err(e)) => (Err(e), progressed),
+        (Ok(a), Ok(())) => (Ok(a), progressed),
+    }
+}
+
+/// Appends queued batches with their position marks; acknowledges each after it is durable.
+async fn writer(
+    name: String,
+    default_topic: String,
+    mut seq: u64,
+    mut rx: QueueReceiver<SourceBatch>,
+    acks: mpsc::UnboundedSender<Position>,
+    shared: Arc<Shared>,
+    status: Arc<PipelineStatus>,
+) -> Result<()> {
+    let state_file = shared.state_dir.join("sources").join(format!("{name}.json"));
+    let mut last_file_write = std::time::Instant::now();
+    while let Some(b) = rx.recv().await {
+        let mark = SourceMark { source: name.clone(), seq, position: b.position.clone() };
+        seq += 1;
+        let rows = b.batch.num_rows();
+        if rows > 0 {
+            let topic = b.topic.as_deref().unwrap_or(&default_topic);
+            shared.log.ensure_topic(topic)?;
+            let parts = shared.log.partitions(topic)?;
+            let partition = partition_for(b.stream.as_deref().unwrap_or(&name), parts);
+            shared.log.append(topic, partition, &b.batch, Some(&mark)).await?;
+            status.add(rows as u64, batch_bytes(&b.batch) as u64);
+        }
+        // The log holds the authoritative mark; the file covers position-only advances and
+        // positions whose frames retention deleted. Written at most once per commit interval.
+        let due = last_file_write.elapsed().as_millis() as u64 >= shared.settings.commit_interval_ms;
+        if rows == 0 || due {
+            let data = serde_json::to_vec(&mark).map_err(|e| Error::internal(e.to_string()))?;
+            let path = state_file.clone();
+            tokio::task::spawn_blocking(move || write_atomic(&path, &data))
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?
+                .map_err(|e| Error::io("write source position", e))?;
+            last_file_write = std::time::Instant::now();
+        }
+        status.set_position(mark.position.0.clone());
+        let _ = acks.send(mark.position);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partition_choice_is_stable() {
+        assert_eq!(super::partition_for("orders", 1), 0);
+        let p = super::partition_for("orders", 8);
+        assert_eq!(p, super::partition_for("orders", 8));
+        assert!(p < 8);
+    }
+}

@@ -1,0 +1,282 @@
+//! Pipeline status and metrics, shared by the runtime and served over HTTP.
+//!
+//! `GET /health` answers 200 while the process runs; `GET /status` returns every pipeline's
+//! state, counters, lag and last error as JSON (what `rivven-connect status` prints);
+//! `GET /metrics` returns the same counters in the Prometheus text format. Error texts are
+//! scrubbed of secrets before they are stored.
+
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+/// Whether a pipeline is a source or a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineKind {
+    /// A source pipeline.
+    Source,
+    /// A sink pipeline.
+    Sink,
+}
+
+/// Lifecycle state of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineState {
+    /// Being created / opened.
+    Starting,
+    /// Moving data.
+    Running,
+    /// Failed; waiting for the backoff before the next attempt.
+    Restarting,
+    /// Bounded source exhausted, or sink caught up after every source finished.
+    Finished,
+    /// Stopped by shutdown.
+    Stopped,
+    /// Failed permanently (non-retryable error or retries exhausted).
+    Failed,
+}
+
+/// Live status of one pipeline. Counters are lock-free.
+#[derive(Debug)]
+pub struct PipelineStatus {
+    /// Pipeline name.
+    pub name: String,
+    /// Source or sink.
+    pub kind: PipelineKind,
+    /// Connector name.
+    pub connector: String,
+    state: Mutex<PipelineState>,
+    events: AtomicU64,
+    bytes: AtomicU64,
+    lag: AtomicU64,
+    restarts: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    position: Mutex<Option<serde_json::Value>>,
+}
+
+impl PipelineStatus {
+    /// Set the state.
+    pub fn set_state(&self, state: PipelineState) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = state;
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> PipelineState {
+        self.state.lock().map(|s| *s).unwrap_or(PipelineState::Failed)
+    }
+
+    /// Count rows and bytes moved.
+    pub fn add(&self, events: u64, bytes: u64) {
+        self.events.fetch_add(events, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Set the lag (records not yet durable in the sink, or source-defined).
+    pub fn set_lag(&self, lag: u64) {
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+
+    /// Record a failure (the text is scrubbed of secrets).
+    pub fn record_error(&self, error: &dyn std::fmt::Display) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(crate::redact::scrub(&error.to_string()));
+        }
+    }
+
+    /// Count a restart.
+    pub fn restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Record the last durable source position.
+    pub fn set_position(&self, position: serde_json::Value) {
+        if let Ok(mut p) = self.position.lock() {
+            *p = Some(position);
+        }
+    }
+
+    fn snapshot(&self) -> PipelineSnapshot {
+        PipelineSnapshot {
+            name: self.name.clone(),
+            kind: self.kind,
+            connector: self.connector.clone(),
+            state: self.state(),
+            events: self.events.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            lag: self.lag.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            position: self.position.lock().ok().and_then(|p| p.clone()),
+        }
+    }
+}
+
+/// A point-in-time copy of one pipeline's status (the JSON of `/status`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PipelineSnapshot {
+    /// Pipeline name.
+    pub name: String,
+    /// Source or sink.
+    #[serde(with = "kind_serde")]
+    pub kind: PipelineKind,
+    /// Connector name.
+    pub connector: String,
+    /// State.
+    #[serde(with = "state_serde")]
+    pub state: PipelineState,
+    /// Rows moved (sources: appended to the topic; sinks: written).
+    pub events: u64,
+    /// Arrow bytes moved.
+    pub bytes: u64,
+    /// Sinks: records in their topics not yet durable in the sink.
+    pub lag: u64,
+    /// Restarts after failures.
+    pub restarts: u64,
+    /// Last error, scrubbed of secrets.
+    pub last_error: Option<String>,
+    /// Sources: last durable position.
+    pub position: Option<serde_json::Value>,
+}
+
+macro_rules! enum_serde {
+    ($m:ident, $t:ty, $($v:ident = $s:literal),*) => {
+        mod $m {
+            use super::*;
+            pub fn serialize<S: serde::Serializer>(v: &$t, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(match v { $(<$t>::$v => $s),* })
+            }
+            pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                match s.as_str() { $($s => Ok(<$t>::$v),)* o => Err(serde::de::Error::custom(format!("unknown value {o}"))) }
+            }
+        }
+    };
+}
+enum_serde!(kind_serde, PipelineKind, Source = "source", Sink = "sink");
+enum_serde!(
+    state_serde,
+    PipelineState,
+    Starting = "starting",
+    Running = "running",
+    Restarting = "restarting",
+    Finished = "finished",
+    Stopped = "stopped",
+    Failed = "failed"
+);
+
+/// The whole process's status (the JSON of `/status`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StatusReport {
+    /// Seconds since the runtime started.
+    pub uptime_secs: u64,
+    /// Every pipeline.
+    pub pipelines: Vec<PipelineSnapshot>,
+}
+
+/// Registry of every pipeline's status.
+#[derive(Debug)]
+pub struct StatusRegistry {
+    started: Instant,
+    pipelines: RwLock<Vec<Arc<PipelineStatus>>>,
+}
+
+impl Default for StatusRegistry {
+    fn default() -> Self {
+        Self { started: Instant::now(), pipelines: RwLock::new(Vec::new()) }
+    }
+}
+
+impl StatusRegistry {
+    /// Register a pipeline.
+    pub fn add(&self, name: &str, kind: PipelineKind, connector: &str) -> Arc<PipelineStatus> {
+        let st = Arc::new(PipelineStatus {
+            name: name.to_owned(),
+            kind,
+            connector: connector.to_owned(),
+            state: Mutex::new(PipelineState::Starting),
+            events: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            lag: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            position: Mutex::new(None),
+        });
+        if let Ok(mut p) = self.pipelines.write() {
+            p.push(st.clone());
+        }
+        st
+    }
+
+    /// A snapshot of everything.
+    pub fn report(&self) -> StatusReport {
+        StatusReport {
+            uptime_secs: self.started.elapsed().as_secs(),
+            pipelines: self
+                .pipelines
+                .read()
+                .map(|p| p.iter().map(|s| s.snapshot()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The Prometheus text exposition of the counters.
+    pub fn prometheus(&self) -> String {
+        let report = self.report();
+        let mut out = String::new();
+        let metric = |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&PipelineSnapshot) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for p in &report.pipelines {
+                let kind = match p.kind {
+                    PipelineKind::Source => "source",
+                    PipelineKind::Sink => "sink",
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{pipeline=\"{}\",kind=\"{kind}\",connector=\"{}\"}} {}",
+                    p.name,
+                    p.connector,
+                    value(p)
+                );
+            }
+        };
+        metric(&mut out, "rivven_connect_events_total", "counter", "Rows moved by the pipeline.", &|p| p.events);
+        metric(&mut out, "rivven_connect_bytes_total", "counter", "Arrow bytes moved by the pipeline.", &|p| p.bytes);
+        metric(&mut out, "rivven_connect_lag_records", "gauge", "Records in the sink's topics not yet durable in the sink.", &|p| p.lag);
+        metric(&mut out, "rivven_connect_restarts_total", "counter", "Restarts after failures.", &|p| p.restarts);
+        metric(&mut out, "rivven_connect_pipeline_running", "gauge", "1 while the pipeline is running.", &|p| {
+            u64::from(p.state == PipelineState::Running)
+        });
+        let _ = writeln!(
+            out,
+            "# HELP rivven_connect_uptime_seconds Seconds since start.\n# TYPE rivven_connect_uptime_seconds gauge\nrivven_connect_uptime_seconds {}",
+            report.uptime_secs
+        );
+        out
+    }
+}
+
+/// Serve `/health`, `/status` and `/metrics` on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    status: Arc<StatusRegistry>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let s1 = status.clone();
+    let s2 = status.clone();
+    let app = axum::Router::new()
+        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/status", get(move || async move { axum::Json(s1.report()) }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s2.prometheus())
+            }),
+        );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
