@@ -1,1 +1,16 @@
+//! Source connectors of rivven-connect, one module and one Cargo feature each.
+//!
+//! [`register`] adds every compiled-in source to a [`Registry`].
 
+#[cfg(feature = "datagen")]
+pub mod datagen;
+
+use rivven_engine::registry::Registry;
+
+/// Register every source connector compiled into this crate.
+pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
+    #[cfg(feature = "datagen")]
+    registry.register_source(std::sync::Arc::new(datagen::DatagenFactory))?;
+    let _ = &registry;
+    Ok(())
+}
