@@ -1,1 +1,16 @@
+//! Sink connectors of rivven-connect, one module and one Cargo feature each.
+//!
+//! [`register`] adds every compiled-in sink to a [`Registry`].
 
+#[cfg(feature = "stdout")]
+pub mod stdout;
+
+use rivven_engine::registry::Registry;
+
+/// Register every sink connector compiled into this crate.
+pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
+    #[cfg(feature = "stdout")]
+    registry.register_sink(std::sync::Arc::new(stdout::StdoutFactory))?;
+    let _ = &registry;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Command-line interface.
+
+mod commands;
+mod init;
+mod status;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rivven_engine::registry::Registry;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arrow-columnar change data capture and data movement.
+#[derive(Debug, Parser)]
+#[command(name = "rivven-connect", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Pipeline configuration file.
+    #[arg(short, long, global = true, env = "RIVVEN_CONFIG", default_value = "rivven-connect.yaml")]
+    pub config: PathBuf,
+    /// More logging: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a commented example configuration that runs as is on the embedded topic log.
+    Init,
+    /// Validate the configuration, then test every connector's connectivity.
+    Check,
+    /// Run every enabled pipeline until they finish or SIGINT/SIGTERM drains them.
+    Run,
+    /// Show a connector's config JSON Schema, or the catalogue when no name is given.
+    Spec {
+        /// Connector name.
+        connector: Option<String>,
+    },
+    /// List the streams a configured source produces, with their Arrow schemas.
+    Discover {
+        /// Source name (a key under `sources:`).
+        source: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the status of the pipelines of a running process.
+    Status {
+        /// Status endpoint; default: settings.health of the configuration.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Parse the command line and run it with `registry`.
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(commands::dispatch(cli, registry))
+}
