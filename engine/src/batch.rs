@@ -92,14 +92,20 @@ pub fn change_event_schema(table_columns: Fields) -> SchemaRef {
         Field::new("op", DataType::Utf8, false),
         Field::new("before", DataType::Struct(table_columns.clone()), true),
         Field::new("after", DataType::Struct(table_columns), true),
-        Field::new("source", DataType::Struct(change_event_source_fields()), false),
+        Field::new(
+            "source",
+            DataType::Struct(change_event_source_fields()),
+            false,
+        ),
         Field::new("ts_ms", DataType::Int64, false),
     ]))
 }
 
 /// Whether a schema has the change-event shape.
 pub fn is_change_event_schema(schema: &Schema) -> bool {
-    ["op", "before", "after", "source"].iter().all(|n| schema.field_with_name(n).is_ok())
+    ["op", "before", "after", "source"]
+        .iter()
+        .all(|n| schema.field_with_name(n).is_ok())
 }
 
 /// Millisecond UTC timestamps, the type sources use for wall-clock instants.

@@ -52,8 +52,19 @@ pub struct Error {
 
 impl Error {
     /// A new error with explicit classification.
-    pub fn new(kind: ErrorKind, origin: Origin, retryable: bool, message: impl Into<String>) -> Self {
-        Self { kind, origin, retryable, message: message.into(), source: None }
+    pub fn new(
+        kind: ErrorKind,
+        origin: Origin,
+        retryable: bool,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            origin,
+            retryable,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A configuration error (user's, not retryable).
@@ -72,8 +83,13 @@ impl Error {
             err.kind(),
             std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::BrokenPipe
         );
-        Self::new(ErrorKind::Io, Origin::External, retryable, format!("{}: {err}", context.into()))
-            .with_source(err)
+        Self::new(
+            ErrorKind::Io,
+            Origin::External,
+            retryable,
+            format!("{}: {err}", context.into()),
+        )
+        .with_source(err)
     }
 
     /// A data encoding/decoding error (not retryable: the same data fails again).

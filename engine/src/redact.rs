@@ -17,9 +17,17 @@ const MIN_LEN: usize = 4;
 
 fn secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH"]
-        .iter()
-        .any(|w| upper.contains(w))
+    [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "KEY",
+        "CREDENTIAL",
+        "AUTH",
+    ]
+    .iter()
+    .any(|w| upper.contains(w))
 }
 
 /// Register a substituted value so that it is never printed.
@@ -31,7 +39,7 @@ pub fn register(var_name: &str, value: &str) {
         if !secrets.iter().any(|(_, v)| v == value) {
             secrets.push((value.to_owned(), format!("${{{var_name}}}")));
             // Longest first, so that a value containing another is replaced whole.
-            secrets.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         }
     }
 }
@@ -59,8 +67,14 @@ mod tests {
         register("PG_PASSWORD", "pw");
         register("HOST", "db.internal.example");
         register("N", "1");
-        assert_eq!(scrub("password pw rejected"), "password ${PG_PASSWORD} rejected");
-        assert_eq!(scrub("cannot reach db.internal.example:65000"), "cannot reach ${HOST}:65000");
+        assert_eq!(
+            scrub("password pw rejected"),
+            "password ${PG_PASSWORD} rejected"
+        );
+        assert_eq!(
+            scrub("cannot reach db.internal.example:65000"),
+            "cannot reach ${HOST}:65000"
+        );
         assert_eq!(scrub("retry 1 of 3"), "retry 1 of 3");
     }
 }

@@ -118,7 +118,9 @@ impl Registry {
     pub fn register_source(&mut self, factory: Arc<dyn SourceFactory>) -> Result<()> {
         let name = factory.info().name;
         if self.sources.contains_key(name) {
-            return Err(Error::internal(format!("source connector `{name}` registered twice")));
+            return Err(Error::internal(format!(
+                "source connector `{name}` registered twice"
+            )));
         }
         self.sources.insert(name, factory);
         Ok(())
@@ -128,7 +130,9 @@ impl Registry {
     pub fn register_sink(&mut self, factory: Arc<dyn SinkFactory>) -> Result<()> {
         let name = factory.info().name;
         if self.sinks.contains_key(name) {
-            return Err(Error::internal(format!("sink connector `{name}` registered twice")));
+            return Err(Error::internal(format!(
+                "sink connector `{name}` registered twice"
+            )));
         }
         self.sinks.insert(name, factory);
         Ok(())
@@ -184,7 +188,11 @@ pub fn parse_value<T: DeserializeOwned>(value: &serde_yaml::Value) -> Result<T, 
         if let Some(rest) = message.strip_prefix("unknown field `") {
             if let Some(key) = rest.split('`').next() {
                 if !path.ends_with(key) {
-                    path = if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+                    path = if path.is_empty() {
+                        key.to_owned()
+                    } else {
+                        format!("{path}.{key}")
+                    };
                 }
             }
         }
@@ -207,8 +215,15 @@ pub fn parse_config<T: DeserializeOwned + ValidateConfig>(
 
 /// Parse a connector config for `create`/`check`, turning field errors into one
 /// configuration [`Error`] (the loader reports them with positions before this runs).
-pub fn config_or_error<T: DeserializeOwned + ValidateConfig>(value: &serde_yaml::Value) -> Result<T> {
+pub fn config_or_error<T: DeserializeOwned + ValidateConfig>(
+    value: &serde_yaml::Value,
+) -> Result<T> {
     parse_config(value).map_err(|errs| {
-        Error::config(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        Error::config(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     })
 }

@@ -67,7 +67,10 @@ impl PipelineStatus {
 
     /// The current state.
     pub fn state(&self) -> PipelineState {
-        self.state.lock().map(|s| *s).unwrap_or(PipelineState::Failed)
+        self.state
+            .lock()
+            .map(|s| *s)
+            .unwrap_or(PipelineState::Failed)
     }
 
     /// Count rows and bytes moved.
@@ -187,7 +190,10 @@ pub struct StatusRegistry {
 
 impl Default for StatusRegistry {
     fn default() -> Self {
-        Self { started: Instant::now(), pipelines: RwLock::new(Vec::new()) }
+        Self {
+            started: Instant::now(),
+            pipelines: RwLock::new(Vec::new()),
+        }
     }
 }
 
@@ -228,7 +234,11 @@ impl StatusRegistry {
     pub fn prometheus(&self) -> String {
         let report = self.report();
         let mut out = String::new();
-        let metric = |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&PipelineSnapshot) -> u64| {
+        let metric = |out: &mut String,
+                      name: &str,
+                      kind: &str,
+                      help: &str,
+                      value: &dyn Fn(&PipelineSnapshot) -> u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for p in &report.pipelines {
                 let kind = match p.kind {
@@ -244,13 +254,41 @@ impl StatusRegistry {
                 );
             }
         };
-        metric(&mut out, "rivven_connect_events_total", "counter", "Rows moved by the pipeline.", &|p| p.events);
-        metric(&mut out, "rivven_connect_bytes_total", "counter", "Arrow bytes moved by the pipeline.", &|p| p.bytes);
-        metric(&mut out, "rivven_connect_lag_records", "gauge", "Records in the sink's topics not yet durable in the sink.", &|p| p.lag);
-        metric(&mut out, "rivven_connect_restarts_total", "counter", "Restarts after failures.", &|p| p.restarts);
-        metric(&mut out, "rivven_connect_pipeline_running", "gauge", "1 while the pipeline is running.", &|p| {
-            u64::from(p.state == PipelineState::Running)
-        });
+        metric(
+            &mut out,
+            "rivven_connect_events_total",
+            "counter",
+            "Rows moved by the pipeline.",
+            &|p| p.events,
+        );
+        metric(
+            &mut out,
+            "rivven_connect_bytes_total",
+            "counter",
+            "Arrow bytes moved by the pipeline.",
+            &|p| p.bytes,
+        );
+        metric(
+            &mut out,
+            "rivven_connect_lag_records",
+            "gauge",
+            "Records in the sink's topics not yet durable in the sink.",
+            &|p| p.lag,
+        );
+        metric(
+            &mut out,
+            "rivven_connect_restarts_total",
+            "counter",
+            "Restarts after failures.",
+            &|p| p.restarts,
+        );
+        metric(
+            &mut out,
+            "rivven_connect_pipeline_running",
+            "gauge",
+            "1 while the pipeline is running.",
+            &|p| u64::from(p.state == PipelineState::Running),
+        );
         let _ = writeln!(
             out,
             "# HELP rivven_connect_uptime_seconds Seconds since start.\n# TYPE rivven_connect_uptime_seconds gauge\nrivven_connect_uptime_seconds {}",
@@ -270,13 +308,27 @@ pub async fn serve(
     let s1 = status.clone();
     let s2 = status.clone();
     let app = axum::Router::new()
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
-        .route("/status", get(move || async move { axum::Json(s1.report()) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/status",
+            get(move || async move { axum::Json(s1.report()) }),
+        )
         .route(
             "/metrics",
             get(move || async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s2.prometheus())
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    s2.prometheus(),
+                )
             }),
         );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

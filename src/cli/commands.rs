@@ -65,7 +65,10 @@ async fn check(path: &std::path::Path, registry: &Registry) -> ExitCode {
             continue;
         }
         if let Some(f) = registry.source(&s.connector) {
-            report(format!("source {name} ({})", s.connector), f.check(&s.config).await);
+            report(
+                format!("source {name} ({})", s.connector),
+                f.check(&s.config).await,
+            );
         }
     }
     for (name, s) in &loaded.config.sinks {
@@ -74,7 +77,10 @@ async fn check(path: &std::path::Path, registry: &Registry) -> ExitCode {
             continue;
         }
         if let Some(f) = registry.sink(&s.connector) {
-            report(format!("sink {name} ({})", s.connector), f.check(&s.config).await);
+            report(
+                format!("sink {name} ({})", s.connector),
+                f.check(&s.config).await,
+            );
         }
     }
     if failed > 0 {
@@ -85,7 +91,10 @@ async fn check(path: &std::path::Path, registry: &Registry) -> ExitCode {
     }
 }
 
-async fn bind(key: &str, ep: &rivven_engine::config::EndpointSettings) -> Result<tokio::net::TcpListener, String> {
+async fn bind(
+    key: &str,
+    ep: &rivven_engine::config::EndpointSettings,
+) -> Result<tokio::net::TcpListener, String> {
     let addr = format!("{}:{}", ep.host, ep.port);
     tokio::net::TcpListener::bind(&addr)
         .await
@@ -123,7 +132,11 @@ async fn run(path: &std::path::Path, registry: &Registry) -> ExitCode {
         match bind(key, ep).await {
             Ok(listener) => {
                 tracing::info!(endpoint = key, addr = %format!("{}:{}", ep.host, ep.port), "serving /health, /status, /metrics");
-                tokio::spawn(rivven_engine::status::serve(listener, status.clone(), shutdown.clone()));
+                tokio::spawn(rivven_engine::status::serve(
+                    listener,
+                    status.clone(),
+                    shutdown.clone(),
+                ));
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -151,7 +164,10 @@ async fn run(path: &std::path::Path, registry: &Registry) -> ExitCode {
 /// First SIGINT/SIGTERM: graceful drain. Second: exit at once.
 async fn signals(shutdown: tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -171,17 +187,34 @@ async fn signals(shutdown: tokio_util::sync::CancellationToken) {
 
 fn spec(connector: Option<&str>, registry: &Registry) -> ExitCode {
     let Some(name) = connector else {
-        let mut by_cat: BTreeMap<Category, Vec<(String, &'static str, &'static str, String)>> = BTreeMap::new();
+        let mut by_cat: BTreeMap<Category, Vec<(String, &'static str, &'static str, String)>> =
+            BTreeMap::new();
         for f in registry.sources() {
             let i = f.info();
-            by_cat.entry(i.category).or_default().push((i.name.into(), "source", i.description, i.tags.join(", ")));
+            by_cat.entry(i.category).or_default().push((
+                i.name.into(),
+                "source",
+                i.description,
+                i.tags.join(", "),
+            ));
         }
         for f in registry.sinks() {
             let i = f.info();
-            by_cat.entry(i.category).or_default().push((i.name.into(), "sink", i.description, i.tags.join(", ")));
+            by_cat.entry(i.category).or_default().push((
+                i.name.into(),
+                "sink",
+                i.description,
+                i.tags.join(", "),
+            ));
         }
         for (cat, mut items) in by_cat {
-            println!("{}:", serde_json::to_value(cat).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+            println!(
+                "{}:",
+                serde_json::to_value(cat)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            );
             items.sort();
             for (name, kind, desc, tags) in items {
                 println!("  {name:<16} {kind:<7} {desc} [{tags}]");
@@ -192,7 +225,11 @@ fn spec(connector: Option<&str>, registry: &Registry) -> ExitCode {
     let schema = registry
         .source(name)
         .map(|f| (f.info(), "source", f.config_schema()))
-        .or_else(|| registry.sink(name).map(|f| (f.info(), "sink", f.config_schema())));
+        .or_else(|| {
+            registry
+                .sink(name)
+                .map(|f| (f.info(), "sink", f.config_schema()))
+        });
     match schema {
         Some((info, kind, schema)) => {
             let doc = serde_json::json!({
@@ -211,20 +248,31 @@ fn spec(connector: Option<&str>, registry: &Registry) -> ExitCode {
             names.extend(registry.sink_names());
             names.sort();
             names.dedup();
-            eprintln!("error: unknown connector `{name}`; available: {}", names.join(", "));
+            eprintln!(
+                "error: unknown connector `{name}`; available: {}",
+                names.join(", ")
+            );
             ExitCode::FAILURE
         }
     }
 }
 
-async fn discover(path: &std::path::Path, source: &str, json: bool, registry: &Registry) -> ExitCode {
+async fn discover(
+    path: &std::path::Path,
+    source: &str,
+    json: bool,
+    registry: &Registry,
+) -> ExitCode {
     let loaded = match load(path, registry) {
         Ok(l) => l,
         Err(code) => return code,
     };
     let Some(spec) = loaded.config.sources.get(source) else {
         let names: Vec<&String> = loaded.config.sources.keys().collect();
-        eprintln!("error: no source `{source}` in {}; sources: {names:?}", loaded.file);
+        eprintln!(
+            "error: no source `{source}` in {}; sources: {names:?}",
+            loaded.file
+        );
         return ExitCode::FAILURE;
     };
     let Some(factory) = registry.source(&spec.connector) else {
@@ -266,4 +314,3 @@ async fn discover(path: &std::path::Path, source: &str, json: bool, registry: &R
         }
     }
 }
-

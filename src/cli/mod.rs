@@ -14,7 +14,13 @@ use std::process::ExitCode;
 #[command(name = "rivven-connect", version, about, propagate_version = true)]
 pub struct Cli {
     /// Pipeline configuration file.
-    #[arg(short, long, global = true, env = "RIVVEN_CONFIG", default_value = "rivven-connect.yaml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "RIVVEN_CONFIG",
+        default_value = "rivven-connect.yaml"
+    )]
     pub config: PathBuf,
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -76,7 +82,11 @@ fn init_logging(verbose: u8, format: LogFormat) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -87,7 +97,10 @@ fn init_logging(verbose: u8, format: LogFormat) {
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

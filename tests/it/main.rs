@@ -1,1 +1,6 @@
+//! End-to-end tests of the `rivven-connect` binary (one test binary for the crate).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+mod cli;
+mod crash;
+mod support;

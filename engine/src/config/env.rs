@@ -30,7 +30,11 @@ impl Substituted {
         let Some(edits) = line.checked_sub(1).and_then(|l| self.edits.get(l)) else {
             return col;
         };
-        let shift: isize = edits.iter().filter(|(end, _)| *end <= col).map(|(_, d)| d).sum();
+        let shift: isize = edits
+            .iter()
+            .filter(|(end, _)| *end <= col)
+            .map(|(_, d)| d)
+            .sum();
         (col as isize - shift).max(1) as usize
     }
 }
@@ -39,9 +43,16 @@ impl Substituted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubstError {
     /// Variables without a default that are not set (sorted, deduplicated).
-    Unset { names: Vec<String>, first_line: usize },
+    Unset {
+        names: Vec<String>,
+        first_line: usize,
+    },
     /// A placeholder that is not closed or has an invalid name.
-    Malformed { line: usize, column: usize, text: String },
+    Malformed {
+        line: usize,
+        column: usize,
+        text: String,
+    },
     /// A value with a line break.
     Multiline { name: String, line: usize },
 }
@@ -50,7 +61,11 @@ impl std::fmt::Display for SubstError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SubstError::Unset { names, first_line } => {
-                let list = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+                let list = names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 write!(
                     f,
                     "line {first_line}: environment variable{} {list} not set and without a default (write ${{NAME:-default}} to give one)",
@@ -176,7 +191,10 @@ pub fn substitute(
                     },
                 };
                 if value.contains('\n') || value.contains('\r') {
-                    return Err(SubstError::Multiline { name: name.to_owned(), line: line_idx + 1 });
+                    return Err(SubstError::Multiline {
+                        name: name.to_owned(),
+                        line: line_idx + 1,
+                    });
                 }
                 let placeholder_len = close + 1;
                 let before = line[..i].trim();
@@ -194,7 +212,10 @@ pub fn substitute(
                     Quote::None => value,
                 };
                 out_line.push_str(&rendered);
-                line_edits.push((out_line.len() + 1, rendered.len() as isize - placeholder_len as isize));
+                line_edits.push((
+                    out_line.len() + 1,
+                    rendered.len() as isize - placeholder_len as isize,
+                ));
                 i += placeholder_len;
                 continue;
             }
@@ -213,7 +234,10 @@ pub fn substitute(
         edits.push(line_edits);
     }
     if !unset.is_empty() {
-        return Err(SubstError::Unset { names: unset.into_iter().collect(), first_line: first_unset_line });
+        return Err(SubstError::Unset {
+            names: unset.into_iter().collect(),
+            first_line: first_unset_line,
+        });
     }
     Ok(Substituted { text: out, edits })
 }
@@ -227,7 +251,9 @@ fn plain_safe(value: &str) -> bool {
     let first = value.as_bytes()[0];
     if b"-?:,[]{}#&*!|>'\"%@`".contains(&first) {
         // `-5` is a number and safe; other leading indicators are not.
-        return first == b'-' && value[1..].bytes().all(|b| b.is_ascii_digit() || b == b'.') && value.len() > 1;
+        return first == b'-'
+            && value[1..].bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && value.len() > 1;
     }
     !value.contains(": ") && !value.contains(" #") && !value.ends_with(':')
 }
@@ -237,19 +263,33 @@ mod tests {
     use super::*;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_owned())
+        move |n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| (*v).to_owned())
+        }
     }
 
     #[test]
     fn substitutes_and_defaults() {
-        let s = substitute("port: ${PORT}\nhost: ${HOST:-localhost}\n", env(&[("PORT", "5432")])).unwrap();
+        let s = substitute(
+            "port: ${PORT}\nhost: ${HOST:-localhost}\n",
+            env(&[("PORT", "5432")]),
+        )
+        .unwrap();
         assert_eq!(s.text, "port: 5432\nhost: localhost\n");
     }
 
     #[test]
     fn reports_every_unset_variable() {
         let e = substitute("a: ${A}\nb: ${B}\nc: ${A}\n", env(&[])).unwrap_err();
-        assert_eq!(e, SubstError::Unset { names: vec!["A".into(), "B".into()], first_line: 1 });
+        assert_eq!(
+            e,
+            SubstError::Unset {
+                names: vec!["A".into(), "B".into()],
+                first_line: 1
+            }
+        );
         assert!(e.to_string().contains("`A`, `B`"));
     }
 
@@ -257,7 +297,10 @@ mod tests {
     fn quotes_values_that_would_change_structure() {
         let vars = [("PW", "a: b #c"), ("Q", "say \"hi\""), ("S", "it's")];
         let s = substitute("p: ${PW}\nq: \"${Q}\"\ns: '${S}'\n", env(&vars)).unwrap();
-        assert_eq!(s.text, "p: \"a: b #c\"\nq: \"say \\\"hi\\\"\"\ns: 'it''s'\n");
+        assert_eq!(
+            s.text,
+            "p: \"a: b #c\"\nq: \"say \\\"hi\\\"\"\ns: 'it''s'\n"
+        );
         let v: serde_yaml::Value = serde_yaml::from_str(&s.text).unwrap();
         assert_eq!(v["p"].as_str(), Some("a: b #c"));
         assert_eq!(v["q"].as_str(), Some("say \"hi\""));
@@ -281,8 +324,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_and_multiline() {
-        assert!(matches!(substitute("a: ${A\n", env(&[])), Err(SubstError::Malformed { .. })));
-        assert!(matches!(substitute("a: ${1A}\n", env(&[])), Err(SubstError::Malformed { .. })));
-        assert!(matches!(substitute("a: ${A}\n", env(&[("A", "x\ny")])), Err(SubstError::Multiline { .. })));
+        assert!(matches!(
+            substitute("a: ${A\n", env(&[])),
+            Err(SubstError::Malformed { .. })
+        ));
+        assert!(matches!(
+            substitute("a: ${1A}\n", env(&[])),
+            Err(SubstError::Malformed { .. })
+        ));
+        assert!(matches!(
+            substitute("a: ${A}\n", env(&[("A", "x\ny")])),
+            Err(SubstError::Multiline { .. })
+        ));
     }
 }

@@ -74,7 +74,12 @@ impl LoadedConfig {
             line: l.line,
             column: self.subst.original_column(l.line, l.column),
         });
-        ConfigError { file: self.file.clone(), location, path: err.path, message: err.message }
+        ConfigError {
+            file: self.file.clone(),
+            location,
+            path: err.path,
+            message: err.message,
+        }
     }
 
     /// Validate every enabled connector's `config` against its factory in `registry`.
@@ -92,7 +97,9 @@ impl LoadedConfig {
                     ),
                 )),
                 Some(f) => errs.extend(
-                    f.validate(&src.config).into_iter().map(|e| e.under(&format!("{base}.config"))),
+                    f.validate(&src.config)
+                        .into_iter()
+                        .map(|e| e.under(&format!("{base}.config"))),
                 ),
             }
         }
@@ -108,20 +115,26 @@ impl LoadedConfig {
                     ),
                 )),
                 Some(f) => errs.extend(
-                    f.validate(&sink.config).into_iter().map(|e| e.under(&format!("{base}.config"))),
+                    f.validate(&sink.config)
+                        .into_iter()
+                        .map(|e| e.under(&format!("{base}.config"))),
                 ),
             }
         }
         if errs.is_empty() {
             Ok(())
         } else {
-            Err(ConfigErrors(errs.into_iter().map(|e| self.error_at(e)).collect()))
+            Err(ConfigErrors(
+                errs.into_iter().map(|e| self.error_at(e)).collect(),
+            ))
         }
     }
 
     /// The state directory, resolved against [`LoadedConfig::base_dir`].
     pub fn state_dir(&self) -> PathBuf {
-        self.base_dir.join(&self.config.settings.state_dir)
+        let dir = &self.config.settings.state_dir;
+        let dir = dir.strip_prefix(".").unwrap_or(dir);
+        self.base_dir.join(dir)
     }
 }
 
@@ -148,7 +161,12 @@ pub fn load_str(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<LoadedConfig, ConfigErrors> {
     let whole = |location: Option<Location>, message: String| {
-        ConfigErrors(vec![ConfigError { file: file.to_owned(), location, path: String::new(), message }])
+        ConfigErrors(vec![ConfigError {
+            file: file.to_owned(),
+            location,
+            path: String::new(),
+            message,
+        }])
     };
     let subst = substitute(text, lookup).map_err(|e| {
         let line = match &e {
@@ -167,7 +185,10 @@ pub fn load_str(
             line: l.line(),
             column: subst.original_column(l.line(), l.column()),
         });
-        whole(location, format!("invalid YAML: {}", strip_location(&e.to_string())))
+        whole(
+            location,
+            format!("invalid YAML: {}", strip_location(&e.to_string())),
+        )
     })?;
     if value.is_null() {
         return Err(whole(None, "the file is empty".into()));
@@ -186,7 +207,12 @@ pub fn load_str(
             line: l.line,
             column: subst.original_column(l.line, l.column),
         });
-        ConfigError { file: file.to_owned(), location, path: err.path, message: err.message }
+        ConfigError {
+            file: file.to_owned(),
+            location,
+            path: err.path,
+            message: err.message,
+        }
     };
     let Some(config) = config else {
         return Err(ConfigErrors(loaded_errs.into_iter().map(locate).collect()));
@@ -195,7 +221,13 @@ pub fn load_str(
     if !errs.is_empty() {
         return Err(ConfigErrors(errs.into_iter().map(locate).collect()));
     }
-    Ok(LoadedConfig { config, file: file.to_owned(), base_dir, index, subst })
+    Ok(LoadedConfig {
+        config,
+        file: file.to_owned(),
+        base_dir,
+        index,
+        subst,
+    })
 }
 
 /// serde_yaml appends " at line L column C"; we print the location ourselves.
@@ -212,7 +244,9 @@ mod tests {
 
     fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<LoadedConfig, ConfigErrors> {
         load_str(text, "p.yaml", PathBuf::from("/tmp"), |n| {
-            vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_owned())
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| (*v).to_owned())
         })
     }
 
@@ -230,24 +264,36 @@ mod tests {
         let text = GOOD.replace("    topic: t\n", "    topic: t\n    topik: x\n");
         let e = load_text(&text, &[]).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("p.yaml:6:5: sources.gen.topik: unknown field `topik`"), "{s}");
+        assert!(
+            s.starts_with("p.yaml:6:5: sources.gen.topik: unknown field `topik`"),
+            "{s}"
+        );
     }
 
     #[test]
     fn unknown_settings_key_deep() {
         let text = format!("{GOOD}settings:\n  batch:\n    max_rowz: 3\n");
         let s = load_text(&text, &[]).unwrap_err().to_string();
-        assert!(s.starts_with("p.yaml:13:5: settings.batch.max_rowz: unknown field `max_rowz`"), "{s}");
+        assert!(
+            s.starts_with("p.yaml:13:5: settings.batch.max_rowz: unknown field `max_rowz`"),
+            "{s}"
+        );
     }
 
     #[test]
     fn bad_value_names_field_and_constraint() {
         let text = format!("{GOOD}settings:\n  topic:\n    default_partitions: 0\n");
         let s = load_text(&text, &[]).unwrap_err().to_string();
-        assert_eq!(s, "p.yaml:13:5: settings.topic.default_partitions: must be 1-1024, got 0");
+        assert_eq!(
+            s,
+            "p.yaml:13:5: settings.topic.default_partitions: must be 1-1024, got 0"
+        );
         let text = format!("{GOOD}settings:\n  health:\n    port: 70000\n");
         let s = load_text(&text, &[]).unwrap_err().to_string();
-        assert_eq!(s, "p.yaml:13:5: settings.health.port: invalid value: integer `70000`, expected u16");
+        assert_eq!(
+            s,
+            "p.yaml:13:5: settings.health.port: invalid value: integer `70000`, expected u16"
+        );
     }
 
     #[test]
@@ -255,13 +301,18 @@ mod tests {
         let text = GOOD.replace("topic: t\n", "topic: ${TOPIC}\n");
         let s = load_text(&text, &[]).unwrap_err().to_string();
         assert!(s.contains("`TOPIC`") && s.starts_with("p.yaml:5:"), "{s}");
-        assert_eq!(load_text(&text, &[("TOPIC", "t")]).unwrap().config.sources["gen"].topic, "t");
+        assert_eq!(
+            load_text(&text, &[("TOPIC", "t")]).unwrap().config.sources["gen"].topic,
+            "t"
+        );
     }
 
     #[test]
     fn secret_values_are_scrubbed_from_errors() {
         let text = format!("{GOOD}settings:\n  commit_interval_ms: ${{PG_PASSWORD}}\n");
-        let s = load_text(&text, &[("PG_PASSWORD", "s3cr3t-value")]).unwrap_err().to_string();
+        let s = load_text(&text, &[("PG_PASSWORD", "s3cr3t-value")])
+            .unwrap_err()
+            .to_string();
         assert!(!s.contains("s3cr3t-value"), "{s}");
         assert!(s.contains("settings.commit_interval_ms"), "{s}");
     }

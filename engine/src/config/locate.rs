@@ -22,8 +22,15 @@ pub struct PositionIndex {
 }
 
 enum Frame {
-    Map { path: String, expecting_key: bool, key: Option<String> },
-    Seq { path: String, index: usize },
+    Map {
+        path: String,
+        expecting_key: bool,
+        key: Option<String>,
+    },
+    Seq {
+        path: String,
+        index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -44,7 +51,10 @@ fn join(parent: &str, key: &str) -> String {
 impl Builder {
     /// The path of the value that starts now, recording its location.
     fn value_path(&mut self, mark: Marker) -> Option<String> {
-        let loc = Location { line: mark.line(), column: mark.col() + 1 };
+        let loc = Location {
+            line: mark.line(),
+            column: mark.col() + 1,
+        };
         match self.stack.last_mut() {
             None => {
                 if self.root_done {
@@ -53,7 +63,11 @@ impl Builder {
                 self.root_done = true;
                 Some(String::new())
             }
-            Some(Frame::Map { path, expecting_key, key }) => {
+            Some(Frame::Map {
+                path,
+                expecting_key,
+                key,
+            }) => {
                 let p = join(path, key.as_deref().unwrap_or("?"));
                 *expecting_key = true;
                 *key = None;
@@ -72,14 +86,21 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         // A scalar in key position names the next entry.
-        if let (Event::Scalar(s, ..), Some(Frame::Map { path, expecting_key, key })) =
-            (&ev, self.stack.last_mut())
+        if let (
+            Event::Scalar(s, ..),
+            Some(Frame::Map {
+                path,
+                expecting_key,
+                key,
+            }),
+        ) = (&ev, self.stack.last_mut())
         {
             if *expecting_key {
                 let p = join(path, s);
-                self.map
-                    .entry(p)
-                    .or_insert(Location { line: mark.line(), column: mark.col() + 1 });
+                self.map.entry(p).or_insert(Location {
+                    line: mark.line(),
+                    column: mark.col() + 1,
+                });
                 *key = Some(s.clone());
                 *expecting_key = false;
                 return;
@@ -91,7 +112,11 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) => {
                 if let Some(path) = self.value_path(mark) {
-                    self.stack.push(Frame::Map { path, expecting_key: true, key: None });
+                    self.stack.push(Frame::Map {
+                        path,
+                        expecting_key: true,
+                        key: None,
+                    });
                 }
             }
             Event::SequenceStart(..) => {
@@ -139,10 +164,25 @@ mod tests {
         let text = "version: \"1.0\"\nsinks:\n  out:\n    topics: [a, b]\n    config:\n      format: json\n    list:\n      - x: 1\n        y: 2\n";
         let idx = PositionIndex::build(text);
         assert_eq!(idx.locate("version"), Some(Location { line: 1, column: 1 }));
-        assert_eq!(idx.locate("sinks.out.config.format"), Some(Location { line: 6, column: 7 }));
-        assert_eq!(idx.locate("sinks.out.topics[1]"), Some(Location { line: 4, column: 17 }));
-        assert_eq!(idx.locate("sinks.out.list[0].y"), Some(Location { line: 9, column: 9 }));
+        assert_eq!(
+            idx.locate("sinks.out.config.format"),
+            Some(Location { line: 6, column: 7 })
+        );
+        assert_eq!(
+            idx.locate("sinks.out.topics[1]"),
+            Some(Location {
+                line: 4,
+                column: 17
+            })
+        );
+        assert_eq!(
+            idx.locate("sinks.out.list[0].y"),
+            Some(Location { line: 9, column: 9 })
+        );
         // Unknown paths fall back to the nearest ancestor.
-        assert_eq!(idx.locate("sinks.out.config.nope"), Some(Location { line: 5, column: 5 }));
+        assert_eq!(
+            idx.locate("sinks.out.config.nope"),
+            Some(Location { line: 5, column: 5 })
+        );
     }
 }

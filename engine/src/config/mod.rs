@@ -47,7 +47,10 @@ pub struct FieldError {
 impl FieldError {
     /// A new field error.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// Prefix the path with `prefix` (a parent key path).
@@ -224,8 +227,16 @@ impl Default for Settings {
             topic: TopicSettings::default(),
             retry: RetrySettings::default(),
             commit_interval_ms: 1000,
-            health: EndpointSettings { enabled: true, host: "127.0.0.1".into(), port: 8080 },
-            metrics: EndpointSettings { enabled: true, host: "127.0.0.1".into(), port: 9091 },
+            health: EndpointSettings {
+                enabled: true,
+                host: "127.0.0.1".into(),
+                port: 8080,
+            },
+            metrics: EndpointSettings {
+                enabled: true,
+                host: "127.0.0.1".into(),
+                port: 9091,
+            },
         }
     }
 }
@@ -244,7 +255,11 @@ pub struct BatchSettings {
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        Self { max_rows: 8192, max_bytes: 16 << 20, linger_ms: 100 }
+        Self {
+            max_rows: 8192,
+            max_bytes: 16 << 20,
+            linger_ms: 100,
+        }
     }
 }
 
@@ -260,7 +275,10 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        Self { max_rows: 65_536, max_bytes: 64 << 20 }
+        Self {
+            max_rows: 65_536,
+            max_bytes: 64 << 20,
+        }
     }
 }
 
@@ -329,7 +347,11 @@ pub struct RetrySettings {
 
 impl Default for RetrySettings {
     fn default() -> Self {
-        Self { max_retries: 10, initial_backoff_ms: 100, max_backoff_ms: 30_000 }
+        Self {
+            max_retries: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 30_000,
+        }
     }
 }
 
@@ -442,13 +464,21 @@ pub fn valid_name(name: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if name.len() > 249 {
-        return Err(format!("must be at most 249 characters, got {}", name.len()));
+        return Err(format!(
+            "must be at most 249 characters, got {}",
+            name.len()
+        ));
     }
     if name == "." || name == ".." {
         return Err("must not be `.` or `..`".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("may contain only letters, digits, `.`, `_` and `-`, found `{c}`"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "may contain only letters, digits, `.`, `_` and `-`, found `{c}`"
+        ));
     }
     Ok(())
 }
@@ -458,7 +488,10 @@ impl PipelineConfig {
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.version != "1.0" && self.version != "1" {
-            errs.push(FieldError::new("version", format!("must be \"1.0\", got \"{}\"", self.version)));
+            errs.push(FieldError::new(
+                "version",
+                format!("must be \"1.0\", got \"{}\"", self.version),
+            ));
         }
         if self.broker.is_some() {
             errs.push(FieldError::new(
@@ -481,7 +514,10 @@ impl PipelineConfig {
             ));
         }
         if self.sources.is_empty() && self.sinks.is_empty() {
-            errs.push(FieldError::new("", "nothing to run: configure at least one source or sink"));
+            errs.push(FieldError::new(
+                "",
+                "nothing to run: configure at least one source or sink",
+            ));
         }
         for (name, src) in &self.sources {
             let p = format!("sources.{name}");
@@ -498,7 +534,10 @@ impl PipelineConfig {
                 errs.push(FieldError::new(&p, format!("pipeline name {e}")));
             }
             if sink.topics.is_empty() {
-                errs.push(FieldError::new(format!("{p}.topics"), "must name at least one topic"));
+                errs.push(FieldError::new(
+                    format!("{p}.topics"),
+                    "must name at least one topic",
+                ));
             }
             for (i, t) in sink.topics.iter().enumerate() {
                 if let Err(e) = valid_name(t) {
@@ -518,7 +557,10 @@ impl Settings {
     fn validate(&self, errs: &mut Vec<FieldError>) {
         let mut at_least = |path: &str, v: u64, min: u64| {
             if v < min {
-                errs.push(FieldError::new(format!("settings.{path}"), format!("must be at least {min}, got {v}")));
+                errs.push(FieldError::new(
+                    format!("settings.{path}"),
+                    format!("must be at least {min}, got {v}"),
+                ));
             }
         };
         at_least("batch.max_rows", self.batch.max_rows as u64, 1);
@@ -538,7 +580,10 @@ impl Settings {
         if self.topic.default_replication_factor != 1 {
             errs.push(FieldError::new(
                 "settings.topic.default_replication_factor",
-                format!("the embedded topic log keeps one copy: must be 1, got {}", self.topic.default_replication_factor),
+                format!(
+                    "the embedded topic log keeps one copy: must be 1, got {}",
+                    self.topic.default_replication_factor
+                ),
             ));
         }
         if self.retry.max_backoff_ms < self.retry.initial_backoff_ms {
@@ -552,9 +597,13 @@ impl Settings {
         }
         for (key, ep) in [("health", &self.health), ("metrics", &self.metrics)] {
             if ep.enabled && ep.port == 0 {
-                errs.push(FieldError::new(format!("settings.{key}.port"), "must be 1-65535, got 0"));
+                errs.push(FieldError::new(
+                    format!("settings.{key}.port"),
+                    "must be 1-65535, got 0",
+                ));
             }
-            if ep.enabled && ep.host.parse::<std::net::IpAddr>().is_err() && ep.host != "localhost" {
+            if ep.enabled && ep.host.parse::<std::net::IpAddr>().is_err() && ep.host != "localhost"
+            {
                 errs.push(FieldError::new(
                     format!("settings.{key}.host"),
                     format!("must be an IP address or `localhost`, got `{}`", ep.host),

@@ -70,15 +70,28 @@ impl Batcher {
         if parts.len() == 1 {
             return Ok(parts.pop());
         }
-        let Some(last) = parts.last() else { return Ok(None) };
-        let (position, stream, topic, schema) =
-            (last.position.clone(), last.stream.clone(), last.topic.clone(), last.batch.schema());
+        let Some(last) = parts.last() else {
+            return Ok(None);
+        };
+        let (position, stream, topic, schema) = (
+            last.position.clone(),
+            last.stream.clone(),
+            last.topic.clone(),
+            last.batch.schema(),
+        );
         let batch = arrow::compute::concat_batches(&schema, parts.iter().map(|p| &p.batch))?;
-        Ok(Some(SourceBatch { batch, position, stream, topic }))
+        Ok(Some(SourceBatch {
+            batch,
+            position,
+            stream,
+            topic,
+        }))
     }
 
     fn full(&self) -> bool {
-        self.pending_rows >= self.settings.max_rows || self.pending_bytes >= self.settings.max_bytes || self.carry.is_some()
+        self.pending_rows >= self.settings.max_rows
+            || self.pending_bytes >= self.settings.max_bytes
+            || self.carry.is_some()
     }
 
     /// The next batch for the topic. Cancel-safe if the source's `poll` is.
@@ -92,8 +105,14 @@ impl Batcher {
             if self.exhausted {
                 return Ok(Next::Exhausted);
             }
-            let room = self.settings.max_rows.saturating_sub(self.pending_rows).max(1);
-            let deadline = self.first_at.map(|t| t + Duration::from_millis(self.settings.linger_ms));
+            let room = self
+                .settings
+                .max_rows
+                .saturating_sub(self.pending_rows)
+                .max(1);
+            let deadline = self
+                .first_at
+                .map(|t| t + Duration::from_millis(self.settings.linger_ms));
             let polled = match deadline {
                 Some(d) => tokio::select! {
                     r = source.poll(room) => Some(r?),

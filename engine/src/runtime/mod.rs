@@ -56,7 +56,9 @@ pub(crate) struct Shared {
 
 /// Exponential backoff: `initial * 2^failures`, capped at `max`.
 pub(crate) fn backoff(retry: &RetrySettings, failures: u32) -> Duration {
-    let ms = retry.initial_backoff_ms.saturating_mul(1u64 << failures.min(30));
+    let ms = retry
+        .initial_backoff_ms
+        .saturating_mul(1u64 << failures.min(30));
     Duration::from_millis(ms.min(retry.max_backoff_ms))
 }
 
@@ -79,26 +81,37 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("sources", &self.sources.len()).field("sinks", &self.sinks.len()).finish()
+        f.debug_struct("Runtime")
+            .field("sources", &self.sources.len())
+            .field("sinks", &self.sinks.len())
+            .finish()
     }
 }
 
 impl Runtime {
     /// Build the runtime: validate connector configs, open the topic log.
     pub fn new(loaded: &LoadedConfig, registry: &Registry) -> Result<Self> {
-        loaded.validate_connectors(registry).map_err(|e| Error::config(e.to_string()))?;
+        loaded
+            .validate_connectors(registry)
+            .map_err(|e| Error::config(e.to_string()))?;
         let cfg = &loaded.config;
         let state_dir = loaded.state_dir();
-        std::fs::create_dir_all(&state_dir)
-            .map_err(|e| Error::io(format!("settings.state_dir: create {}", state_dir.display()), e))?;
+        std::fs::create_dir_all(&state_dir).map_err(|e| {
+            Error::io(
+                format!("settings.state_dir: create {}", state_dir.display()),
+                e,
+            )
+        })?;
         let log = EmbeddedLog::open(&state_dir, cfg.settings.topic.clone())?;
         let status = Arc::new(StatusRegistry::default());
         let mut sources = Vec::new();
         for (name, s) in cfg.sources.iter().filter(|(_, s)| s.enabled) {
-            let factory = registry
-                .source(&s.connector)
-                .cloned()
-                .ok_or_else(|| Error::config(format!("sources.{name}.connector: unknown `{}`", s.connector)))?;
+            let factory = registry.source(&s.connector).cloned().ok_or_else(|| {
+                Error::config(format!(
+                    "sources.{name}.connector: unknown `{}`",
+                    s.connector
+                ))
+            })?;
             sources.push(source_task::SourcePipeline {
                 name: name.clone(),
                 topic: s.topic.clone(),
@@ -109,10 +122,9 @@ impl Runtime {
         }
         let mut sinks = Vec::new();
         for (name, s) in cfg.sinks.iter().filter(|(_, s)| s.enabled) {
-            let factory = registry
-                .sink(&s.connector)
-                .cloned()
-                .ok_or_else(|| Error::config(format!("sinks.{name}.connector: unknown `{}`", s.connector)))?;
+            let factory = registry.sink(&s.connector).cloned().ok_or_else(|| {
+                Error::config(format!("sinks.{name}.connector: unknown `{}`", s.connector))
+            })?;
             sinks.push(sink_task::SinkPipeline {
                 name: name.clone(),
                 topics: s.topics.clone(),
@@ -129,7 +141,12 @@ impl Runtime {
             log,
             cancel: CancellationToken::new(),
         });
-        Ok(Self { shared, sources, sinks, status })
+        Ok(Self {
+            shared,
+            sources,
+            sinks,
+            status,
+        })
     }
 
     /// The live status of every pipeline.
@@ -200,7 +217,10 @@ impl Runtime {
         tokio::task::spawn_blocking(move || log.sync_all())
             .await
             .map_err(|e| Error::internal(e.to_string()))??;
-        Ok(RunReport { failed, stopped: shared.cancel.is_cancelled() })
+        Ok(RunReport {
+            failed,
+            stopped: shared.cancel.is_cancelled(),
+        })
     }
 }
 

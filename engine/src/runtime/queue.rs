@@ -51,9 +51,25 @@ impl<T> QueueSender<T> {
     pub async fn send(&self, value: T, rows: usize, bytes: usize) -> Result<(), Closed> {
         let r = u32::try_from(rows).unwrap_or(u32::MAX).min(self.max_rows);
         let b = u32::try_from(bytes).unwrap_or(u32::MAX).min(self.max_bytes);
-        let rows = self.rows.clone().acquire_many_owned(r).await.map_err(|_| Closed)?;
-        let bytes = self.bytes.clone().acquire_many_owned(b).await.map_err(|_| Closed)?;
-        self.tx.send(Item { value, _rows: rows, _bytes: bytes }).map_err(|_| Closed)
+        let rows = self
+            .rows
+            .clone()
+            .acquire_many_owned(r)
+            .await
+            .map_err(|_| Closed)?;
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(b)
+            .await
+            .map_err(|_| Closed)?;
+        self.tx
+            .send(Item {
+                value,
+                _rows: rows,
+                _bytes: bytes,
+            })
+            .map_err(|_| Closed)
     }
 }
 

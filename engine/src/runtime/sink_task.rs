@@ -54,9 +54,16 @@ fn committed(p: &SinkPipeline, shared: &Shared) -> Result<Offsets> {
     let mut out = Offsets::new();
     for topic in &p.topics {
         for part in 0..shared.log.partitions(topic)? {
-            let off = shared.log.groups().committed(&p.group, topic, part).ok_or_else(|| {
-                Error::state(format!("group `{}` has no offset for {topic}/{part}", p.group))
-            })?;
+            let off = shared
+                .log
+                .groups()
+                .committed(&p.group, topic, part)
+                .ok_or_else(|| {
+                    Error::state(format!(
+                        "group `{}` has no offset for {topic}/{part}",
+                        p.group
+                    ))
+                })?;
             out.insert((topic.clone(), part), off);
         }
     }
@@ -66,11 +73,21 @@ fn committed(p: &SinkPipeline, shared: &Shared) -> Result<Offsets> {
 fn lag(offsets: &Offsets, shared: &Shared) -> u64 {
     offsets
         .iter()
-        .map(|((t, p), off)| shared.log.end_offset(t, *p).unwrap_or(*off).saturating_sub(*off))
+        .map(|((t, p), off)| {
+            shared
+                .log
+                .end_offset(t, *p)
+                .unwrap_or(*off)
+                .saturating_sub(*off)
+        })
         .sum()
 }
 
-pub(super) async fn run(p: SinkPipeline, shared: Arc<Shared>, sources_done: watch::Receiver<bool>) -> TaskEnd {
+pub(super) async fn run(
+    p: SinkPipeline,
+    shared: Arc<Shared>,
+    sources_done: watch::Receiver<bool>,
+) -> TaskEnd {
     let mut failures = 0u32;
     loop {
         p.status.set_state(PipelineState::Starting);
@@ -113,12 +130,18 @@ pub(super) async fn run(p: SinkPipeline, shared: Arc<Shared>, sources_done: watc
 }
 
 /// One attempt. `Ok(true)`: finished (caught up, sources done); `Ok(false)`: stopped.
-async fn attempt(p: &SinkPipeline, shared: &Arc<Shared>, sources_done: watch::Receiver<bool>) -> (Result<bool>, bool) {
+async fn attempt(
+    p: &SinkPipeline,
+    shared: &Arc<Shared>,
+    sources_done: watch::Receiver<bool>,
+) -> (Result<bool>, bool) {
     let start = match committed(p, shared) {
         Ok(o) => o,
         Err(e) => return (Err(e), false),
     };
-    let ctx = PipelineContext { name: p.name.clone() };
+    let ctx = PipelineContext {
+        name: p.name.clone(),
+    };
     let mut sink = match p.factory.create(&ctx, &p.config) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
@@ -128,7 +151,13 @@ async fn attempt(p: &SinkPipeline, shared: &Arc<Shared>, sources_done: watch::Re
     let q = &shared.settings.queue;
     let (tx, mut rx) = bounded::<SinkBatch>(q.max_rows, q.max_bytes);
     let stop_reader = shared.cancel.child_token();
-    let reader = tokio::spawn(reader(start.clone(), tx, shared.clone(), stop_reader.clone(), sources_done));
+    let reader = tokio::spawn(reader(
+        start.clone(),
+        tx,
+        shared.clone(),
+        stop_reader.clone(),
+        sources_done,
+    ));
 
     let commit_every = Duration::from_millis(shared.settings.commit_interval_ms);
     let mut done = start;
@@ -137,7 +166,10 @@ async fn attempt(p: &SinkPipeline, shared: &Arc<Shared>, sources_done: watch::Re
     let mut progressed = false;
     let group = p.group.clone();
     let flush_commit = |done: &Offsets| {
-        let offsets: Vec<_> = done.iter().map(|((t, part), o)| (t.clone(), *part, *o)).collect();
+        let offsets: Vec<_> = done
+            .iter()
+            .map(|((t, part), o)| (t.clone(), *part, *o))
+            .collect();
         shared.log.groups().commit(&group, offsets)
     };
     // Batches already taken from the topic are always written and flushed, even on shutdown:
@@ -159,7 +191,8 @@ async fn attempt(p: &SinkPipeline, shared: &Arc<Shared>, sources_done: watch::Re
             break Err(e);
         }
         progressed = true;
-        p.status.add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
+        p.status
+            .add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
         done.insert((b.topic.to_string(), b.partition), b.next_offset());
         pending = true;
         if rx.is_empty() || last_flush.elapsed() >= commit_every {

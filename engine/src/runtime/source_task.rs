@@ -29,7 +29,10 @@ enum Attempt {
 /// log has none (a position-only advance, or retention removed the frames).
 fn recover_mark(shared: &Shared, name: &str) -> Result<Option<SourceMark>> {
     let from_log = shared.log.source_mark(name);
-    let path = shared.state_dir.join("sources").join(format!("{name}.json"));
+    let path = shared
+        .state_dir
+        .join("sources")
+        .join(format!("{name}.json"));
     let from_file = match std::fs::read(&path) {
         Ok(data) => Some(
             serde_json::from_slice::<SourceMark>(&data)
@@ -102,7 +105,9 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
         Ok(m) => m,
         Err(e) => return (Err(e), false),
     };
-    let ctx = PipelineContext { name: p.name.clone() };
+    let ctx = PipelineContext {
+        name: p.name.clone(),
+    };
     let mut source = match p.factory.create(&ctx, &p.config) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
@@ -123,7 +128,15 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     let writer_failed = tokio_util::sync::CancellationToken::new();
     let writer = {
         let failed = writer_failed.clone();
-        let w = writer(p.name.clone(), p.topic.clone(), next_seq, rx, ack_tx, shared.clone(), p.status.clone());
+        let w = writer(
+            p.name.clone(),
+            p.topic.clone(),
+            next_seq,
+            rx,
+            ack_tx,
+            shared.clone(),
+            p.status.clone(),
+        );
         tokio::spawn(async move {
             let r = w.await;
             if r.is_err() {
@@ -200,10 +213,17 @@ async fn writer(
     shared: Arc<Shared>,
     status: Arc<PipelineStatus>,
 ) -> Result<()> {
-    let state_file = shared.state_dir.join("sources").join(format!("{name}.json"));
+    let state_file = shared
+        .state_dir
+        .join("sources")
+        .join(format!("{name}.json"));
     let mut last_file_write = std::time::Instant::now();
     while let Some(b) = rx.recv().await {
-        let mark = SourceMark { source: name.clone(), seq, position: b.position.clone() };
+        let mark = SourceMark {
+            source: name.clone(),
+            seq,
+            position: b.position.clone(),
+        };
         seq += 1;
         let rows = b.batch.num_rows();
         if rows > 0 {
@@ -211,12 +231,16 @@ async fn writer(
             shared.log.ensure_topic(topic)?;
             let parts = shared.log.partitions(topic)?;
             let partition = partition_for(b.stream.as_deref().unwrap_or(&name), parts);
-            shared.log.append(topic, partition, &b.batch, Some(&mark)).await?;
+            shared
+                .log
+                .append(topic, partition, &b.batch, Some(&mark))
+                .await?;
             status.add(rows as u64, batch_bytes(&b.batch) as u64);
         }
         // The log holds the authoritative mark; the file covers position-only advances and
         // positions whose frames retention deleted. Written at most once per commit interval.
-        let due = last_file_write.elapsed().as_millis() as u64 >= shared.settings.commit_interval_ms;
+        let due =
+            last_file_write.elapsed().as_millis() as u64 >= shared.settings.commit_interval_ms;
         if rows == 0 || due {
             let data = serde_json::to_vec(&mark).map_err(|e| Error::internal(e.to_string()))?;
             let path = state_file.clone();

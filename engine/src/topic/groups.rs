@@ -17,19 +17,31 @@ pub struct GroupOffsets {
 
 impl GroupOffsets {
     pub(crate) fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let mut groups = HashMap::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list groups", e))?.flatten() {
+        for entry in std::fs::read_dir(dir)
+            .map_err(|e| Error::io("list groups", e))?
+            .flatten()
+        {
             let path = entry.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
                 continue;
             };
-            let data = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            let data = std::fs::read(&path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
             let offsets: Offsets = serde_json::from_slice(&data)
                 .map_err(|e| Error::state(format!("{}: {e}", path.display())))?;
             groups.insert(name.to_owned(), offsets);
         }
-        Ok(Self { dir: dir.to_owned(), groups: Mutex::new(groups) })
+        Ok(Self {
+            dir: dir.to_owned(),
+            groups: Mutex::new(groups),
+        })
     }
 
     /// The committed offset of `group` on a partition, if any.
@@ -39,12 +51,23 @@ impl GroupOffsets {
     }
 
     /// Durably commit offsets for `group` (merged into what it had). Blocking I/O.
-    pub fn commit(&self, group: &str, offsets: impl IntoIterator<Item = (String, u32, u64)>) -> Result<()> {
-        let mut groups = self.groups.lock().map_err(|_| Error::internal("group lock poisoned"))?;
+    pub fn commit(
+        &self,
+        group: &str,
+        offsets: impl IntoIterator<Item = (String, u32, u64)>,
+    ) -> Result<()> {
+        let mut groups = self
+            .groups
+            .lock()
+            .map_err(|_| Error::internal("group lock poisoned"))?;
         let entry = groups.entry(group.to_owned()).or_default();
         let mut changed = false;
         for (topic, partition, offset) in offsets {
-            let slot = entry.entry(topic).or_default().entry(partition).or_insert(u64::MAX);
+            let slot = entry
+                .entry(topic)
+                .or_default()
+                .entry(partition)
+                .or_insert(u64::MAX);
             if *slot != offset {
                 *slot = offset;
                 changed = true;

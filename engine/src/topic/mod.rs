@@ -62,7 +62,8 @@ fn lock_err<T>(_: T) -> Error {
 
 impl Partition {
     fn open(dir: &Path) -> Result<(Self, u64)> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let mut bases: Vec<u64> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(format!("list {}", dir.display()), e))?
             .filter_map(|e| e.ok())
@@ -82,7 +83,9 @@ impl Partition {
                 .map_err(|e| Error::io(format!("open segment {}", path.display()), e))?;
             for meta in &scan.metas {
                 if let Ok(m) = serde_json::from_slice::<SourceMark>(meta) {
-                    let newer = marks.get(&m.source).is_none_or(|old: &SourceMark| old.seq < m.seq);
+                    let newer = marks
+                        .get(&m.source)
+                        .is_none_or(|old: &SourceMark| old.seq < m.seq);
                     if newer {
                         marks.insert(m.source.clone(), m);
                     }
@@ -92,13 +95,23 @@ impl Partition {
             segments.push(scan.segment);
         }
         if segments.is_empty() {
-            segments.push(segment::create_segment(dir, 0).map_err(|e| Error::io("create segment", e))?);
+            segments
+                .push(segment::create_segment(dir, 0).map_err(|e| Error::io("create segment", e))?);
         }
         let next_offset = segments
             .last()
             .map(|s| s.frames.last().map_or(s.base, FrameEntry::end_offset))
             .unwrap_or(0);
-        Ok((Self { dir: dir.to_owned(), segments, next_offset, dirty: false, marks }, truncated))
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                segments,
+                next_offset,
+                dirty: false,
+                marks,
+            },
+            truncated,
+        ))
     }
 
     fn start_offset(&self) -> u64 {
@@ -109,7 +122,13 @@ impl Partition {
         self.segments.iter().map(|s| s.size).sum()
     }
 
-    fn append(&mut self, frame_for: impl FnOnce(u64) -> Vec<u8>, count: u32, ts: i64, settings: &TopicSettings) -> Result<u64> {
+    fn append(
+        &mut self,
+        frame_for: impl FnOnce(u64) -> Vec<u8>,
+        count: u32,
+        ts: i64,
+        settings: &TopicSettings,
+    ) -> Result<u64> {
         use std::os::unix::fs::FileExt;
         if let Some(active) = self.segments.last() {
             if active.size >= settings.segment_bytes && !active.frames.is_empty() {
@@ -118,18 +137,29 @@ impl Partition {
         }
         let base = self.next_offset;
         let frame = frame_for(base);
-        let seg = self.segments.last_mut().ok_or_else(|| Error::internal("partition without segment"))?;
+        let seg = self
+            .segments
+            .last_mut()
+            .ok_or_else(|| Error::internal("partition without segment"))?;
         if let Err(e) = seg.file.write_all_at(&frame, seg.size) {
             // Cut any partial write so the next append starts at a frame boundary.
             let _ = seg.file.set_len(seg.size);
             return Err(Error::io(format!("append to {}", seg.path.display()), e));
         }
         if settings.fsync == FsyncPolicy::Always {
-            seg.file.sync_data().map_err(|e| Error::io(format!("fsync {}", seg.path.display()), e))?;
+            seg.file
+                .sync_data()
+                .map_err(|e| Error::io(format!("fsync {}", seg.path.display()), e))?;
         } else {
             self.dirty = true;
         }
-        seg.frames.push(FrameEntry { offset: base, count, pos: seg.size, len: frame.len() as u32, append_time_ms: ts });
+        seg.frames.push(FrameEntry {
+            offset: base,
+            count,
+            pos: seg.size,
+            len: frame.len() as u32,
+            append_time_ms: ts,
+        });
         seg.size += frame.len() as u64;
         self.next_offset = base + u64::from(count);
         Ok(base)
@@ -137,9 +167,13 @@ impl Partition {
 
     fn roll(&mut self, settings: &TopicSettings) -> Result<()> {
         if let Some(active) = self.segments.last() {
-            active.file.sync_all().map_err(|e| Error::io("fsync sealed segment", e))?;
+            active
+                .file
+                .sync_all()
+                .map_err(|e| Error::io("fsync sealed segment", e))?;
         }
-        let seg = segment::create_segment(&self.dir, self.next_offset).map_err(|e| Error::io("create segment", e))?;
+        let seg = segment::create_segment(&self.dir, self.next_offset)
+            .map_err(|e| Error::io("create segment", e))?;
         self.segments.push(seg);
         self.dirty = false;
         self.enforce_retention(settings, now_ms())
@@ -149,13 +183,16 @@ impl Partition {
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
             let newest_ts = oldest.frames.last().map_or(i64::MIN, |f| f.append_time_ms);
-            let too_old = settings.retention_ms.is_some_and(|r| newest_ts < now - r as i64);
+            let too_old = settings
+                .retention_ms
+                .is_some_and(|r| newest_ts < now - r as i64);
             let too_big = settings.retention_bytes.is_some_and(|r| self.size() > r);
             if !(too_old || too_big) {
                 break;
             }
             let seg = self.segments.remove(0);
-            std::fs::remove_file(&seg.path).map_err(|e| Error::io(format!("delete {}", seg.path.display()), e))?;
+            std::fs::remove_file(&seg.path)
+                .map_err(|e| Error::io(format!("delete {}", seg.path.display()), e))?;
             tracing::debug!(segment = %seg.path.display(), "retention deleted segment");
         }
         Ok(())
@@ -175,7 +212,10 @@ impl Partition {
     fn frames_from(&self, from: u64, max_bytes: usize) -> Vec<(Arc<std::fs::File>, FrameEntry)> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let first_seg = self.segments.partition_point(|s| s.base <= from).saturating_sub(1);
+        let first_seg = self
+            .segments
+            .partition_point(|s| s.base <= from)
+            .saturating_sub(1);
         for seg in &self.segments[first_seg..] {
             let start = seg.frames.partition_point(|f| f.end_offset() <= from);
             for f in &seg.frames[start..] {
@@ -233,7 +273,8 @@ impl EmbeddedLog {
     /// Open (or create) the log under `state_dir`, recovering every existing topic.
     pub fn open(state_dir: &Path, settings: TopicSettings) -> Result<Self> {
         let dir = state_dir.join("topics");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let groups = GroupOffsets::open(&state_dir.join("groups"))?;
         let log = Self {
             inner: Arc::new(Inner {
@@ -244,7 +285,8 @@ impl EmbeddedLog {
                 appended: watch::channel(0).0,
             }),
         };
-        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if entry.path().join("topic.json").exists() {
@@ -263,19 +305,29 @@ impl EmbeddedLog {
         let tdir = self.inner.dir.join(name);
         let meta_path = tdir.join("topic.json");
         let meta: TopicMeta = serde_json::from_slice(
-            &std::fs::read(&meta_path).map_err(|e| Error::io(format!("read {}", meta_path.display()), e))?,
+            &std::fs::read(&meta_path)
+                .map_err(|e| Error::io(format!("read {}", meta_path.display()), e))?,
         )
         .map_err(|e| Error::state(format!("{}: {e}", meta_path.display())))?;
         let mut partitions = Vec::new();
         for p in 0..meta.partitions {
             let (part, truncated) = Partition::open(&tdir.join(p.to_string()))?;
             if truncated > 0 {
-                tracing::warn!(topic = name, partition = p, bytes = truncated, "cut a torn, unacknowledged tail from the log");
+                tracing::warn!(
+                    topic = name,
+                    partition = p,
+                    bytes = truncated,
+                    "cut a torn, unacknowledged tail from the log"
+                );
             }
             partitions.push(Mutex::new(part));
         }
         let topic = Arc::new(Topic { partitions });
-        self.inner.topics.write().map_err(lock_err)?.insert(name.to_owned(), topic.clone());
+        self.inner
+            .topics
+            .write()
+            .map_err(lock_err)?
+            .insert(name.to_owned(), topic.clone());
         Ok(topic)
     }
 
@@ -286,7 +338,11 @@ impl EmbeddedLog {
             .map_err(lock_err)?
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::config(format!("topic `{name}` does not exist (settings.topic.auto_create is false)")))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "topic `{name}` does not exist (settings.topic.auto_create is false)"
+                ))
+            })
     }
 
     /// Whether a topic exists.
@@ -310,7 +366,8 @@ impl EmbeddedLog {
 
     /// Create a topic with `partitions` partitions (no-op if it exists).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
-        crate::config::valid_name(name).map_err(|e| Error::config(format!("topic name `{name}` {e}")))?;
+        crate::config::valid_name(name)
+            .map_err(|e| Error::config(format!("topic name `{name}` {e}")))?;
         let mut topics = self.inner.topics.write().map_err(lock_err)?;
         if topics.contains_key(name) {
             return Ok(());
@@ -320,8 +377,10 @@ impl EmbeddedLog {
         for p in 0..partitions {
             parts.push(Mutex::new(Partition::open(&tdir.join(p.to_string()))?.0));
         }
-        let meta = serde_json::to_vec(&TopicMeta { partitions }).map_err(|e| Error::internal(e.to_string()))?;
-        write_atomic(&tdir.join("topic.json"), &meta).map_err(|e| Error::io("write topic.json", e))?;
+        let meta = serde_json::to_vec(&TopicMeta { partitions })
+            .map_err(|e| Error::internal(e.to_string()))?;
+        write_atomic(&tdir.join("topic.json"), &meta)
+            .map_err(|e| Error::io("write topic.json", e))?;
         topics.insert(name.to_owned(), Arc::new(Topic { partitions: parts }));
         tracing::info!(topic = name, partitions, "created topic");
         Ok(())
@@ -334,17 +393,28 @@ impl EmbeddedLog {
 
     /// Names of all topics.
     pub fn topic_names(&self) -> Vec<String> {
-        self.inner.topics.read().map(|t| t.keys().cloned().collect()).unwrap_or_default()
+        self.inner
+            .topics
+            .read()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Append a batch to a partition, with the source position it carries. Resolves once
     /// the frame is durable under the fsync policy; returns the batch's first offset.
-    pub async fn append(&self, topic: &str, partition: u32, batch: &RecordBatch, mark: Option<&SourceMark>) -> Result<u64> {
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: &RecordBatch,
+        mark: Option<&SourceMark>,
+    ) -> Result<u64> {
         if batch.num_rows() == 0 {
             return Err(Error::internal("empty batches are not appended"));
         }
         let t = self.topic(topic)?;
-        let count = u32::try_from(batch.num_rows()).map_err(|_| Error::internal("batch too large"))?;
+        let count =
+            u32::try_from(batch.num_rows()).map_err(|_| Error::internal("batch too large"))?;
         let ipc = segment::encode_ipc(batch)?;
         let meta = match mark {
             Some(m) => serde_json::to_vec(m).map_err(|e| Error::internal(e.to_string()))?,
@@ -359,7 +429,12 @@ impl EmbeddedLog {
                 .get(partition as usize)
                 .ok_or_else(|| Error::internal(format!("partition {partition} out of range")))?;
             let mut p = p.lock().map_err(lock_err)?;
-            let base = p.append(|base| segment::encode_frame(base, count, ts, &meta, &ipc), count, ts, &settings)?;
+            let base = p.append(
+                |base| segment::encode_frame(base, count, ts, &meta, &ipc),
+                count,
+                ts,
+                &settings,
+            )?;
             if let Some(m) = mark {
                 p.marks.insert(m.source.clone(), m);
             }
@@ -387,12 +462,16 @@ impl EmbeddedLog {
         best
     }
 
-    fn with_partition<T>(&self, topic: &str, partition: u32, f: impl FnOnce(&Partition) -> T) -> Result<T> {
+    fn with_partition<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        f: impl FnOnce(&Partition) -> T,
+    ) -> Result<T> {
         let t = self.topic(topic)?;
-        let p = t
-            .partitions
-            .get(partition as usize)
-            .ok_or_else(|| Error::internal(format!("partition {partition} of `{topic}` out of range")))?;
+        let p = t.partitions.get(partition as usize).ok_or_else(|| {
+            Error::internal(format!("partition {partition} of `{topic}` out of range"))
+        })?;
         let p = p.lock().map_err(lock_err)?;
         Ok(f(&p))
     }
@@ -427,10 +506,22 @@ impl EmbeddedLog {
     /// if any is available). The first batch is sliced so that it starts exactly at `from`.
     /// If `from` is below the retained start (retention deleted it), reading starts at the
     /// retained start and a warning is logged.
-    pub async fn read(&self, topic: &str, partition: u32, from: u64, max_bytes: usize) -> Result<Vec<SinkBatch>> {
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<SinkBatch>> {
         let start = self.start_offset(topic, partition)?;
         let from = if from < start {
-            tracing::warn!(topic, partition, from, start, "offset below retained start: records were deleted by retention");
+            tracing::warn!(
+                topic,
+                partition,
+                from,
+                start,
+                "offset below retained start: records were deleted by retention"
+            );
             start
         } else {
             from
@@ -443,10 +534,18 @@ impl EmbeddedLog {
         blocking(move || {
             let mut out = Vec::with_capacity(frames.len());
             for (file, entry) in frames {
-                let body = segment::read_frame(&file, &entry)
-                    .map_err(|e| Error::io(format!("read {topic_name}/{partition} at offset {}", entry.offset), e).retryable(false))?;
+                let body = segment::read_frame(&file, &entry).map_err(|e| {
+                    Error::io(
+                        format!("read {topic_name}/{partition} at offset {}", entry.offset),
+                        e,
+                    )
+                    .retryable(false)
+                })?;
                 let (fb, mut batch) = segment::decode_body(&body).map_err(|e| {
-                    Error::data(format!("decode {topic_name}/{partition} at offset {}: {e}", entry.offset))
+                    Error::data(format!(
+                        "decode {topic_name}/{partition} at offset {}: {e}",
+                        entry.offset
+                    ))
                 })?;
                 let mut first = fb.offset;
                 if from > first {
@@ -469,7 +568,14 @@ impl EmbeddedLog {
 
     /// fsync every partition with unsynced appends (`fsync: interval | never` at shutdown).
     pub fn sync_all(&self) -> Result<()> {
-        let topics: Vec<Arc<Topic>> = self.inner.topics.read().map_err(lock_err)?.values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics
+            .read()
+            .map_err(lock_err)?
+            .values()
+            .cloned()
+            .collect();
         for t in topics {
             for p in &t.partitions {
                 p.lock().map_err(lock_err)?.sync()?;
@@ -480,11 +586,20 @@ impl EmbeddedLog {
 
     /// Apply retention to every partition now (also applied whenever a segment is sealed).
     pub fn enforce_retention(&self) -> Result<()> {
-        let topics: Vec<Arc<Topic>> = self.inner.topics.read().map_err(lock_err)?.values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics
+            .read()
+            .map_err(lock_err)?
+            .values()
+            .cloned()
+            .collect();
         let now = now_ms();
         for t in topics {
             for p in &t.partitions {
-                p.lock().map_err(lock_err)?.enforce_retention(&self.inner.settings, now)?;
+                p.lock()
+                    .map_err(lock_err)?
+                    .enforce_retention(&self.inner.settings, now)?;
             }
         }
         Ok(())

@@ -67,7 +67,13 @@ pub(crate) fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::A
 }
 
 /// Build a complete frame (prefix + body).
-pub(crate) fn encode_frame(base_offset: u64, count: u32, ts: i64, meta: &[u8], ipc: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_frame(
+    base_offset: u64,
+    count: u32,
+    ts: i64,
+    meta: &[u8],
+    ipc: &[u8],
+) -> Vec<u8> {
     let body_len = BODY_FIXED + meta.len() + ipc.len();
     let mut f = Vec::with_capacity(PREFIX_LEN as usize + body_len);
     f.extend_from_slice(MAGIC);
@@ -117,12 +123,18 @@ pub(crate) fn read_frame(file: &File, entry: &FrameEntry) -> io::Result<Vec<u8>>
     let mut buf = vec![0u8; entry.len as usize];
     file.read_exact_at(&mut buf, entry.pos)?;
     if &buf[..4] != MAGIC {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad frame magic"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad frame magic",
+        ));
     }
     let crc = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
     let body = buf.split_off(PREFIX_LEN as usize);
     if crc32fast::hash(&body) != crc {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame checksum mismatch"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame checksum mismatch",
+        ));
     }
     Ok(body)
 }
@@ -166,7 +178,10 @@ pub(crate) fn scan_segment(path: &Path, base: u64, verify: bool) -> io::Result<S
         let mut prefix = [0u8; PREFIX_LEN as usize];
         r.read_exact(&mut prefix)?;
         let body_len = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
-        if &prefix[..4] != MAGIC || body_len > MAX_BODY || pos + PREFIX_LEN + u64::from(body_len) > file_len {
+        if &prefix[..4] != MAGIC
+            || body_len > MAX_BODY
+            || pos + PREFIX_LEN + u64::from(body_len) > file_len
+        {
             break;
         }
         let crc = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
@@ -182,7 +197,8 @@ pub(crate) fn scan_segment(path: &Path, base: u64, verify: bool) -> io::Result<S
         } else {
             let mut fixed = [0u8; BODY_FIXED];
             r.read_exact(&mut fixed)?;
-            let meta_len = u32::from_le_bytes([fixed[20], fixed[21], fixed[22], fixed[23]]) as usize;
+            let meta_len =
+                u32::from_le_bytes([fixed[20], fixed[21], fixed[22], fixed[23]]) as usize;
             if BODY_FIXED + meta_len > body_len as usize {
                 break;
             }
@@ -198,7 +214,13 @@ pub(crate) fn scan_segment(path: &Path, base: u64, verify: bool) -> io::Result<S
             break;
         }
         let len = PREFIX_LEN as u32 + body_len;
-        frames.push(FrameEntry { offset, count, pos, len, append_time_ms: ts });
+        frames.push(FrameEntry {
+            offset,
+            count,
+            pos,
+            len,
+            append_time_ms: ts,
+        });
         if !meta.is_empty() {
             metas.push(meta);
         }
@@ -212,7 +234,10 @@ pub(crate) fn scan_segment(path: &Path, base: u64, verify: bool) -> io::Result<S
         if !verify {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: invalid frame at byte {valid_end} in a sealed segment", path.display()),
+                format!(
+                    "{}: invalid frame at byte {valid_end} in a sealed segment",
+                    path.display()
+                ),
             ));
         }
         file.set_len(valid_end)?;
@@ -221,7 +246,13 @@ pub(crate) fn scan_segment(path: &Path, base: u64, verify: bool) -> io::Result<S
     let mut file = file;
     file.seek(SeekFrom::Start(valid_end))?;
     Ok(Scan {
-        segment: Segment { base, path: path.to_owned(), file: Arc::new(file), size: valid_end, frames },
+        segment: Segment {
+            base,
+            path: path.to_owned(),
+            file: Arc::new(file),
+            size: valid_end,
+            frames,
+        },
         metas,
         truncated,
     })
@@ -230,8 +261,19 @@ pub(crate) fn scan_segment(path: &Path, base: u64, verify: bool) -> io::Result<S
 /// Create an empty segment file.
 pub(crate) fn create_segment(dir: &Path, base: u64) -> io::Result<Segment> {
     let path = segment_path(dir, base);
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
     crate::topic::fsutil::sync_dir(dir)?;
     let size = file.metadata()?.len();
-    Ok(Segment { base, path, file: Arc::new(file), size, frames: Vec::new() })
+    Ok(Segment {
+        base,
+        path,
+        file: Arc::new(file),
+        size,
+        frames: Vec::new(),
+    })
 }

@@ -5,21 +5,35 @@ use std::io::Write;
 
 fn batch(start: i64, n: usize) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(start..start + n as i64))]).unwrap()
+    RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from_iter_values(
+            start..start + n as i64,
+        ))],
+    )
+    .unwrap()
 }
 
 fn values(batches: &[SinkBatch]) -> Vec<i64> {
     batches
         .iter()
         .flat_map(|b| {
-            let a = b.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let a = b
+                .batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
             a.values().to_vec()
         })
         .collect()
 }
 
 fn settings() -> TopicSettings {
-    TopicSettings { segment_bytes: 4096, ..TopicSettings::default() }
+    TopicSettings {
+        segment_bytes: 4096,
+        ..TopicSettings::default()
+    }
 }
 
 #[tokio::test]
@@ -44,7 +58,11 @@ async fn schema_changes_between_frames() {
     log.ensure_topic("t").unwrap();
     log.append("t", 0, &batch(0, 2), None).await.unwrap();
     let s2 = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
-    let b2 = RecordBatch::try_new(s2.clone(), vec![Arc::new(StringArray::from(vec!["a", "b"]))]).unwrap();
+    let b2 = RecordBatch::try_new(
+        s2.clone(),
+        vec![Arc::new(StringArray::from(vec!["a", "b"]))],
+    )
+    .unwrap();
     log.append("t", 0, &b2, None).await.unwrap();
     let got = log.read("t", 0, 0, 1 << 20).await.unwrap();
     assert_eq!(got[1].batch.schema(), s2);
@@ -58,22 +76,40 @@ async fn recovers_offsets_marks_and_cuts_torn_tail() {
         let log = EmbeddedLog::open(dir.path(), settings()).unwrap();
         log.ensure_topic("t").unwrap();
         for i in 0..3u64 {
-            let mark = SourceMark { source: "gen".into(), seq: i, position: Position(serde_json::json!({"next": i * 4 + 4})) };
-            log.append("t", 0, &batch(i as i64 * 4, 4), Some(&mark)).await.unwrap();
+            let mark = SourceMark {
+                source: "gen".into(),
+                seq: i,
+                position: Position(serde_json::json!({"next": i * 4 + 4})),
+            };
+            log.append("t", 0, &batch(i as i64 * 4, 4), Some(&mark))
+                .await
+                .unwrap();
         }
     }
     // Simulate an append torn by kill -9: a frame prefix and half a body.
     let seg = dir.path().join("topics/t/0/00000000000000000000.log");
     let before = std::fs::metadata(&seg).unwrap().len();
     let frame = segment::encode_frame(12, 4, 0, b"", &segment::encode_ipc(&batch(12, 4)).unwrap());
-    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(&frame[..frame.len() / 2]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&frame[..frame.len() / 2])
+        .unwrap();
 
     let log = EmbeddedLog::open(dir.path(), settings()).unwrap();
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), before, "torn tail cut");
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        before,
+        "torn tail cut"
+    );
     assert_eq!(log.end_offset("t", 0).unwrap(), 12);
     let mark = log.source_mark("gen").unwrap();
     assert_eq!((mark.seq, mark.position.0["next"].as_u64()), (2, Some(12)));
-    assert_eq!(values(&log.read("t", 0, 0, 1 << 20).await.unwrap()), (0..12).collect::<Vec<_>>());
+    assert_eq!(
+        values(&log.read("t", 0, 0, 1 << 20).await.unwrap()),
+        (0..12).collect::<Vec<_>>()
+    );
     // Appending continues at the recovered end.
     assert_eq!(log.append("t", 0, &batch(12, 1), None).await.unwrap(), 12);
 }
@@ -99,14 +135,22 @@ async fn corrupt_checksum_is_cut_not_read() {
 #[tokio::test]
 async fn rolls_segments_and_applies_size_retention() {
     let dir = tempfile::tempdir().unwrap();
-    let s = TopicSettings { segment_bytes: 4096, retention_bytes: Some(8192), ..TopicSettings::default() };
+    let s = TopicSettings {
+        segment_bytes: 4096,
+        retention_bytes: Some(8192),
+        ..TopicSettings::default()
+    };
     let log = EmbeddedLog::open(dir.path(), s.clone()).unwrap();
     log.create_topic("t", 2).unwrap();
     for i in 0..100 {
-        log.append("t", 1, &batch(i * 100, 100), None).await.unwrap();
+        log.append("t", 1, &batch(i * 100, 100), None)
+            .await
+            .unwrap();
     }
-    let segs = std::fs::read_dir(dir.path().join("topics/t/1")).unwrap().count();
-    assert!(segs >= 2 && segs <= 4, "{segs} segments");
+    let segs = std::fs::read_dir(dir.path().join("topics/t/1"))
+        .unwrap()
+        .count();
+    assert!((2..=4).contains(&segs), "{segs} segments");
     let start = log.start_offset("t", 1).unwrap();
     assert!(start > 0);
     // Reading below the retained start begins at the start.
@@ -127,15 +171,23 @@ async fn age_retention_and_timestamps() {
     let log = EmbeddedLog::open(dir.path(), settings()).unwrap();
     log.ensure_topic("t").unwrap();
     for i in 0..50 {
-        log.append("t", 0, &batch(i * 100, 100), None).await.unwrap();
+        log.append("t", 0, &batch(i * 100, 100), None)
+            .await
+            .unwrap();
     }
     let now = now_ms();
-    assert_eq!(log.offset_for_timestamp("t", 0, now + 60_000).unwrap(), 5000);
+    assert_eq!(
+        log.offset_for_timestamp("t", 0, now + 60_000).unwrap(),
+        5000
+    );
     assert_eq!(log.offset_for_timestamp("t", 0, 0).unwrap(), 0);
     {
         let t = log.topic("t").unwrap();
         let mut p = t.partitions[0].lock().unwrap();
-        let settings = TopicSettings { retention_ms: Some(1000), ..settings() };
+        let settings = TopicSettings {
+            retention_ms: Some(1000),
+            ..settings()
+        };
         p.enforce_retention(&settings, now + 10_000).unwrap();
         assert_eq!(p.segments.len(), 1, "all sealed segments expired");
     }
@@ -146,7 +198,9 @@ async fn group_offsets_persist() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = EmbeddedLog::open(dir.path(), settings()).unwrap();
-        log.groups().commit("g", [("t".to_owned(), 0, 42), ("t".to_owned(), 1, 7)]).unwrap();
+        log.groups()
+            .commit("g", [("t".to_owned(), 0, 42), ("t".to_owned(), 1, 7)])
+            .unwrap();
     }
     let log = EmbeddedLog::open(dir.path(), settings()).unwrap();
     assert_eq!(log.groups().committed("g", "t", 0), Some(42));

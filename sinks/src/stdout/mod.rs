@@ -27,7 +27,9 @@ pub use sink::{StdoutConfig, StdoutFormat, StdoutSink};
 use async_trait::async_trait;
 use rivven_engine::config::FieldError;
 use rivven_engine::connector::Sink;
-use rivven_engine::registry::{config_or_error, parse_config, Category, ConnectorInfo, PipelineContext, SinkFactory};
+use rivven_engine::registry::{
+    config_or_error, parse_config, Category, ConnectorInfo, PipelineContext, SinkFactory,
+};
 use rivven_engine::Result;
 
 /// Factory of the `stdout` sink.
@@ -50,12 +52,17 @@ impl SinkFactory for StdoutFactory {
     }
 
     fn validate(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        parse_config::<StdoutConfig>(config).err().unwrap_or_default()
+        parse_config::<StdoutConfig>(config)
+            .err()
+            .unwrap_or_default()
     }
 
     async fn check(&self, config: &serde_yaml::Value) -> Result<String> {
         let cfg: StdoutConfig = config_or_error(config)?;
-        Ok(format!("standard output, format {:?}", cfg.effective_format()))
+        Ok(format!(
+            "standard output, format {:?}",
+            cfg.effective_format()
+        ))
     }
 
     fn create(&self, _ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Sink>> {

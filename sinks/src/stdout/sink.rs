@@ -1,6 +1,9 @@
 //! The `stdout` sink.
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, StructArray, TimestampMillisecondArray, UInt32Array, UInt64Array};
+use arrow::array::{
+    ArrayRef, RecordBatch, StringArray, StructArray, TimestampMillisecondArray, UInt32Array,
+    UInt64Array,
+};
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use async_trait::async_trait;
 use rivven_engine::batch::SinkBatch;
@@ -55,7 +58,10 @@ impl StdoutConfig {
 impl ValidateConfig for StdoutConfig {
     fn validate(&self) -> Vec<FieldError> {
         if self.pretty && self.format == StdoutFormat::Table {
-            return vec![FieldError::new("pretty", "applies to JSON output only; remove it or use `format: pretty`")];
+            return vec![FieldError::new(
+                "pretty",
+                "applies to JSON output only; remove it or use `format: pretty`",
+            )];
         }
         Vec::new()
     }
@@ -71,7 +77,11 @@ pub struct StdoutSink {
 impl StdoutSink {
     /// A sink for `cfg`.
     pub fn new(cfg: StdoutConfig) -> Self {
-        Self { format: cfg.effective_format(), include_metadata: cfg.include_metadata, out: tokio::io::stdout() }
+        Self {
+            format: cfg.effective_format(),
+            include_metadata: cfg.include_metadata,
+            out: tokio::io::stdout(),
+        }
     }
 }
 
@@ -82,15 +92,23 @@ pub fn with_metadata(b: &SinkBatch) -> Result<RecordBatch> {
         Field::new("topic", DataType::Utf8, false),
         Field::new("partition", DataType::UInt32, false),
         Field::new("offset", DataType::UInt64, false),
-        Field::new("append_time", rivven_engine::batch::timestamp_ms_utc(), false),
+        Field::new(
+            "append_time",
+            rivven_engine::batch::timestamp_ms_utc(),
+            false,
+        ),
     ]);
     let meta = StructArray::try_new(
         fields.clone(),
         vec![
             Arc::new(StringArray::from(vec![b.topic.as_ref(); n])) as ArrayRef,
             Arc::new(UInt32Array::from(vec![b.partition; n])),
-            Arc::new(UInt64Array::from_iter_values(b.first_offset..b.first_offset + n as u64)),
-            Arc::new(TimestampMillisecondArray::from(vec![b.append_time_ms; n]).with_timezone("UTC")),
+            Arc::new(UInt64Array::from_iter_values(
+                b.first_offset..b.first_offset + n as u64,
+            )),
+            Arc::new(
+                TimestampMillisecondArray::from(vec![b.append_time_ms; n]).with_timezone("UTC"),
+            ),
         ],
         None,
     )?;
@@ -99,7 +117,10 @@ pub fn with_metadata(b: &SinkBatch) -> Result<RecordBatch> {
     all.push(Field::new("_meta", DataType::Struct(fields), false));
     let mut cols = b.batch.columns().to_vec();
     cols.push(Arc::new(meta));
-    Ok(RecordBatch::try_new(Arc::new(Schema::new_with_metadata(all, schema.metadata().clone())), cols)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new_with_metadata(all, schema.metadata().clone())),
+        cols,
+    )?)
 }
 
 /// Render a batch in `format`.
@@ -119,9 +140,10 @@ pub fn render(batch: &RecordBatch, format: StdoutFormat) -> Result<Vec<u8>> {
                 w.finish()?;
             }
             for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let v: serde_json::Value =
-                    serde_json::from_slice(line).map_err(|e| Error::internal(format!("re-reading JSON: {e}")))?;
-                serde_json::to_writer_pretty(&mut buf, &v).map_err(|e| Error::internal(e.to_string()))?;
+                let v: serde_json::Value = serde_json::from_slice(line)
+                    .map_err(|e| Error::internal(format!("re-reading JSON: {e}")))?;
+                serde_json::to_writer_pretty(&mut buf, &v)
+                    .map_err(|e| Error::internal(e.to_string()))?;
                 buf.push(b'\n');
             }
         }
@@ -136,7 +158,12 @@ pub fn render(batch: &RecordBatch, format: StdoutFormat) -> Result<Vec<u8>> {
 
 fn write_error(e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Error::new(ErrorKind::Io, Origin::External, false, "standard output was closed")
+        Error::new(
+            ErrorKind::Io,
+            Origin::External,
+            false,
+            "standard output was closed",
+        )
     } else {
         Error::io("write to standard output", e)
     }
@@ -170,10 +197,19 @@ mod tests {
         ]));
         let batch = RecordBatch::try_new(
             schema,
-            vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec![Some("a"), None]))],
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![Some("a"), None])),
+            ],
         )
         .unwrap();
-        SinkBatch { batch, topic: Arc::from("t"), partition: 0, first_offset: 10, append_time_ms: 0 }
+        SinkBatch {
+            batch,
+            topic: Arc::from("t"),
+            partition: 0,
+            first_offset: 10,
+            append_time_ms: 0,
+        }
     }
 
     #[test]
@@ -186,7 +222,11 @@ mod tests {
     fn metadata_and_pretty() {
         let b = with_metadata(&sample()).unwrap();
         let out = String::from_utf8(render(&b, StdoutFormat::Pretty).unwrap()).unwrap();
-        let first: serde_json::Value = serde_json::Deserializer::from_str(&out).into_iter().next().unwrap().unwrap();
+        let first: serde_json::Value = serde_json::Deserializer::from_str(&out)
+            .into_iter()
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(first["_meta"]["offset"], 10);
         assert_eq!(first["_meta"]["topic"], "t");
         assert!(out.contains("\n  \"id\": 1"));

@@ -80,7 +80,15 @@ fn yes() -> bool {
 }
 
 /// Column names the generator itself uses, which custom fields must not shadow.
-pub(crate) const RESERVED: &[&str] = &["sequence", "timestamp", "op", "before", "after", "source", "ts_ms"];
+pub(crate) const RESERVED: &[&str] = &[
+    "sequence",
+    "timestamp",
+    "op",
+    "before",
+    "after",
+    "source",
+    "ts_ms",
+];
 
 impl ValidateConfig for DatagenConfig {
     fn validate(&self) -> Vec<FieldError> {
@@ -91,11 +99,19 @@ impl ValidateConfig for DatagenConfig {
         let pattern_cols = super::patterns::columns(self.pattern);
         for name in self.custom_fields.keys() {
             if name.is_empty() {
-                errs.push(FieldError::new("custom_fields", "field names must not be empty"));
-            } else if RESERVED.contains(&name.as_str()) || pattern_cols.iter().any(|c| c.name == name) {
+                errs.push(FieldError::new(
+                    "custom_fields",
+                    "field names must not be empty",
+                ));
+            } else if RESERVED.contains(&name.as_str())
+                || pattern_cols.iter().any(|c| c.name == name)
+            {
                 errs.push(FieldError::new(
                     format!("custom_fields.{name}"),
-                    format!("`{name}` is already a column of pattern {:?}; choose another name", self.pattern),
+                    format!(
+                        "`{name}` is already a column of pattern {:?}; choose another name",
+                        self.pattern
+                    ),
                 ));
             }
         }

@@ -33,7 +33,9 @@ pub use source::DatagenSource;
 use async_trait::async_trait;
 use rivven_engine::config::FieldError;
 use rivven_engine::connector::{Source, StreamInfo};
-use rivven_engine::registry::{config_or_error, parse_config, Category, ConnectorInfo, PipelineContext, SourceFactory};
+use rivven_engine::registry::{
+    config_or_error, parse_config, Category, ConnectorInfo, PipelineContext, SourceFactory,
+};
 use rivven_engine::Result;
 
 /// Factory of the `datagen` source.
@@ -56,12 +58,17 @@ impl SourceFactory for DatagenFactory {
     }
 
     fn validate(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        parse_config::<DatagenConfig>(config).err().unwrap_or_default()
+        parse_config::<DatagenConfig>(config)
+            .err()
+            .unwrap_or_default()
     }
 
     async fn check(&self, config: &serde_yaml::Value) -> Result<String> {
         let cfg: DatagenConfig = config_or_error(config)?;
-        Ok(format!("generator ready (pattern {:?}, cdc_mode {})", cfg.pattern, cfg.cdc_mode))
+        Ok(format!(
+            "generator ready (pattern {:?}, cdc_mode {})",
+            cfg.pattern, cfg.cdc_mode
+        ))
     }
 
     async fn discover(&self, config: &serde_yaml::Value) -> Result<Vec<StreamInfo>> {
@@ -73,7 +80,11 @@ impl SourceFactory for DatagenFactory {
         }])
     }
 
-    fn create(&self, _ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Source>> {
+    fn create(
+        &self,
+        _ctx: &PipelineContext,
+        config: &serde_yaml::Value,
+    ) -> Result<Box<dyn Source>> {
         let cfg: DatagenConfig = config_or_error(config)?;
         Ok(Box::new(DatagenSource::new(cfg)))
     }

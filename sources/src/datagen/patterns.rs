@@ -5,8 +5,8 @@
 
 use super::config::Pattern;
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field};
 use std::sync::Arc;
@@ -23,7 +23,10 @@ fn mix(mut z: u64) -> u64 {
 
 impl Rng {
     pub fn at(seed: u64, a: u64, b: u64) -> Self {
-        Rng(mix(seed ^ mix(a.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ mix(b.wrapping_add(0x632b_e59b_d9b4_e019)))))
+        Rng(mix(seed
+            ^ mix(
+                a.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ mix(b.wrapping_add(0x632b_e59b_d9b4_e019))
+            )))
     }
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -41,16 +44,59 @@ impl Rng {
     }
 }
 
-const FIRST: &[&str] = &["Ada", "Alan", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", "Edsger", "Radia", "Tim"];
-const LAST: &[&str] = &["Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Thompson", "Hamilton", "Ritchie", "Allen", "Dijkstra", "Perlman", "Berners-Lee"];
+const FIRST: &[&str] = &[
+    "Ada", "Alan", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", "Edsger",
+    "Radia", "Tim",
+];
+const LAST: &[&str] = &[
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Liskov",
+    "Thompson",
+    "Hamilton",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Berners-Lee",
+];
 const COUNTRIES: &[&str] = &["DE", "US", "FR", "GB", "JP", "BR", "IN", "CA", "NL", "SE"];
-const PRODUCTS: &[&str] = &["keyboard", "mouse", "monitor", "laptop", "headset", "webcam", "dock", "cable", "chair", "desk"];
+const PRODUCTS: &[&str] = &[
+    "keyboard", "mouse", "monitor", "laptop", "headset", "webcam", "dock", "cable", "chair", "desk",
+];
 const STATUSES: &[&str] = &["pending", "paid", "shipped", "delivered", "cancelled"];
-const EVENT_TYPES: &[&str] = &["page_view", "click", "scroll", "add_to_cart", "purchase", "signup", "logout"];
-const PAGES: &[&str] = &["/", "/products", "/cart", "/checkout", "/account", "/search", "/help"];
-const METRICS: &[&str] = &["cpu_usage", "memory_usage", "disk_io", "network_in", "network_out", "request_latency_ms"];
+const EVENT_TYPES: &[&str] = &[
+    "page_view",
+    "click",
+    "scroll",
+    "add_to_cart",
+    "purchase",
+    "signup",
+    "logout",
+];
+const PAGES: &[&str] = &[
+    "/",
+    "/products",
+    "/cart",
+    "/checkout",
+    "/account",
+    "/search",
+    "/help",
+];
+const METRICS: &[&str] = &[
+    "cpu_usage",
+    "memory_usage",
+    "disk_io",
+    "network_in",
+    "network_out",
+    "request_latency_ms",
+];
 const REGIONS: &[&str] = &["eu-central-1", "us-east-1", "us-west-2", "ap-northeast-1"];
-const WORDS: &[&str] = &["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"];
+const WORDS: &[&str] = &[
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+];
 
 /// 2024-01-01T00:00:00Z in ms: generated `created_at` values fall in the year after it.
 const EPOCH_2024_MS: i64 = 1_704_067_200_000;
@@ -202,9 +248,12 @@ impl RowBuilders {
                     DataType::Int32 => ColBuilder::I32(Int32Builder::with_capacity(capacity)),
                     DataType::Float64 => ColBuilder::F64(Float64Builder::with_capacity(capacity)),
                     DataType::Boolean => ColBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
-                    DataType::Timestamp(..) => ColBuilder::Ts(TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC")),
+                    DataType::Timestamp(..) => ColBuilder::Ts(
+                        TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+                    ),
                     DataType::Decimal128(p, s) => ColBuilder::Dec(
-                        Decimal128Builder::with_capacity(capacity).with_data_type(DataType::Decimal128(p, s)),
+                        Decimal128Builder::with_capacity(capacity)
+                            .with_data_type(DataType::Decimal128(p, s)),
                     ),
                     _ => ColBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 16)),
                 };
@@ -217,12 +266,14 @@ impl RowBuilders {
     /// Append the row with identity `key`, drawing its other values from `rng`.
     pub fn append(&mut self, key: u64, rng: &mut Rng) {
         let mut ctx = RowCtx::default();
-        let mut key_rng = Rng::at(key, 0x6b65_79, 0);
+        let mut key_rng = Rng::at(key, 0x006b_6579, 0);
         for (def, b) in &mut self.cols {
             match (def.gen, b) {
                 (Gen::Key, ColBuilder::I64(b)) => b.append_value(key as i64),
                 (Gen::KeyUuid, ColBuilder::Str(b)) => b.append_value(uuid_from(&mut key_rng)),
-                (Gen::KeyText(prefix), ColBuilder::Str(b)) => b.append_value(format!("{prefix}{key}")),
+                (Gen::KeyText(prefix), ColBuilder::Str(b)) => {
+                    b.append_value(format!("{prefix}{key}"))
+                }
                 (Gen::Uuid, ColBuilder::Str(b)) => b.append_value(uuid_from(rng)),
                 (Gen::Int(lo, hi), ColBuilder::I64(b)) => b.append_value(rng.range(lo, hi)),
                 (Gen::Int32(lo, hi), ColBuilder::I32(b)) => {
@@ -248,13 +299,19 @@ impl RowBuilders {
                     LAST[ctx.last].to_lowercase(),
                     key
                 )),
-                (Gen::CreatedAt, ColBuilder::Ts(b)) => b.append_value(EPOCH_2024_MS + rng.below(YEAR_MS as u64) as i64),
+                (Gen::CreatedAt, ColBuilder::Ts(b)) => {
+                    b.append_value(EPOCH_2024_MS + rng.below(YEAR_MS as u64) as i64)
+                }
                 (Gen::PriceCents(lo, hi), ColBuilder::Dec(b)) => {
                     ctx.price_cents = rng.range(lo, hi);
                     b.append_value(i128::from(ctx.price_cents))
                 }
-                (Gen::TotalCents, ColBuilder::Dec(b)) => b.append_value(i128::from(ctx.price_cents * ctx.quantity)),
-                (Gen::Host, ColBuilder::Str(b)) => b.append_value(format!("host-{:02}", rng.below(20))),
+                (Gen::TotalCents, ColBuilder::Dec(b)) => {
+                    b.append_value(i128::from(ctx.price_cents * ctx.quantity))
+                }
+                (Gen::Host, ColBuilder::Str(b)) => {
+                    b.append_value(format!("host-{:02}", rng.below(20)))
+                }
                 (_, b) => append_null(b),
             }
         }

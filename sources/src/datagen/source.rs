@@ -3,8 +3,8 @@
 use super::config::DatagenConfig;
 use super::patterns::{fields, Rng, RowBuilders};
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
-    StructArray, TimestampMillisecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, Int64Builder, RecordBatch, StringArray,
+    StringBuilder, StructArray, TimestampMillisecondArray,
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
@@ -52,7 +52,11 @@ impl LiveSet {
         let old = self.index.get(&key).map_or(0, |e| e.1);
         if roll < 90 {
             self.index.insert(key, (idx, old + 1));
-            CdcOp::Update { key, old, new: old + 1 }
+            CdcOp::Update {
+                key,
+                old,
+                new: old + 1,
+            }
         } else {
             self.keys.swap_remove(idx);
             self.index.remove(&key);
@@ -96,11 +100,15 @@ fn custom_columns(cfg: &DatagenConfig) -> Vec<(Field, serde_yaml::Value)> {
 
 fn constant_column(field: &Field, v: &serde_yaml::Value, n: usize) -> ArrayRef {
     match (field.data_type(), v) {
-        (DataType::Boolean, serde_yaml::Value::Bool(b)) => Arc::new(BooleanArray::from(vec![*b; n])),
+        (DataType::Boolean, serde_yaml::Value::Bool(b)) => {
+            Arc::new(BooleanArray::from(vec![*b; n]))
+        }
         (DataType::Int64, serde_yaml::Value::Number(x)) => {
             Arc::new(Int64Array::from(vec![x.as_i64().unwrap_or(i64::MAX); n]))
         }
-        (DataType::Float64, serde_yaml::Value::Number(x)) => Arc::new(Float64Array::from(vec![x.as_f64().unwrap_or(f64::NAN); n])),
+        (DataType::Float64, serde_yaml::Value::Number(x)) => {
+            Arc::new(Float64Array::from(vec![x.as_f64().unwrap_or(f64::NAN); n]))
+        }
         (_, serde_yaml::Value::String(s)) => Arc::new(StringArray::from(vec![s.as_str(); n])),
         (_, serde_yaml::Value::Null) => Arc::new(StringArray::from(vec![None::<&str>; n])),
         (_, other) => {
@@ -152,7 +160,16 @@ impl DatagenSource {
         let schema = schema_for(&cfg);
         let custom = custom_columns(&cfg);
         let stream: Arc<str> = Arc::from(cfg.stream_name.as_str());
-        Self { seed: 0, next: 0, live: LiveSet::default(), schema, custom, rate_start: None, stream, cfg }
+        Self {
+            seed: 0,
+            next: 0,
+            live: LiveSet::default(),
+            schema,
+            custom,
+            rate_start: None,
+            stream,
+            cfg,
+        }
     }
 
     fn position(&self) -> Position {
@@ -174,7 +191,9 @@ impl DatagenSource {
             let allowed = due.saturating_sub(self.next);
             if allowed == 0 {
                 let next_at = (self.next - at) as f64 / eps as f64;
-                return Err(std::time::Duration::from_secs_f64((next_at - elapsed).max(0.001)));
+                return Err(std::time::Duration::from_secs_f64(
+                    (next_at - elapsed).max(0.001),
+                ));
             }
             n = n.min(allowed);
         }
@@ -196,14 +215,22 @@ impl DatagenSource {
                 let op = self.live.step(self.seed, i);
                 let (code, b, a) = match op {
                     CdcOp::Insert { key } => (batch::op::CREATE, None, Some((key, 0))),
-                    CdcOp::Update { key, old, new } => (batch::op::UPDATE, Some((key, old)), Some((key, new))),
+                    CdcOp::Update { key, old, new } => {
+                        (batch::op::UPDATE, Some((key, old)), Some((key, new)))
+                    }
                     CdcOp::Delete { key, old } => (batch::op::DELETE, Some((key, old)), None),
                 };
                 ops.append_value(code);
-                for (img, builders, valid) in [(b, &mut before, &mut before_valid), (a, &mut after, &mut after_valid)] {
+                for (img, builders, valid) in [
+                    (b, &mut before, &mut before_valid),
+                    (a, &mut after, &mut after_valid),
+                ] {
                     match img {
                         Some((key, version)) => {
-                            builders.append(key, &mut Rng::at(self.seed, key, u64::from(version) << 8 | ROW_SALT));
+                            builders.append(
+                                key,
+                                &mut Rng::at(self.seed, key, u64::from(version) << 8 | ROW_SALT),
+                            );
                             valid.push(true);
                         }
                         None => {
@@ -215,18 +242,30 @@ impl DatagenSource {
                 pos.append_value(i.to_string());
                 txid.append_value(i as i64);
             }
-            let row_fields: Fields = match self.schema.field_with_name("after").map(|f| f.data_type().clone()) {
+            let row_fields: Fields = match self
+                .schema
+                .field_with_name("after")
+                .map(|f| f.data_type().clone())
+            {
                 Ok(DataType::Struct(f)) => f,
                 _ => return Err(Error::internal("datagen cdc schema without `after` struct")),
             };
             let image = |b: &mut RowBuilders, valid: Vec<bool>| -> Result<ArrayRef> {
                 let mut arrays = b.finish();
                 arrays.extend(self.custom.iter().map(|(f, v)| constant_column(f, v, n)));
-                Ok(Arc::new(StructArray::try_new(row_fields.clone(), arrays, Some(NullBuffer::from(valid)))?))
+                Ok(Arc::new(StructArray::try_new(
+                    row_fields.clone(),
+                    arrays,
+                    Some(NullBuffer::from(valid)),
+                )?))
             };
             let ts = now_ms();
             let source_fields = batch::change_event_source_fields();
-            let db = self.cfg.namespace.clone().unwrap_or_else(|| "datagen".into());
+            let db = self
+                .cfg
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "datagen".into());
             let source = StructArray::try_new(
                 source_fields,
                 vec![
@@ -254,10 +293,14 @@ impl DatagenSource {
             cols.extend(rows.finish());
         }
         if self.cfg.include_sequence {
-            cols.push(Arc::new(Int64Array::from_iter_values(first as i64..(first + n as u64) as i64)));
+            cols.push(Arc::new(Int64Array::from_iter_values(
+                first as i64..(first + n as u64) as i64,
+            )));
         }
         if self.cfg.include_timestamp {
-            cols.push(Arc::new(TimestampMillisecondArray::from(vec![now_ms(); n]).with_timezone("UTC")));
+            cols.push(Arc::new(
+                TimestampMillisecondArray::from(vec![now_ms(); n]).with_timezone("UTC"),
+            ));
         }
         if !self.cfg.cdc_mode {
             cols.extend(self.custom.iter().map(|(f, v)| constant_column(f, v, n)));
@@ -275,7 +318,10 @@ impl Source for DatagenSource {
                 let seed = p.0.get("seed").and_then(|v| v.as_u64());
                 let next = p.0.get("next").and_then(|v| v.as_u64());
                 let (Some(seed), Some(next)) = (seed, next) else {
-                    return Err(Error::state(format!("datagen position {} lacks `seed`/`next`", p.0)));
+                    return Err(Error::state(format!(
+                        "datagen position {} lacks `seed`/`next`",
+                        p.0
+                    )));
                 };
                 if let Some(cfg_seed) = self.cfg.seed {
                     if cfg_seed != seed {
@@ -321,7 +367,12 @@ impl Source for DatagenSource {
             tokio::task::yield_now().await;
         }
         let batch = self.generate(n)?;
-        Ok(Some(SourceBatch { batch, position: self.position(), stream: Some(self.stream.clone()), topic: None }))
+        Ok(Some(SourceBatch {
+            batch,
+            position: self.position(),
+            stream: Some(self.stream.clone()),
+            topic: None,
+        }))
     }
 
     async fn commit(&mut self, _position: &Position) -> Result<()> {
@@ -373,7 +424,15 @@ mod tests {
 
     #[tokio::test]
     async fn same_seed_same_data_regardless_of_batching_and_restarts() {
-        for pattern in [Pattern::Sequence, Pattern::Random, Pattern::Users, Pattern::Orders, Pattern::Events, Pattern::Metrics, Pattern::KeyValue] {
+        for pattern in [
+            Pattern::Sequence,
+            Pattern::Random,
+            Pattern::Users,
+            Pattern::Orders,
+            Pattern::Events,
+            Pattern::Metrics,
+            Pattern::KeyValue,
+        ] {
             for cdc in [false, true] {
                 let mut a = DatagenSource::new(cfg(pattern, cdc));
                 a.open(None).await.unwrap();
@@ -392,7 +451,11 @@ mod tests {
                     if name == "ts_ms" || name == "source" {
                         continue;
                     }
-                    assert_eq!(whole.column_by_name(&name), split.column_by_name(&name), "{pattern:?} cdc={cdc} {name}");
+                    assert_eq!(
+                        whole.column_by_name(&name),
+                        split.column_by_name(&name),
+                        "{pattern:?} cdc={cdc} {name}"
+                    );
                 }
             }
         }
@@ -403,7 +466,12 @@ mod tests {
         let mut s = DatagenSource::new(cfg(Pattern::Users, true));
         s.open(None).await.unwrap();
         let b = concat(&take(&mut s, 10_000, 1000).await);
-        let ops = b.column_by_name("op").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let ops = b
+            .column_by_name("op")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         let count = |c: &str| ops.iter().filter(|o| *o == Some(c)).count();
         let (c, u, d) = (count("c"), count("u"), count("d"));
         assert_eq!(c + u + d, 10_000);
@@ -411,20 +479,44 @@ mod tests {
         assert!((2700..3300).contains(&u), "updates {u}");
         assert!((800..1200).contains(&d), "deletes {d}");
         // Replay the images: every before image equals the row's previous after image.
-        let before = b.column_by_name("before").unwrap().as_any().downcast_ref::<StructArray>().unwrap();
-        let after = b.column_by_name("after").unwrap().as_any().downcast_ref::<StructArray>().unwrap();
-        let ids = |s: &StructArray| s.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        let before = b
+            .column_by_name("before")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap();
+        let after = b
+            .column_by_name("after")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap();
+        let ids = |s: &StructArray| {
+            s.column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .clone()
+        };
         let (bid, aid) = (ids(before), ids(after));
         let mut current: HashMap<i64, usize> = HashMap::new();
         for i in 0..b.num_rows() {
             match ops.value(i) {
                 "c" => {
                     assert!(before.is_null(i) && after.is_valid(i));
-                    assert!(current.insert(aid.value(i), i).is_none(), "insert of a live key");
+                    assert!(
+                        current.insert(aid.value(i), i).is_none(),
+                        "insert of a live key"
+                    );
                 }
                 "u" | "d" => {
                     let prev = current[&bid.value(i)];
-                    assert_eq!(before.slice(i, 1), after.slice(prev, 1), "before image of row {i}");
+                    assert_eq!(
+                        before.slice(i, 1),
+                        after.slice(prev, 1),
+                        "before image of row {i}"
+                    );
                     if ops.value(i) == "u" {
                         assert_eq!(aid.value(i), bid.value(i));
                         current.insert(aid.value(i), i);

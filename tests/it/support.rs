@@ -1,0 +1,122 @@
+//! Helpers: the binary, free loopback ports, pipeline files in temp dirs, reading topics.
+
+use rivven_connect::engine::config::TopicSettings;
+use rivven_connect::engine::topic::EmbeddedLog;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rivven-connect")
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temp dir holding `p.yaml` with `sources`/`sinks` YAML and settings on free ports.
+pub struct Pipeline {
+    pub dir: tempfile::TempDir,
+    pub health_port: u16,
+}
+
+impl Pipeline {
+    pub fn new(body: &str) -> Self {
+        Self::with_settings(body, "")
+    }
+
+    pub fn with_settings(body: &str, extra_settings: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (health_port, metrics_port) = (free_port(), free_port());
+        let yaml = format!(
+            "version: \"1.0\"\n{body}\nsettings:\n  state_dir: {}\n  health: {{port: {health_port}}}\n  metrics: {{port: {metrics_port}}}\n{extra_settings}",
+            dir.path().join("state").display()
+        );
+        std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+        Self { dir, health_port }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("p.yaml")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `rivven-connect <args> -c p.yaml`, waiting for it.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .arg("-c")
+            .arg(self.config())
+            .output()
+            .unwrap()
+    }
+
+    /// Start `run` with stdout appended to `out`.
+    pub fn spawn_run(&self, out: &Path) -> std::process::Child {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .unwrap();
+        Command::new(bin())
+            .args(["run", "-c"])
+            .arg(self.config())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Open the state dir's topic log (the process must not be running).
+    pub fn log(&self) -> EmbeddedLog {
+        EmbeddedLog::open(&self.state(), TopicSettings::default()).unwrap()
+    }
+}
+
+/// Every `sequence` value of topic partition 0, in offset order.
+pub async fn topic_sequences(log: &EmbeddedLog, topic: &str) -> Vec<i64> {
+    use arrow::array::{Array, Int64Array};
+    let end = log.end_offset(topic, 0).unwrap();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while from < end {
+        for b in log.read(topic, 0, from, 1 << 24).await.unwrap() {
+            from = b.next_offset();
+            let col = b.batch.column_by_name("sequence").unwrap();
+            let seq = col.as_any().downcast_ref::<Int64Array>().unwrap();
+            assert_eq!(seq.null_count(), 0);
+            out.extend(seq.values().iter().copied());
+        }
+    }
+    out
+}
+
+/// `sequence` of every parseable JSON line of `path`, and the count of unparseable lines.
+pub fn printed_sequences(path: &Path) -> (Vec<i64>, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut seqs = Vec::new();
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => seqs.push(v["sequence"].as_i64().unwrap()),
+            Err(_) => bad += 1,
+        }
+    }
+    (seqs, bad)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
