@@ -272,7 +272,8 @@ async fn non_retryable_error_fails_the_pipeline() {
     let (report, state, status) = run(f, dir.path()).await;
     assert_eq!(report.failed, vec!["src".to_owned()]);
     // What was durable before the failure still reached the sink.
-    assert_eq!(*state.seen.lock().unwrap(), topic_values(dir.path()).await);
+    let in_topic = topic_values(dir.path()).await;
+    assert_eq!(*state.seen.lock().unwrap(), in_topic);
     assert_eq!(status.report().pipelines[0].state, PipelineState::Failed);
 }
 
