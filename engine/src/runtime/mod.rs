@@ -62,6 +62,65 @@ pub(crate) fn backoff(retry: &RetrySettings, failures: u32) -> Duration {
     Duration::from_millis(ms.min(retry.max_backoff_ms))
 }
 
+/// Run a pipeline: call `attempt` until it ends without error, restarting it after an
+/// exponential backoff when it fails with a retryable error. `attempt` returns how it ended
+/// and whether it made progress (a durable batch), which resets the failure count.
+/// A non-retryable error or `max_retries` consecutive failures fail the pipeline.
+pub(crate) async fn supervise<F, Fut>(
+    status: &crate::status::PipelineStatus,
+    shared: &Shared,
+    mut attempt: F,
+) -> TaskEnd
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (Result<TaskEnd>, bool)>,
+{
+    use crate::status::PipelineState;
+    let what = match status.kind {
+        crate::status::PipelineKind::Source => "source",
+        crate::status::PipelineKind::Sink => "sink",
+    };
+    let mut failures = 0u32;
+    loop {
+        status.set_state(PipelineState::Starting);
+        let (result, progressed) = attempt().await;
+        let e = match result {
+            Ok(end) => {
+                let (state, msg) = match end {
+                    TaskEnd::Finished => (PipelineState::Finished, "finished"),
+                    TaskEnd::Stopped => (PipelineState::Stopped, "stopped"),
+                    TaskEnd::Failed => (PipelineState::Failed, "failed"),
+                };
+                status.set_state(state);
+                tracing::info!(pipeline = %status.name, "{what} {msg}");
+                return end;
+            }
+            Err(e) => e,
+        };
+        status.record_error(&e);
+        if progressed {
+            failures = 0;
+        }
+        if !e.is_retryable() || failures >= shared.settings.retry.max_retries {
+            tracing::error!(pipeline = %status.name, error = %e, retries = failures, "{what} failed");
+            status.set_state(PipelineState::Failed);
+            return TaskEnd::Failed;
+        }
+        let wait = backoff(&shared.settings.retry, failures);
+        failures += 1;
+        tracing::warn!(pipeline = %status.name, error = %e, backoff_ms = wait.as_millis() as u64, "{what} failed; restarting");
+        status.set_state(PipelineState::Restarting);
+        status.restarted();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.cancel.cancelled() => {
+                status.set_state(PipelineState::Stopped);
+                return TaskEnd::Stopped;
+            }
+        }
+    }
+}
+
 /// What a run ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {

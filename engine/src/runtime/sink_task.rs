@@ -1,7 +1,7 @@
 //! One sink pipeline: topic reader → bounded queue → sink → flush → commit offsets.
 
 use super::queue::{bounded, QueueSender};
-use super::{backoff, Shared, TaskEnd};
+use super::{Shared, TaskEnd};
 use crate::batch::{batch_bytes, SinkBatch};
 use crate::config::StartOffset;
 use crate::error::{Error, Result};
@@ -88,45 +88,18 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     sources_done: watch::Receiver<bool>,
 ) -> TaskEnd {
-    let mut failures = 0u32;
-    loop {
-        p.status.set_state(PipelineState::Starting);
-        let (result, progressed) = attempt(&p, &shared, sources_done.clone()).await;
-        match result {
-            Ok(true) => {
-                p.status.set_state(PipelineState::Finished);
-                tracing::info!(sink = %p.name, "sink caught up after every source finished");
-                return TaskEnd::Finished;
+    super::supervise(&p.status, &shared, || async {
+        let (r, progressed) = attempt(&p, &shared, sources_done.clone()).await;
+        let end = r.map(|caught_up| {
+            if caught_up {
+                TaskEnd::Finished
+            } else {
+                TaskEnd::Stopped
             }
-            Ok(false) => {
-                p.status.set_state(PipelineState::Stopped);
-                return TaskEnd::Stopped;
-            }
-            Err(e) => {
-                p.status.record_error(&e);
-                if progressed {
-                    failures = 0;
-                }
-                if !e.is_retryable() || failures >= shared.settings.retry.max_retries {
-                    tracing::error!(sink = %p.name, error = %e, retries = failures, "sink failed");
-                    p.status.set_state(PipelineState::Failed);
-                    return TaskEnd::Failed;
-                }
-                let wait = backoff(&shared.settings.retry, failures);
-                failures += 1;
-                tracing::warn!(sink = %p.name, error = %e, backoff_ms = wait.as_millis() as u64, "sink failed; restarting from committed offsets");
-                p.status.set_state(PipelineState::Restarting);
-                p.status.restarted();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shared.cancel.cancelled() => {
-                        p.status.set_state(PipelineState::Stopped);
-                        return TaskEnd::Stopped;
-                    }
-                }
-            }
-        }
-    }
+        });
+        (end, progressed)
+    })
+    .await
 }
 
 /// One attempt. `Ok(true)`: finished (caught up, sources done); `Ok(false)`: stopped.

@@ -2,7 +2,7 @@
 
 use super::batcher::{Batcher, Next};
 use super::queue::{bounded, QueueReceiver};
-use super::{backoff, Shared, TaskEnd};
+use super::{Shared, TaskEnd};
 use crate::batch::{batch_bytes, Position, SourceBatch};
 use crate::error::{Error, Result};
 use crate::registry::{PipelineContext, SourceFactory};
@@ -58,45 +58,15 @@ fn partition_for(key: &str, partitions: u32) -> u32 {
 }
 
 pub(super) async fn run(p: SourcePipeline, shared: Arc<Shared>) -> TaskEnd {
-    let mut failures = 0u32;
-    loop {
-        p.status.set_state(PipelineState::Starting);
-        let (result, progressed) = attempt(&p, &shared).await;
-        match result {
-            Ok(Attempt::Exhausted) => {
-                p.status.set_state(PipelineState::Finished);
-                tracing::info!(source = %p.name, "source finished");
-                return TaskEnd::Finished;
-            }
-            Ok(Attempt::Cancelled) => {
-                p.status.set_state(PipelineState::Stopped);
-                return TaskEnd::Stopped;
-            }
-            Err(e) => {
-                p.status.record_error(&e);
-                if progressed {
-                    failures = 0;
-                }
-                if !e.is_retryable() || failures >= shared.settings.retry.max_retries {
-                    tracing::error!(source = %p.name, error = %e, retries = failures, "source failed");
-                    p.status.set_state(PipelineState::Failed);
-                    return TaskEnd::Failed;
-                }
-                let wait = backoff(&shared.settings.retry, failures);
-                failures += 1;
-                tracing::warn!(source = %p.name, error = %e, backoff_ms = wait.as_millis() as u64, "source failed; restarting");
-                p.status.set_state(PipelineState::Restarting);
-                p.status.restarted();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shared.cancel.cancelled() => {
-                        p.status.set_state(PipelineState::Stopped);
-                        return TaskEnd::Stopped;
-                    }
-                }
-            }
-        }
-    }
+    super::supervise(&p.status, &shared, || async {
+        let (r, progressed) = attempt(&p, &shared).await;
+        let end = r.map(|a| match a {
+            Attempt::Exhausted => TaskEnd::Finished,
+            Attempt::Cancelled => TaskEnd::Stopped,
+        });
+        (end, progressed)
+    })
+    .await
 }
 
 /// One attempt; returns whether any batch became durable.

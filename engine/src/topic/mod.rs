@@ -566,8 +566,8 @@ impl EmbeddedLog {
         .await
     }
 
-    /// fsync every partition with unsynced appends (`fsync: interval | never` at shutdown).
-    pub fn sync_all(&self) -> Result<()> {
+    /// Run `f` on every partition of every topic.
+    fn for_each_partition(&self, mut f: impl FnMut(&mut Partition) -> Result<()>) -> Result<()> {
         let topics: Vec<Arc<Topic>> = self
             .inner
             .topics
@@ -578,31 +578,21 @@ impl EmbeddedLog {
             .collect();
         for t in topics {
             for p in &t.partitions {
-                p.lock().map_err(lock_err)?.sync()?;
+                f(&mut *p.lock().map_err(lock_err)?)?;
             }
         }
         Ok(())
     }
 
+    /// fsync every partition with unsynced appends (`fsync: interval | never` at shutdown).
+    pub fn sync_all(&self) -> Result<()> {
+        self.for_each_partition(Partition::sync)
+    }
+
     /// Apply retention to every partition now (also applied whenever a segment is sealed).
     pub fn enforce_retention(&self) -> Result<()> {
-        let topics: Vec<Arc<Topic>> = self
-            .inner
-            .topics
-            .read()
-            .map_err(lock_err)?
-            .values()
-            .cloned()
-            .collect();
         let now = now_ms();
-        for t in topics {
-            for p in &t.partitions {
-                p.lock()
-                    .map_err(lock_err)?
-                    .enforce_retention(&self.inner.settings, now)?;
-            }
-        }
-        Ok(())
+        self.for_each_partition(|p| p.enforce_retention(&self.inner.settings, now))
     }
 
     /// Committed consumer offsets.
