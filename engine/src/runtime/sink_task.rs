@@ -137,48 +137,32 @@ async fn attempt(
     let mut pending = false;
     let mut last_flush = Instant::now();
     let mut progressed = false;
-    let group = p.group.clone();
-    let flush_commit = |done: &Offsets| {
-        let offsets: Vec<_> = done
-            .iter()
-            .map(|((t, part), o)| (t.clone(), *part, *o))
-            .collect();
-        shared.log.groups().commit(&group, offsets)
-    };
     // Batches already taken from the topic are always written and flushed, even on shutdown:
     // the loop ends only when the reader has stopped and the queue is empty.
     let result: Result<()> = loop {
         let item = tokio::select! {
-            item = rx.recv() => item,
-            _ = tokio::time::sleep(commit_every), if pending => {
-                if let Err(e) = sink.flush().await { break Err(e) }
-                if let Err(e) = flush_commit(&done) { break Err(e) }
-                pending = false;
-                last_flush = Instant::now();
-                p.status.set_lag(lag(&done, shared));
+            item = rx.recv() => Some(item),
+            _ = tokio::time::sleep(commit_every), if pending => None,
+        };
+        if let Some(item) = item {
+            let Some(b) = item else { break Ok(()) };
+            if let Err(e) = sink.write(&b).await {
+                break Err(e);
+            }
+            progressed = true;
+            p.status
+                .add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
+            done.insert((b.topic.to_string(), b.partition), b.next_offset());
+            pending = true;
+            if !rx.is_empty() && last_flush.elapsed() < commit_every {
                 continue;
             }
-        };
-        let Some(b) = item else { break Ok(()) };
-        if let Err(e) = sink.write(&b).await {
+        }
+        if let Err(e) = make_durable(sink.as_mut(), p, &done, shared).await {
             break Err(e);
         }
-        progressed = true;
-        p.status
-            .add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
-        done.insert((b.topic.to_string(), b.partition), b.next_offset());
-        pending = true;
-        if rx.is_empty() || last_flush.elapsed() >= commit_every {
-            if let Err(e) = sink.flush().await {
-                break Err(e);
-            }
-            if let Err(e) = flush_commit(&done) {
-                break Err(e);
-            }
-            pending = false;
-            last_flush = Instant::now();
-            p.status.set_lag(lag(&done, shared));
-        }
+        pending = false;
+        last_flush = Instant::now();
     };
     stop_reader.cancel();
     let read = match reader.await {
@@ -189,18 +173,29 @@ async fn attempt(
         return (Err(e), progressed);
     }
     if pending {
-        if let Err(e) = sink.flush().await {
-            return (Err(e), progressed);
-        }
-        if let Err(e) = flush_commit(&done) {
+        if let Err(e) = make_durable(sink.as_mut(), p, &done, shared).await {
             return (Err(e), progressed);
         }
     }
-    p.status.set_lag(lag(&done, shared));
     match read {
         Ok(finished) => (Ok(finished), progressed),
         Err(e) => (Err(e), progressed),
     }
+}
+
+/// Flush the sink, then commit `done` for the group and refresh the lag: offsets advance
+/// only after the sink reports everything written so far durable.
+async fn make_durable(
+    sink: &mut dyn crate::connector::Sink,
+    p: &SinkPipeline,
+    done: &Offsets,
+    shared: &Shared,
+) -> Result<()> {
+    sink.flush().await?;
+    let offsets = done.iter().map(|((t, part), o)| (t.clone(), *part, *o));
+    shared.log.groups().commit(&p.group, offsets)?;
+    p.status.set_lag(lag(done, shared));
+    Ok(())
 }
 
 /// Reads assigned partitions from `offsets` on and queues the batches. Returns `Ok(true)`
