@@ -1,0 +1,138 @@
+//! Named scenarios. Each one measures our path and, in the same run on the same bytes, the
+//! physical limit it is compared with.
+
+pub mod log;
+pub mod pipeline;
+
+use anyhow::Result;
+use arrow::record_batch::RecordBatch;
+use rivven_engine::config::FsyncPolicy;
+use rivven_engine::connector::Source;
+use rivven_sources::datagen::{DatagenConfig, DatagenSource};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+/// Knobs shared by the scenarios.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Rows (change events) per scenario.
+    pub rows: u64,
+    /// Rows per batch.
+    pub batch_rows: usize,
+    /// Where temp data goes (a disk, not tmpfs, for honest I/O figures).
+    pub dir: std::path::PathBuf,
+    /// Embedded-log fsync policy.
+    pub fsync: FsyncPolicy,
+}
+
+impl Params {
+    pub fn fsync_name(&self) -> &'static str {
+        match self.fsync {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Interval => "interval",
+            FsyncPolicy::Never => "never",
+        }
+    }
+}
+
+/// (name, description) of every scenario.
+pub const ALL: &[(&str, &str)] = &[
+    (
+        "log-append-read",
+        "embedded topic log: append change-event batches, then read them all back; \
+         compared with raw sequential write (same bytes, same fsync policy) and read",
+    ),
+    (
+        "datagen-topic-null",
+        "whole pipeline: datagen cdc_mode -> embedded topic -> null sink; compared with \
+         writing and reading the topic's bytes raw",
+    ),
+];
+
+/// The datagen config every scenario uses: change events (60/30/10), fixed seed, unthrottled.
+pub fn datagen_config(rows: u64) -> Result<DatagenConfig> {
+    Ok(serde_yaml::from_str(&format!(
+        "pattern: users\ncdc_mode: true\nseed: 42\nevents_per_second: 0\nmax_events: {rows}\n"
+    ))?)
+}
+
+/// Generate `rows` change events as batches of `batch_rows`.
+pub async fn generate(rows: u64, batch_rows: usize) -> Result<Vec<RecordBatch>> {
+    let mut src = DatagenSource::new(datagen_config(rows)?);
+    src.open(None).await?;
+    let mut out = Vec::new();
+    while let Some(b) = src.poll(batch_rows).await? {
+        out.push(b.batch);
+    }
+    Ok(out)
+}
+
+/// In-memory Arrow size of `batches`.
+pub fn arrow_bytes(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .map(|b| b.get_array_memory_size() as u64)
+        .sum()
+}
+
+/// Total size of the regular files under `dir`, and their contents concatenated.
+pub fn files_under(dir: &Path, keep: bool) -> Result<(u64, Vec<u8>)> {
+    let mut total = 0;
+    let mut data = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                total += e.metadata()?.len();
+                if keep {
+                    std::fs::File::open(e.path())?.read_to_end(&mut data)?;
+                }
+            }
+        }
+    }
+    Ok((total, data))
+}
+
+/// The physical limit of writing `data` sequentially in chunks of `chunk` bytes to a new
+/// file in `dir` with the given fsync policy (`always`: fdatasync after every chunk, as
+/// the log does after every frame; otherwise one fsync at the end). Returns seconds.
+pub fn raw_write(dir: &Path, data: &[u8], chunk: usize, fsync: FsyncPolicy) -> Result<f64> {
+    let path = dir.join("raw.bin");
+    let t0 = Instant::now();
+    let mut f = std::fs::File::create(&path)?;
+    for c in data.chunks(chunk.max(1)) {
+        f.write_all(c)?;
+        if fsync == FsyncPolicy::Always {
+            f.sync_data()?;
+        }
+    }
+    if fsync != FsyncPolicy::Never {
+        f.sync_all()?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The physical limit of reading the file `raw_write` wrote, sequentially in 1 MiB reads.
+/// Returns (seconds, bytes read).
+pub fn raw_read(dir: &Path) -> Result<(f64, u64)> {
+    let t0 = Instant::now();
+    let mut f = std::fs::File::open(dir.join("raw.bin"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    let mut checksum = 0u8;
+    loop {
+        let r = f.read(&mut buf)?;
+        if r == 0 {
+            break;
+        }
+        checksum ^= buf[r - 1];
+        n += r as u64;
+    }
+    std::hint::black_box(checksum);
+    Ok((t0.elapsed().as_secs_f64(), n))
+}

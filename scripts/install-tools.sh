@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installs what the tests and benchmarks need when it is missing, and only then:
+#   - Debian packages: mold, curl, PostgreSQL 15, MariaDB, mosquitto, NATS;
+#   - cargo tools, built once into $RIVVEN_CACHE/tools/bin: tansu (Kafka-protocol broker)
+#     and s3s-fs (S3 server that checks SigV4 signatures);
+#   - a Python venv at $RIVVEN_CACHE/venv with independent readers: pyarrow, duckdb,
+#     pyiceberg, deltalake, fastavro.
+# Everything lands outside the clone and is reused by later runs.
+#
+# Usage: scripts/install-tools.sh [apt|cargo|python ...]   (default: all three)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+
+log() { printf '\n==> %s\n' "$*"; }
+
+TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+S3S_FS_VERSION="${S3S_FS_VERSION:-0.14.1}"
+PY_PACKAGES=(pyarrow duckdb "pyiceberg[sql-sqlite,pyarrow]" deltalake fastavro)
+
+install_apt() {
+  for c in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+      log "installing rustup component $c"
+      rustup component add "$c"
+    fi
+  done
+  local missing=()
+  command -v mold >/dev/null 2>&1 || missing+=(mold)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+  if [ ${#missing[@]} -eq 0 ]; then return; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "warning: missing ${missing[*]} and no apt-get here" >&2
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  log "installing ${missing[*]} (apt)"
+  $sudo apt-get update -qq >/dev/null
+  # Do not start the packaged services: tests run private instances on free ports.
+  RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+# cargo install into the cache; built in its own target dir so it never races the
+# workspace build.
+cargo_tool() { # name version bin [extra args...]
+  local name=$1 version=$2 bin=$3
+  shift 3
+  local root="$RIVVEN_CACHE/tools"
+  if [ -x "$root/bin/$bin" ] && [ -f "$root/.$name-$version" ]; then return; fi
+  log "building $name $version with cargo install (cached in $root; first time only)"
+  local t0
+  t0=$(date +%s)
+  env -u RUSTFLAGS CARGO_TARGET_DIR="$RIVVEN_CACHE/tools-target" \
+    cargo install "$name" --version "$version" --locked --root "$root" "$@"
+  touch "$root/.$name-$version"
+  echo "$name built in $(( $(date +%s) - t0 ))s"
+}
+
+install_cargo() {
+  cargo_tool tansu "$TANSU_VERSION" tansu --features dynostore
+  cargo_tool s3s-fs "$S3S_FS_VERSION" s3s-fs --features binary
+  rm -rf "$RIVVEN_CACHE/tools-target"
+}
+
+install_python() {
+  local venv="$RIVVEN_CACHE/venv"
+  local stamp="$venv/.packages"
+  local want="${PY_PACKAGES[*]}"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  log "creating the Python readers venv at $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+  echo "$want" >"$stamp"
+}
+
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(apt cargo python)
+for p in "${parts[@]}"; do
+  case "$p" in
+    apt) install_apt ;;
+    cargo) install_cargo ;;
+    python) install_python ;;
+    *) echo "unknown part: $p (apt, cargo, python)" >&2; exit 2 ;;
+  esac
+done
