@@ -1,40 +1,37 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian machine with Rust: installs what is missing,
-# then runs formatting, lints and every test. Build output and tools are cached under
-# $HOME/.cache/rivven (outside the clone) and reused by later runs.
+# The whole test suite, from a fresh Debian machine with Rust:
+#   1. installs what is missing (scripts/install-tools.sh: apt packages, tansu and s3s-fs
+#      built once with cargo, the Python readers venv), all cached under $HOME/.cache/rivven;
+#   2. cargo fmt --check and cargo clippy -D warnings;
+#   3. starts every test service privately on loopback (rivven-services), runs every test
+#      against them, and stops them.
+# With CI=true, a service that cannot start fails the run and is named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
+t0=$(date +%s)
 log() { printf '\n==> %s\n' "$*"; }
 
-# Tools: rustfmt and clippy components; mold (a faster linker) and curl from Debian.
-for c in rustfmt clippy; do
-  if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
-    log "installing rustup component $c"
-    rustup component add "$c"
-  fi
-done
-missing=()
-command -v mold >/dev/null 2>&1 || missing+=(mold)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  log "installing ${missing[*]} (apt)"
-  if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}"; } >/dev/null 2>&1; then
-    echo "warning: could not install ${missing[*]}; continuing without" >&2
-  fi
-fi
-
+bash scripts/install-tools.sh
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
-echo "target dir: $CARGO_TARGET_DIR; RUSTFLAGS=${RUSTFLAGS:-}"
+# shellcheck source=scripts/services.sh
+. scripts/services.sh __lib
+echo "target dir: $CARGO_TARGET_DIR; RUSTFLAGS=${RUSTFLAGS:-}; installs took $(( $(date +%s) - t0 ))s"
 
-start=$(date +%s)
+t1=$(date +%s)
 log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "starting test services"
+run_dir=$(mktemp -d)
+# --watch-pid: the services stop by themselves if this script is killed.
+svc_pid=$(start_services "" "$run_dir/services.json" "$run_dir/services.log" $$)
+trap 'stop_services "$svc_pid"; rm -rf "$run_dir"' EXIT
+cat "$run_dir/services.log"
+export RIVVEN_TEST_SERVICES="$run_dir/services.json"
+
 log "cargo test"
 cargo test --workspace --locked
-echo "test command finished in $(( $(date +%s) - start ))s (after installs)"
+echo "test command finished in $(( $(date +%s) - t0 ))s ($(( $(date +%s) - t1 ))s after installs)"

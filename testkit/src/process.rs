@@ -86,11 +86,16 @@ pub(crate) fn spawn(
         }
     });
     let parent = std::process::id() as i32;
-    // SAFETY: the closure calls only async-signal-safe functions (prctl, getppid, _exit)
-    // between fork and exec.
+    // SAFETY: the closure calls only async-signal-safe functions (sigemptyset,
+    // pthread_sigmask, prctl, getppid, _exit) between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
+            // A clean signal mask: the parent may block its stop signals (rivven-services
+            // takes them with sigwait), and a child inheriting that could not be stopped.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent {
                 libc::_exit(1); // the parent died before prctl took effect

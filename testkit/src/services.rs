@@ -743,11 +743,14 @@ impl S3 {
     /// Create a bucket (a name from [`crate::unique_name`] with `_` turned into `-`).
     pub fn create_bucket(&self, name: &str) -> Result<String, String> {
         let name = name.replace('_', "-");
-        self.curl("PUT", &format!("/{name}"), None, &self.secret_key)?;
-        Ok(name)
+        match self.curl("PUT", &format!("/{name}"), None, &self.secret_key)? {
+            (200, _) => Ok(name),
+            (code, body) => Err(format!("create bucket {name}: HTTP {code}: {body}")),
+        }
     }
 
-    /// A SigV4-signed request with `curl --aws-sigv4`; returns (HTTP status, body).
+    /// A SigV4-signed request with `curl --aws-sigv4` (payload sent unsigned, as S3 allows);
+    /// returns (HTTP status, body).
     pub fn curl(
         &self,
         method: &str,
@@ -758,7 +761,8 @@ impl S3 {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "-X", method, "-w", "\n%{http_code}"])
             .args(["--aws-sigv4", &format!("aws:amz:{}:s3", self.region)])
-            .args(["--user", &format!("{}:{secret_key}", self.access_key)]);
+            .args(["--user", &format!("{}:{secret_key}", self.access_key)])
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
         if let Some(b) = body {
             cmd.arg("--data-binary").arg(format!("@{}", b.display()));
         }

@@ -149,7 +149,7 @@ fn s3_checks_signatures_and_stores_objects() {
     let (code, got) = s3
         .curl("GET", &format!("/{bucket}/a/b.txt"), None, &s3.secret_key)
         .unwrap();
-    assert_eq!((code, got.as_str()), (200, "hello rivven"));
+    assert_eq!((code, got.as_str()), (200, "hello rivven\n"));
     assert_eq!(
         std::fs::read(s3.root.join(&bucket).join("a/b.txt")).unwrap(),
         b"hello rivven\n"

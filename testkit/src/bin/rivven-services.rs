@@ -2,8 +2,9 @@
 //!
 //! Starts the test services privately on loopback, writes how to reach them to `--file`
 //! (the file tests find through `RIVVEN_TEST_SERVICES`), then waits for SIGINT or SIGTERM
-//! and stops every service it started. With `CI=true`, a service that cannot start is a
-//! failure: the command names it and exits 1. `rivven-services list` prints the names.
+//! and stops every service it started (also once `--watch-pid`'s process is gone). With
+//! `CI=true`, a service that cannot start is a failure: the command names it and exits 1.
+//! `rivven-services list` prints the service names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rivven_testkit::{in_ci, Service, ServiceFile};
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: rivven-services up --file PATH [--only NAME,...] | rivven-services list");
+    eprintln!("usage: rivven-services up --file PATH [--only NAME,...] [--watch-pid PID] | rivven-services list");
     ExitCode::from(2)
 }
 
@@ -31,11 +32,16 @@ fn main() -> ExitCode {
 
 fn up(args: &[String]) -> ExitCode {
     let mut file = None;
+    let mut watch = None;
     let mut only: Vec<Service> = Service::ALL.to_vec();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--file" => file = it.next().map(PathBuf::from),
+            "--watch-pid" => match it.next().and_then(|p| p.parse::<i32>().ok()) {
+                Some(pid) => watch = Some(pid),
+                None => return usage(),
+            },
             "--only" => {
                 let Some(list) = it.next() else {
                     return usage();
@@ -97,11 +103,31 @@ fn up(args: &[String]) -> ExitCode {
         started.elapsed().as_secs_f64(),
         file.display()
     );
+    if let Some(pid) = watch {
+        watch_pid(pid);
+    }
     let sig = wait(&set);
     eprintln!("rivven-services: signal {sig}, stopping");
     rivven_testkit::stop_all();
     let _ = std::fs::remove_file(&file);
     ExitCode::SUCCESS
+}
+
+/// Stop (as if by SIGTERM) once process `pid` is gone, so that a killed test script does
+/// not leave services behind.
+#[allow(unsafe_code)]
+fn watch_pid(pid: i32) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            // SAFETY: raising SIGTERM at ourselves; it is blocked and taken by sigwait.
+            unsafe {
+                libc::kill(std::process::id() as i32, libc::SIGTERM);
+            }
+            return;
+        }
+    });
 }
 
 #[allow(unsafe_code)]

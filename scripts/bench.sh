@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmarks: builds the runner in release mode and runs scenarios, writing one JSON report
+# per scenario to ./bench-reports (see README "Benchmarks").
+#   scripts/bench.sh                      every scenario, 2M rows
+#   scripts/bench.sh run --rows 500000 log-append-read
+#   scripts/bench.sh list
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+cargo build -q --release --locked -p rivven-bench
+[ $# -gt 0 ] || set -- run
+exec "$CARGO_TARGET_DIR/release/rivven-bench" "$@"
