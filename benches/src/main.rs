@@ -57,9 +57,14 @@ fn run(args: &[String]) -> Result<()> {
         fsync: FsyncPolicy::Always,
     };
     let mut names = Vec::new();
+    let mut flags = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || it.next().cloned().unwrap_or_else(|| usage());
+        let mut value = || {
+            let v = it.next().cloned().unwrap_or_else(|| usage());
+            flags.extend([a.clone(), v.clone()]);
+            v
+        };
         match a.as_str() {
             "--out" => out = value().into(),
             "--rows" => params.rows = value().parse().context("--rows")?,
@@ -80,10 +85,25 @@ fn run(args: &[String]) -> Result<()> {
     if names.is_empty() {
         names = scenarios::ALL.iter().map(|(n, _)| n.to_string()).collect();
     }
+    if names.len() > 1 {
+        // One process per scenario, so that peak RSS and allocator state are its own.
+        let exe = std::env::current_exe()?;
+        for name in &names {
+            let status = std::process::Command::new(&exe)
+                .arg("run")
+                .args(&flags)
+                .arg(name)
+                .status()?;
+            if !status.success() {
+                bail!("scenario {name} failed ({status})");
+            }
+        }
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    for name in names {
+    if let Some(name) = names.pop() {
         let report = rt.block_on(async {
             match name.as_str() {
                 "log-append-read" => scenarios::log::run(&params).await,

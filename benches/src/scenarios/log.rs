@@ -7,17 +7,14 @@
 //! check, IPC decode). Limit: the raw file read sequentially. The page cache is warm for
 //! both reads.
 
-use super::{arrow_bytes, files_under, generate, raw_read, raw_write, Params};
+use super::{files_under, generate, raw_read, raw_write, Params};
 use crate::measure::{Figure, Machine, Probe, Report};
 use anyhow::{ensure, Result};
 use rivven_engine::config::TopicSettings;
 use rivven_engine::topic::EmbeddedLog;
 
 pub async fn run(p: &Params) -> Result<Report> {
-    let probe = Probe::start();
     let batches = generate(p.rows, p.batch_rows).await?;
-    let gen = probe.stop();
-    let mem_bytes = arrow_bytes(&batches);
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     ensure!(rows == p.rows, "generated {rows} rows, wanted {}", p.rows);
     let tmp = tempfile::tempdir_in(&p.dir)?;
@@ -79,8 +76,6 @@ pub async fn run(p: &Params) -> Result<Report> {
             ),
             Figure::new("read", rows, bytes, read)
                 .against("raw sequential read of the same bytes", raw_r),
-            // Reference only: building the batches (bytes = their in-memory Arrow size).
-            Figure::new("datagen generation (in-memory bytes)", rows, mem_bytes, gen),
         ],
     })
 }

@@ -68,12 +68,16 @@ pub async fn generate(rows: u64, batch_rows: usize) -> Result<Vec<RecordBatch>> 
     Ok(out)
 }
 
-/// In-memory Arrow size of `batches`.
-pub fn arrow_bytes(batches: &[RecordBatch]) -> u64 {
-    batches
-        .iter()
-        .map(|b| b.get_array_memory_size() as u64)
-        .sum()
+/// Run the datagen source alone, dropping each batch: (rows, in-memory Arrow bytes).
+pub async fn drain_datagen(rows: u64, batch_rows: usize) -> Result<(u64, u64)> {
+    let mut src = DatagenSource::new(datagen_config(rows)?);
+    src.open(None).await?;
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while let Some(b) = src.poll(batch_rows).await? {
+        n += b.batch.num_rows() as u64;
+        bytes += b.batch.get_array_memory_size() as u64;
+    }
+    Ok((n, bytes))
 }
 
 /// Total size of the regular files under `dir`, and their contents concatenated.

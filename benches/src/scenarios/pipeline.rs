@@ -4,7 +4,7 @@
 //! fsync policy) plus reading them back, the least I/O that moving those bytes through a
 //! disk log costs.
 
-use super::{files_under, raw_read, raw_write, Params};
+use super::{drain_datagen, files_under, raw_read, raw_write, Params};
 use crate::measure::{Figure, Machine, Probe, Report};
 use anyhow::{ensure, Result};
 use async_trait::async_trait;
@@ -115,6 +115,11 @@ settings:
     }))?;
     let runtime = Runtime::new(&loaded, &registry)?;
 
+    // The source's own ceiling: datagen alone, batches dropped (same data, same batching).
+    let probe = Probe::start();
+    let (src_rows, src_bytes) = drain_datagen(p.rows, p.batch_rows).await?;
+    let source_alone = probe.stop();
+
     let probe = Probe::start();
     let report = runtime.run().await?;
     let sample = probe.stop();
@@ -147,6 +152,8 @@ settings:
                 &format!("raw write (fsync {fsync}) + raw read of the topic's bytes"),
                 raw_w + raw_r,
             ),
+            // Reference: the source alone (bytes = in-memory Arrow size of its batches).
+            Figure::new("datagen source alone", src_rows, src_bytes, source_alone),
         ],
     })
 }
