@@ -4,6 +4,8 @@
 
 #[cfg(feature = "datagen")]
 pub mod datagen;
+#[cfg(feature = "postgres-cdc")]
+pub mod postgres_cdc;
 
 use rivven_engine::registry::Registry;
 
@@ -11,6 +13,8 @@ use rivven_engine::registry::Registry;
 pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     #[cfg(feature = "datagen")]
     registry.register_source(std::sync::Arc::new(datagen::DatagenFactory))?;
+    #[cfg(feature = "postgres-cdc")]
+    registry.register_source(std::sync::Arc::new(postgres_cdc::PostgresCdcFactory))?;
     let _ = &registry;
     Ok(())
 }

@@ -133,11 +133,3 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(topic.iter().copied().eq(0..topic.len() as i64));
     assert!(topic.len() >= printed.len());
 }
-
-fn unsafe_kill(pid: u32, sig: i32) -> i32 {
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as i32, sig)
-    }
-}

@@ -120,3 +120,12 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// kill(2): send `sig` to `pid`; returns kill's result.
+pub fn unsafe_kill(pid: u32, sig: i32) -> i32 {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, sig)
+    }
+}

@@ -1,0 +1,252 @@
+//! `postgres-cdc` configuration.
+
+use rivven_engine::config::FieldError;
+use rivven_engine::registry::ValidateConfig;
+use rivven_engine::secret::SecretString;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// When to read the tables' existing rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot on the first start (no stored position), then stream.
+    #[default]
+    Initial,
+    /// Snapshot on every start, then stream.
+    Always,
+    /// Never snapshot: stream changes from the slot's position.
+    Never,
+    /// Snapshot on the first start, then stop (no streaming).
+    InitialOnly,
+    /// Snapshot when there is no stored position or the slot is missing, then stream.
+    WhenNeeded,
+    /// Create the slot and stream without reading existing rows (schemas only).
+    NoData,
+}
+
+/// TLS mode, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    #[default]
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Columns to capture for one table: `include` (only these) or `exclude` (all but these).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnFilter {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// `postgres-cdc` configuration.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresCdcConfig {
+    /// Server host name or IP address.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Server port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Database to capture.
+    pub database: String,
+    /// User with the REPLICATION attribute (or superuser).
+    pub user: String,
+    /// Password (use `${VAR}` substitution; never logged).
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// TLS mode: disable, prefer, require, verify-ca, verify-full.
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// Logical replication slot; created when absent.
+    #[serde(default = "default_slot")]
+    pub slot_name: String,
+    /// Publication; created when absent (for `tables`, else for all tables).
+    #[serde(default = "default_publication")]
+    pub publication: String,
+    /// Schemas to capture (empty: every schema).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// Tables to capture, `table` or `schema.table` (empty: every table of the
+    /// publication in `schemas`).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Per-table column selection, keyed by `schema.table`.
+    #[serde(default)]
+    pub column_filters: BTreeMap<String, ColumnFilter>,
+    /// When to snapshot existing rows.
+    #[serde(default)]
+    pub snapshot_mode: SnapshotMode,
+    /// Topic per table: a template with `{database}`, `{schema}`, `{table}`.
+    #[serde(default)]
+    pub topic_routing: Option<String>,
+    /// Text written for an unchanged TOASTed value the server did not send (text and bytea
+    /// columns; other types get null). Use replica identity FULL to get the real value.
+    #[serde(default = "default_placeholder")]
+    pub unavailable_value_placeholder: String,
+    /// Standby status update interval, milliseconds (keep below the server's
+    /// `wal_sender_timeout`).
+    #[serde(default = "default_status_interval")]
+    pub status_interval_ms: u64,
+    /// Connect timeout, milliseconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_host() -> String {
+    "localhost".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_slot() -> String {
+    "rivven_slot".into()
+}
+fn default_publication() -> String {
+    "rivven_pub".into()
+}
+fn default_placeholder() -> String {
+    "__debezium_unavailable_value".into()
+}
+fn default_status_interval() -> u64 {
+    10_000
+}
+fn default_connect_timeout() -> u64 {
+    10_000
+}
+
+fn valid_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl ValidateConfig for PostgresCdcConfig {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if !valid_identifier(&self.slot_name) {
+            errors.push(FieldError::new(
+                "slot_name",
+                "must be 1-63 characters of lower-case letters, digits and underscores",
+            ));
+        }
+        if self.publication.is_empty() || self.publication.contains('"') {
+            errors.push(FieldError::new(
+                "publication",
+                "must be a non-empty name without quotes",
+            ));
+        }
+        if self.sslmode != SslMode::Disable {
+            errors.push(FieldError::new(
+                "sslmode",
+                "TLS is not available in this build yet; only `disable` is accepted",
+            ));
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            if t.is_empty() || t.split('.').count() > 2 {
+                errors.push(FieldError::new(
+                    format!("tables[{i}]"),
+                    "expected `table` or `schema.table`",
+                ));
+            }
+        }
+        for (table, f) in &self.column_filters {
+            if !table.contains('.') {
+                errors.push(FieldError::new(
+                    format!("column_filters.{table}"),
+                    "key must be `schema.table`",
+                ));
+            }
+            if !f.include.is_empty() && !f.exclude.is_empty() {
+                errors.push(FieldError::new(
+                    format!("column_filters.{table}"),
+                    "give `include` or `exclude`, not both",
+                ));
+            }
+        }
+        if let Some(t) = &self.topic_routing {
+            let mut rest = t.as_str();
+            while let Some(open) = rest.find('{') {
+                let Some(close) = rest[open..].find('}') else {
+                    errors.push(FieldError::new("topic_routing", "unclosed `{`"));
+                    break;
+                };
+                let name = &rest[open + 1..open + close];
+                if !matches!(name, "database" | "schema" | "table") {
+                    errors.push(FieldError::new(
+                        "topic_routing",
+                        format!("unknown placeholder {{{name}}}; use {{database}}, {{schema}}, {{table}}"),
+                    ));
+                }
+                rest = &rest[open + close + 1..];
+            }
+        }
+        if self.status_interval_ms == 0 {
+            errors.push(FieldError::new("status_interval_ms", "must be positive"));
+        }
+        errors
+    }
+}
+
+impl PostgresCdcConfig {
+    /// `(schema, table)` of each configured table (`public` when unqualified).
+    pub fn table_names(&self) -> Vec<(String, String)> {
+        self.tables
+            .iter()
+            .map(|t| match t.split_once('.') {
+                Some((s, t)) => (s.to_string(), t.to_string()),
+                None => ("public".to_string(), t.clone()),
+            })
+            .collect()
+    }
+
+    /// Whether a table is captured.
+    pub fn selects(&self, schema: &str, table: &str) -> bool {
+        let schema_ok = self.schemas.is_empty() || self.schemas.iter().any(|s| s == schema);
+        let table_ok = self.tables.is_empty()
+            || self
+                .table_names()
+                .iter()
+                .any(|(s, t)| s == schema && t == table);
+        schema_ok && table_ok
+    }
+
+    /// Positions of `columns` to keep for `schema.table`.
+    pub fn kept_columns<'a>(
+        &self,
+        schema: &str,
+        table: &str,
+        columns: impl Iterator<Item = &'a str>,
+    ) -> Vec<usize> {
+        let f = self.column_filters.get(&format!("{schema}.{table}"));
+        columns
+            .enumerate()
+            .filter(|(_, name)| match f {
+                Some(f) if !f.include.is_empty() => f.include.iter().any(|c| c == name),
+                Some(f) => !f.exclude.iter().any(|c| c == name),
+                None => true,
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The topic for a table under `topic_routing`, if set.
+    pub fn route(&self, schema: &str, table: &str) -> Option<String> {
+        self.topic_routing.as_ref().map(|t| {
+            t.replace("{database}", &self.database)
+                .replace("{schema}", schema)
+                .replace("{table}", table)
+        })
+    }
+}

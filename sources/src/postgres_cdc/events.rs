@@ -1,0 +1,275 @@
+//! Change events of one table built straight into Arrow: `op`, `before`, `after` (structs
+//! of the table's columns), `source` and `ts_ms`, the canonical change-event schema.
+
+use super::pgoutput::{Relation, Value};
+use super::types::{Column, Kind, TypeCatalog};
+use arrow::array::builder::NullBufferBuilder;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, StructArray,
+};
+use arrow::datatypes::{Field, Fields, SchemaRef};
+use rivven_engine::batch::{change_event_schema, change_event_source_fields};
+use std::sync::Arc;
+
+/// Where a change came from, for the `source` struct.
+#[derive(Debug, Clone)]
+pub struct SourceInfo<'a> {
+    /// `pos`: the commit LSN (`X/Y`) for streamed changes, `snapshot` for snapshot rows.
+    pub pos: &'a str,
+    pub txid: Option<i64>,
+    /// Commit time (ms since the Unix epoch).
+    pub ts_ms: Option<i64>,
+    pub snapshot: bool,
+}
+
+/// How to fill a value the server did not send (an unchanged TOASTed column).
+#[derive(Debug, Clone)]
+pub struct ToastPolicy {
+    pub placeholder: String,
+}
+
+/// Accumulates the change events of one table (one relation shape).
+pub struct TableEvents {
+    pub relation: Arc<Relation>,
+    /// Positions in the relation of the columns kept (column filters).
+    keep: Vec<usize>,
+    kinds: Vec<Kind>,
+    columns: Fields,
+    schema: SchemaRef,
+    database: Arc<str>,
+    op: StringBuilder,
+    before: Vec<Column>,
+    before_valid: NullBufferBuilder,
+    after: Vec<Column>,
+    after_valid: NullBufferBuilder,
+    pos: StringBuilder,
+    txid: Int64Builder,
+    src_ts: Int64Builder,
+    snapshot: BooleanBuilder,
+    ts_ms: Int64Builder,
+    rows: usize,
+}
+
+impl std::fmt::Debug for TableEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableEvents")
+            .field("table", &self.relation.name)
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+impl TableEvents {
+    /// `keep`: the relation's column positions to capture, in order.
+    pub fn new(
+        relation: Arc<Relation>,
+        keep: Vec<usize>,
+        catalog: &TypeCatalog,
+        database: Arc<str>,
+    ) -> Self {
+        let kinds: Vec<Kind> = keep
+            .iter()
+            .map(|&i| {
+                let c = &relation.columns[i];
+                Kind::of(c.type_oid, c.type_modifier, catalog)
+            })
+            .collect();
+        let columns: Fields = keep
+            .iter()
+            .zip(&kinds)
+            .map(|(&i, k)| Arc::new(k.field(&relation.columns[i].name)))
+            .collect::<Vec<Arc<Field>>>()
+            .into();
+        let schema = change_event_schema(columns.clone());
+        let cap = 1024;
+        Self {
+            before: kinds.iter().map(|k| Column::new(k, cap)).collect(),
+            after: kinds.iter().map(|k| Column::new(k, cap)).collect(),
+            before_valid: NullBufferBuilder::new(cap),
+            after_valid: NullBufferBuilder::new(cap),
+            op: StringBuilder::new(),
+            pos: StringBuilder::new(),
+            txid: Int64Builder::new(),
+            src_ts: Int64Builder::new(),
+            snapshot: BooleanBuilder::new(),
+            ts_ms: Int64Builder::new(),
+            relation,
+            keep,
+            kinds,
+            columns,
+            schema,
+            database,
+            rows: 0,
+        }
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The Arrow kinds of the kept columns.
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+
+    fn push_image(
+        cols: &mut [Column],
+        valid: &mut NullBufferBuilder,
+        keep: &[usize],
+        values: Option<&[Value]>,
+        fallback: Option<&[Value]>,
+        toast: &ToastPolicy,
+        relation: &Relation,
+    ) -> Result<(), String> {
+        let Some(values) = values else {
+            for c in cols.iter_mut() {
+                c.append_null();
+            }
+            valid.append_null();
+            return Ok(());
+        };
+        for (c, &i) in cols.iter_mut().zip(keep) {
+            let v = values.get(i).ok_or_else(|| {
+                format!(
+                    "{}.{}: tuple has {} columns, relation {}",
+                    relation.namespace,
+                    relation.name,
+                    values.len(),
+                    relation.columns.len()
+                )
+            })?;
+            let v = match (v, fallback.and_then(|f| f.get(i))) {
+                (Value::Unchanged, Some(old @ (Value::Text(_) | Value::Null))) => old,
+                (v, _) => v,
+            };
+            match v {
+                Value::Null => c.append_null(),
+                Value::Unchanged => c.append_placeholder(&toast.placeholder),
+                Value::Text(t) => c.append_text(t).map_err(|e| {
+                    format!(
+                        "{}.{}.{}: {e}",
+                        relation.namespace, relation.name, relation.columns[i].name
+                    )
+                })?,
+                Value::Binary(_) => {
+                    return Err(format!(
+                        "{}.{}.{}: binary tuple values are not decoded by this version",
+                        relation.namespace, relation.name, relation.columns[i].name
+                    ))
+                }
+            }
+        }
+        valid.append_non_null();
+        Ok(())
+    }
+
+    /// Append one change event. `before`/`after` are whole tuples in relation column order
+    /// (`None`: absent image). Unchanged TOAST values in `after` take their value from
+    /// `old_row` (the whole old row, sent under replica identity FULL) when given, else the
+    /// placeholder. A key-only old tuple must not be passed as `old_row`: its non-key
+    /// columns are nulls, not values. After an error the builders hold a partial row: the
+    /// caller must discard this `TableEvents` (the source fails with a data error).
+    pub fn push(
+        &mut self,
+        op: &str,
+        before: Option<&[Value]>,
+        after: Option<&[Value]>,
+        old_row: Option<&[Value]>,
+        src: &SourceInfo<'_>,
+        toast: &ToastPolicy,
+    ) -> Result<(), String> {
+        let rel = self.relation.clone();
+        Self::push_image(
+            &mut self.before,
+            &mut self.before_valid,
+            &self.keep,
+            before,
+            None,
+            toast,
+            &rel,
+        )?;
+        Self::push_image(
+            &mut self.after,
+            &mut self.after_valid,
+            &self.keep,
+            after,
+            old_row,
+            toast,
+            &rel,
+        )?;
+        self.op.append_value(op);
+        self.pos.append_value(src.pos);
+        self.txid.append_option(src.txid);
+        self.src_ts.append_option(src.ts_ms);
+        self.snapshot.append_value(src.snapshot);
+        self.ts_ms.append_value(now_ms());
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Take the accumulated events as a batch (None when empty).
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let n = self.rows;
+        self.rows = 0;
+        let image = |cols: &mut Vec<Column>, valid: &mut NullBufferBuilder, fields: &Fields| {
+            let arrays: Vec<ArrayRef> = cols.iter_mut().map(|c| c.finish()).collect();
+            let nulls = valid.finish();
+            if fields.is_empty() {
+                StructArray::new_empty_fields(n, nulls)
+            } else {
+                StructArray::new(fields.clone(), arrays, nulls)
+            }
+        };
+        let before = image(&mut self.before, &mut self.before_valid, &self.columns);
+        let after = image(&mut self.after, &mut self.after_valid, &self.columns);
+        let constant = |v: &str| {
+            let mut b = StringBuilder::with_capacity(n, n * v.len());
+            for _ in 0..n {
+                b.append_value(v);
+            }
+            Arc::new(b.finish()) as ArrayRef
+        };
+        let source = StructArray::new(
+            change_event_source_fields(),
+            vec![
+                constant("postgresql"),
+                constant(&self.database),
+                constant(&self.relation.namespace),
+                constant(&self.relation.name),
+                Arc::new(self.pos.finish()),
+                Arc::new(self.txid.finish()),
+                Arc::new(self.src_ts.finish()),
+                Arc::new(self.snapshot.finish()),
+            ],
+            None,
+        );
+        RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                Arc::new(self.op.finish()),
+                Arc::new(before),
+                Arc::new(after),
+                Arc::new(source),
+                Arc::new(self.ts_ms.finish()),
+            ],
+        )
+        .map(Some)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,834 @@
+//! The `postgres-cdc` source: snapshot inside the slot's exported snapshot, then the
+//! pgoutput stream, both decoded into change-event batches.
+
+use super::catalog::{self, pg_error, SESSION_OPTIONS};
+use super::config::{PostgresCdcConfig, SnapshotMode};
+use super::conn::{
+    format_lsn, parse_lsn, quote_ident, sqlstate, ConnectParams, ReplicationConnection,
+    ReplicationMessage,
+};
+use super::events::{SourceInfo, TableEvents, ToastPolicy};
+use super::pgoutput::{self, PgOutput, Relation, Value};
+use super::types::TypeCatalog;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use rivven_engine::batch::{op, Position, SourceBatch};
+use rivven_engine::connector::Source;
+use rivven_engine::{Error, Result};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, CopyOutStream};
+
+/// Milliseconds between the PostgreSQL epoch (2000-01-01) and the Unix epoch.
+const PG_EPOCH_MS: i64 = 946_684_800_000;
+
+/// The stored position: the LSN to resume streaming after, and whether the snapshot
+/// finished (an unfinished snapshot is redone on restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pos {
+    lsn: u64,
+    snapshot_done: bool,
+}
+
+impl Pos {
+    fn to_position(self) -> Position {
+        Position(serde_json::json!({
+            "lsn": format_lsn(self.lsn),
+            "snapshot_done": self.snapshot_done,
+        }))
+    }
+
+    fn from_position(p: &Position) -> Result<Pos> {
+        let bad = || Error::state(format!("postgres-cdc: unreadable stored position {}", p.0));
+        let lsn =
+            p.0.get("lsn")
+                .and_then(|v| v.as_str())
+                .and_then(parse_lsn)
+                .ok_or_else(bad)?;
+        let snapshot_done =
+            p.0.get("snapshot_done")
+                .and_then(|v| v.as_bool())
+                .ok_or_else(bad)?;
+        Ok(Pos { lsn, snapshot_done })
+    }
+}
+
+struct Copy {
+    events: TableEvents,
+    stream: Pin<Box<CopyOutStream>>,
+    carry: BytesMut,
+    topic: Option<Arc<str>>,
+    stream_name: Arc<str>,
+}
+
+struct Snapshot {
+    consistent_point: u64,
+    pending: VecDeque<(String, String)>,
+    copy: Option<Copy>,
+    rows: u64,
+}
+
+/// A captured table of the stream: its events and where they go.
+struct Captured {
+    events: TableEvents,
+    topic: Option<Arc<str>>,
+    stream: Arc<str>,
+}
+
+struct Txn {
+    xid: u32,
+    commit_ms: i64,
+}
+
+/// The `postgres-cdc` source. See the module docs for guarantees.
+pub struct PostgresCdcSource {
+    cfg: PostgresCdcConfig,
+    database: Arc<str>,
+    toast: ToastPolicy,
+    sql: Option<Client>,
+    repl: Option<ReplicationConnection>,
+    catalog: TypeCatalog,
+    /// Captured relations (by OID) and their accumulating events.
+    tables: HashMap<u32, Captured>,
+    /// Relations seen in the stream and not captured.
+    skipped: HashSet<u32>,
+    /// The relation whose events are accumulating (one at a time, to keep order).
+    current: Option<u32>,
+    ready: VecDeque<SourceBatch>,
+    txn: Option<Txn>,
+    /// End LSN of the last commit fully decoded.
+    last_commit_end: u64,
+    /// Highest LSN handed out in a batch position, and highest acknowledged durable.
+    emitted: u64,
+    durable: u64,
+    /// Highest WAL position received.
+    received: u64,
+    confirmed: u64,
+    last_status: Instant,
+    snapshot: Option<Snapshot>,
+    finished: bool,
+    /// Set around non-cancel-safe steps; a poll that finds it set reconnects.
+    interrupted: bool,
+}
+
+impl std::fmt::Debug for PostgresCdcSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresCdcSource")
+            .field("slot", &self.cfg.slot_name)
+            .field("last_commit_end", &format_lsn(self.last_commit_end))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresCdcSource {
+    pub fn new(cfg: PostgresCdcConfig) -> Self {
+        Self {
+            database: Arc::from(cfg.database.as_str()),
+            toast: ToastPolicy {
+                placeholder: cfg.unavailable_value_placeholder.clone(),
+            },
+            cfg,
+            sql: None,
+            repl: None,
+            catalog: TypeCatalog::default(),
+            tables: HashMap::new(),
+            skipped: HashSet::new(),
+            current: None,
+            ready: VecDeque::new(),
+            txn: None,
+            last_commit_end: 0,
+            emitted: 0,
+            durable: 0,
+            received: 0,
+            confirmed: 0,
+            last_status: Instant::now(),
+            snapshot: None,
+            finished: false,
+            interrupted: false,
+        }
+    }
+
+    fn params(&self) -> ConnectParams {
+        ConnectParams {
+            host: self.cfg.host.clone(),
+            port: self.cfg.port,
+            user: self.cfg.user.clone(),
+            password: self.cfg.password.clone(),
+            database: self.cfg.database.clone(),
+            application_name: format!("rivven-connect:{}", self.cfg.slot_name),
+            options: SESSION_OPTIONS.to_string(),
+            connect_timeout: Duration::from_millis(self.cfg.connect_timeout_ms),
+        }
+    }
+
+    fn sql(&self) -> Result<&Client> {
+        self.sql
+            .as_ref()
+            .ok_or_else(|| Error::internal("postgres-cdc: used before open"))
+    }
+
+    fn repl(&mut self) -> Result<&mut ReplicationConnection> {
+        self.repl
+            .as_mut()
+            .ok_or_else(|| Error::internal("postgres-cdc: replication connection not open"))
+    }
+
+    fn stream_name(schema: &str, table: &str) -> Arc<str> {
+        Arc::from(format!("{schema}.{table}").as_str())
+    }
+
+    fn topic_for(&self, schema: &str, table: &str) -> Option<Arc<str>> {
+        self.cfg.route(schema, table).map(|t| Arc::from(t.as_str()))
+    }
+
+    /// Create the slot on the replication connection; returns (consistent point,
+    /// exported snapshot name).
+    async fn create_slot(&mut self, export: bool) -> Result<(u64, Option<String>)> {
+        let slot = self.cfg.slot_name.clone();
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
+            quote_ident(&slot),
+            if export {
+                "EXPORT_SNAPSHOT"
+            } else {
+                "NOEXPORT_SNAPSHOT"
+            }
+        );
+        let rows = self
+            .repl()?
+            .simple_query(&sql)
+            .await
+            .map_err(|e| e.into_error(&format!("create slot {slot}")))?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::internal("CREATE_REPLICATION_SLOT returned no row"))?;
+        let cp = row
+            .get(1)
+            .and_then(|v| v.as_deref())
+            .and_then(parse_lsn)
+            .ok_or_else(|| Error::internal("CREATE_REPLICATION_SLOT: no consistent point"))?;
+        tracing::info!(slot = %slot, consistent_point = %format_lsn(cp), "created replication slot");
+        Ok((cp, row.get(2).cloned().flatten()))
+    }
+
+    async fn start_streaming(&mut self, from: u64) -> Result<()> {
+        let slot = self.cfg.slot_name.clone();
+        let publication = quote_ident(&self.cfg.publication);
+        self.interrupted = true;
+        self.repl()?
+            .start_replication(
+                &slot,
+                from,
+                &[
+                    ("proto_version", "1".into()),
+                    ("publication_names", publication),
+                ],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(sqlstate::OBJECT_IN_USE) => Error::connect(format!(
+                    "replication slot {slot} is in use by another process: {e}"
+                )),
+                _ => e.into_error(&format!("start replication on slot {slot}")),
+            })?;
+        self.interrupted = false;
+        self.last_commit_end = from;
+        self.last_status = Instant::now();
+        tracing::info!(slot = %slot, from = %format_lsn(from), "streaming changes");
+        Ok(())
+    }
+
+    /// Flush the accumulating relation's events into `ready` with position `lsn`.
+    fn flush_current(&mut self, snapshot_done: bool) -> Result<()> {
+        let Some(oid) = self.current.take() else {
+            return Ok(());
+        };
+        let lsn = self.last_commit_end;
+        if let Some(Captured {
+            events,
+            topic,
+            stream,
+        }) = self.tables.get_mut(&oid)
+        {
+            if let Some(batch) = events
+                .finish()
+                .map_err(|e| Error::internal(format!("build change events: {e}")))?
+            {
+                self.emitted = self.emitted.max(lsn);
+                self.ready.push_back(SourceBatch {
+                    batch,
+                    position: Pos { lsn, snapshot_done }.to_position(),
+                    stream: Some(stream.clone()),
+                    topic: topic.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn pending_rows(&self) -> usize {
+        self.current
+            .and_then(|oid| self.tables.get(&oid))
+            .map_or(0, |c| c.events.len())
+    }
+
+    /// Handle one decoded message of the stream.
+    fn handle(&mut self, msg: PgOutput, max_rows: usize) -> Result<()> {
+        match msg {
+            PgOutput::Begin {
+                xid,
+                commit_time_us,
+                ..
+            } => {
+                self.txn = Some(Txn {
+                    xid,
+                    commit_ms: commit_time_us / 1000 + PG_EPOCH_MS,
+                })
+            }
+            PgOutput::Commit { end_lsn, .. } => {
+                self.txn = None;
+                self.last_commit_end = end_lsn;
+                if self.pending_rows() >= max_rows {
+                    self.flush_current(true)?;
+                }
+            }
+            PgOutput::Relation { relation, .. } => self.on_relation(relation)?,
+            PgOutput::Insert { rel, new, .. } => {
+                self.push(rel, op::CREATE, None, Some(&new), None, max_rows)?
+            }
+            PgOutput::Update { rel, old, new, .. } => {
+                let before = old.as_ref().map(|(_, v)| v.as_slice());
+                let full = old
+                    .as_ref()
+                    .filter(|(kind, _)| *kind == b'O')
+                    .map(|(_, v)| v.as_slice());
+                self.push(rel, op::UPDATE, before, Some(&new), full, max_rows)?
+            }
+            PgOutput::Delete { rel, old, .. } => {
+                self.push(rel, op::DELETE, Some(&old.1), None, None, max_rows)?
+            }
+            PgOutput::Truncate { rels, .. } => {
+                for rel in rels {
+                    self.push(rel, op::TRUNCATE, None, None, None, max_rows)?;
+                }
+            }
+            PgOutput::Type { .. } | PgOutput::Origin { .. } | PgOutput::Message { .. } => {}
+            PgOutput::StreamStart { .. }
+            | PgOutput::StreamStop
+            | PgOutput::StreamCommit { .. }
+            | PgOutput::StreamAbort { .. } => {
+                return Err(Error::internal(
+                    "streamed transaction messages arrived without streaming being requested",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn on_relation(&mut self, relation: Relation) -> Result<()> {
+        let oid = relation.oid;
+        if !self.cfg.selects(&relation.namespace, &relation.name) {
+            self.skipped.insert(oid);
+            return Ok(());
+        }
+        self.skipped.remove(&oid);
+        if let Some(existing) = self.tables.get(&oid) {
+            if *existing.events.relation == relation {
+                return Ok(());
+            }
+            // A new shape: what accumulated under the old one goes out first.
+            if self.current == Some(oid) {
+                self.flush_current(true)?;
+            }
+            tracing::info!(table = %format!("{}.{}", relation.namespace, relation.name), "table shape changed");
+        }
+        let keep = self.cfg.kept_columns(
+            &relation.namespace,
+            &relation.name,
+            relation.columns.iter().map(|c| c.name.as_str()),
+        );
+        let topic = self.topic_for(&relation.namespace, &relation.name);
+        let stream = Self::stream_name(&relation.namespace, &relation.name);
+        let events = TableEvents::new(
+            Arc::new(relation),
+            keep,
+            &self.catalog,
+            self.database.clone(),
+        );
+        self.tables.insert(
+            oid,
+            Captured {
+                events,
+                topic,
+                stream,
+            },
+        );
+        Ok(())
+    }
+
+    fn push(
+        &mut self,
+        rel: u32,
+        op: &str,
+        before: Option<&[Value]>,
+        after: Option<&[Value]>,
+        old_row: Option<&[Value]>,
+        max_rows: usize,
+    ) -> Result<()> {
+        if self.skipped.contains(&rel) {
+            return Ok(());
+        }
+        if !self.tables.contains_key(&rel) {
+            return Err(Error::internal(format!(
+                "change for relation {rel} before its Relation message"
+            )));
+        }
+        if self.current != Some(rel) {
+            self.flush_current(true)?;
+            self.current = Some(rel);
+        }
+        let pos = format_lsn(self.last_commit_end);
+        let (txid, ts) = match &self.txn {
+            Some(t) => (Some(t.xid as i64), Some(t.commit_ms)),
+            None => (None, None),
+        };
+        let src = SourceInfo {
+            pos: &pos,
+            txid,
+            ts_ms: ts,
+            snapshot: false,
+        };
+        let toast = self.toast.clone();
+        let Some(Captured { events, .. }) = self.tables.get_mut(&rel) else {
+            return Ok(());
+        };
+        events
+            .push(op, before, after, old_row, &src, &toast)
+            .map_err(|e| {
+                self.interrupted = true;
+                Error::data(e)
+            })?;
+        if events.len() >= max_rows {
+            // A large transaction: emit what we have; its position is the previous commit,
+            // so a restart replays the transaction from its start (at-least-once).
+            self.flush_current(true)?;
+        }
+        Ok(())
+    }
+
+    async fn send_status(&mut self, reply: bool) -> Result<()> {
+        let (received, durable) = (self.received.max(self.durable), self.durable);
+        self.repl()?
+            .send_status(received, durable, reply)
+            .await
+            .map_err(|e| e.into_error("standby status update"))?;
+        self.confirmed = durable;
+        self.last_status = Instant::now();
+        Ok(())
+    }
+
+    /// Next snapshot batch, or `None` once the snapshot is complete.
+    async fn poll_snapshot(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
+        loop {
+            let Some(snap) = self.snapshot.as_mut() else {
+                return Ok(None);
+            };
+            if snap.copy.is_none() {
+                let Some((schema, table)) = snap.pending.front().cloned() else {
+                    // Every table read: end the snapshot transaction, then stream (or stop).
+                    let cp = snap.consistent_point;
+                    let rows = snap.rows;
+                    self.interrupted = true;
+                    self.sql()?
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(|e| pg_error("end snapshot transaction", e))?;
+                    self.snapshot = None;
+                    tracing::info!(rows, "snapshot complete");
+                    if self.cfg.snapshot_mode == SnapshotMode::InitialOnly {
+                        self.repl = None;
+                        catalog::drop_slot(self.sql()?, &self.cfg.slot_name).await?;
+                        self.finished = true;
+                        self.interrupted = false;
+                        return Ok(None);
+                    }
+                    self.start_streaming(cp).await?;
+                    return Ok(None);
+                };
+                self.interrupted = true;
+                let relation = catalog::relation(self.sql()?, &schema, &table).await?;
+                let keep = self.cfg.kept_columns(
+                    &schema,
+                    &table,
+                    relation.columns.iter().map(|c| c.name.as_str()),
+                );
+                let cols = keep
+                    .iter()
+                    .map(|&i| quote_ident(&relation.columns[i].name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let stmt = format!(
+                    "COPY (SELECT {cols} FROM {}.{}) TO STDOUT",
+                    quote_ident(&schema),
+                    quote_ident(&table)
+                );
+                let stream = self
+                    .sql()?
+                    .copy_out(stmt.as_str())
+                    .await
+                    .map_err(|e| pg_error(&format!("snapshot {schema}.{table}"), e))?;
+                // The COPY reads only kept columns, so its rows map 1:1 onto them.
+                let kept_relation = Relation {
+                    columns: keep.iter().map(|&i| relation.columns[i].clone()).collect(),
+                    ..relation
+                };
+                let n = kept_relation.columns.len();
+                let events = TableEvents::new(
+                    Arc::new(kept_relation),
+                    (0..n).collect(),
+                    &self.catalog,
+                    self.database.clone(),
+                );
+                let topic = self.topic_for(&schema, &table);
+                let snap = self
+                    .snapshot
+                    .as_mut()
+                    .ok_or_else(|| Error::internal("snapshot"))?;
+                snap.pending.pop_front();
+                snap.copy = Some(Copy {
+                    events,
+                    stream: Box::pin(stream),
+                    carry: BytesMut::new(),
+                    topic,
+                    stream_name: Self::stream_name(&schema, &table),
+                });
+                self.interrupted = false;
+                tracing::info!(table = %format!("{schema}.{table}"), "snapshot of table started");
+            }
+            let snap = self
+                .snapshot
+                .as_mut()
+                .ok_or_else(|| Error::internal("snapshot"))?;
+            let cp = snap.consistent_point;
+            let last_table = snap.pending.is_empty();
+            let copy = snap
+                .copy
+                .as_mut()
+                .ok_or_else(|| Error::internal("snapshot copy"))?;
+            let pos_text = format_lsn(cp);
+            let src = SourceInfo {
+                pos: &pos_text,
+                txid: None,
+                ts_ms: None,
+                snapshot: true,
+            };
+            loop {
+                if copy.events.len() >= max_rows {
+                    let batch = copy
+                        .events
+                        .finish()
+                        .map_err(|e| Error::internal(e.to_string()))?;
+                    if let Some(batch) = batch {
+                        snap.rows += batch.num_rows() as u64;
+                        return Ok(Some(SourceBatch {
+                            batch,
+                            position: Pos {
+                                lsn: cp,
+                                snapshot_done: false,
+                            }
+                            .to_position(),
+                            stream: Some(copy.stream_name.clone()),
+                            topic: copy.topic.clone(),
+                        }));
+                    }
+                }
+                match copy.stream.next().await {
+                    Some(Ok(chunk)) => {
+                        copy.carry.extend_from_slice(&chunk);
+                        while let Some(nl) = copy.carry.iter().position(|&b| b == b'\n') {
+                            let line = copy.carry.split_to(nl + 1).freeze();
+                            let values = parse_copy_line(line.slice(..nl))
+                                .map_err(|e| Error::data(format!("snapshot: {e}")))?;
+                            copy.events
+                                .push(op::READ, None, Some(&values), None, &src, &self.toast)
+                                .map_err(|e| {
+                                    self.interrupted = true;
+                                    Error::data(e)
+                                })?;
+                        }
+                    }
+                    Some(Err(e)) => return Err(pg_error("snapshot COPY", e)),
+                    None => {
+                        let batch = copy
+                            .events
+                            .finish()
+                            .map_err(|e| Error::internal(e.to_string()))?;
+                        let stream_name = copy.stream_name.clone();
+                        let topic = copy.topic.clone();
+                        snap.copy = None;
+                        if let Some(batch) = batch {
+                            snap.rows += batch.num_rows() as u64;
+                            return Ok(Some(SourceBatch {
+                                batch,
+                                position: Pos {
+                                    lsn: cp,
+                                    snapshot_done: last_table
+                                        && self.cfg.snapshot_mode != SnapshotMode::InitialOnly,
+                                }
+                                .to_position(),
+                                stream: Some(stream_name),
+                                topic,
+                            }));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Split a COPY text-format line into values (`\N` = NULL, backslash escapes decoded).
+fn parse_copy_line(line: Bytes) -> std::result::Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for field in line.split(|&b| b == b'\t') {
+        if field == b"\\N" {
+            out.push(Value::Null);
+            continue;
+        }
+        if !field.contains(&b'\\') {
+            out.push(Value::Text(line.slice_ref(field)));
+            continue;
+        }
+        let mut v = Vec::with_capacity(field.len());
+        let mut i = 0;
+        while i < field.len() {
+            let c = field[i];
+            if c != b'\\' {
+                v.push(c);
+                i += 1;
+                continue;
+            }
+            let n = *field.get(i + 1).ok_or("dangling backslash in COPY data")?;
+            i += 2;
+            match n {
+                b'b' => v.push(8),
+                b'f' => v.push(12),
+                b'n' => v.push(b'\n'),
+                b'r' => v.push(b'\r'),
+                b't' => v.push(b'\t'),
+                b'v' => v.push(11),
+                b'0'..=b'7' => {
+                    let mut x = u32::from(n - b'0');
+                    for _ in 0..2 {
+                        match field.get(i) {
+                            Some(&d @ b'0'..=b'7') => {
+                                x = x * 8 + u32::from(d - b'0');
+                                i += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    v.push(x as u8);
+                }
+                b'x' => {
+                    let mut x = 0u32;
+                    let mut digits = 0;
+                    while digits < 2 {
+                        match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                            Some(d) => {
+                                x = x * 16 + d;
+                                i += 1;
+                                digits += 1;
+                            }
+                            None => break,
+                        }
+                    }
+                    v.push(x as u8);
+                }
+                other => v.push(other),
+            }
+        }
+        out.push(Value::Text(Bytes::from(v)));
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Source for PostgresCdcSource {
+    async fn open(&mut self, position: Option<Position>) -> Result<()> {
+        let pos = position.as_ref().map(Pos::from_position).transpose()?;
+        let sql = catalog::connect(&self.cfg).await?;
+        self.catalog = catalog::load_types(&sql).await?;
+        catalog::ensure_publication(&sql, &self.cfg).await?;
+        let slot = catalog::slot_state(&sql, &self.cfg).await?;
+        if let Some((_, Some(status))) = &slot {
+            if status == "lost" {
+                return Err(Error::config(format!(
+                    "replication slot {} is lost: the server removed WAL it still needed, so \
+                     changes were missed. Recovery: drop the slot \
+                     (SELECT pg_drop_replication_slot('{}')) and restart with snapshot_mode \
+                     when_needed or initial to re-read the tables",
+                    self.cfg.slot_name, self.cfg.slot_name
+                )));
+            }
+        }
+        let mode = self.cfg.snapshot_mode;
+        let unfinished = pos.is_some_and(|p| !p.snapshot_done);
+        let snapshot = match mode {
+            SnapshotMode::Never | SnapshotMode::NoData => false,
+            SnapshotMode::Always => true,
+            SnapshotMode::Initial | SnapshotMode::InitialOnly => pos.is_none() || unfinished,
+            SnapshotMode::WhenNeeded => pos.is_none() || unfinished || slot.is_none(),
+        };
+        if mode == SnapshotMode::InitialOnly && pos.is_some_and(|p| p.snapshot_done) {
+            self.finished = true;
+            self.sql = Some(sql);
+            return Ok(());
+        }
+        if pos.is_some() && slot.is_none() && !snapshot {
+            return Err(Error::state(format!(
+                "replication slot {} does not exist but this pipeline has a stored position: \
+                 changes made since were not retained. Recovery: set snapshot_mode \
+                 when_needed to re-read the tables, or remove the pipeline's state to start over",
+                self.cfg.slot_name
+            )));
+        }
+        self.sql = Some(sql);
+        let params = self.params();
+        self.repl = Some(
+            ReplicationConnection::connect(&params)
+                .await
+                .map_err(|e| e.into_error("replication connection"))?,
+        );
+        if snapshot {
+            // A consistent snapshot needs a slot created with it: snapshot + stream then
+            // have neither gap nor overlap.
+            if slot.is_some() {
+                catalog::drop_slot(self.sql()?, &self.cfg.slot_name).await?;
+            }
+            let (cp, name) = self.create_slot(true).await?;
+            let name = name.ok_or_else(|| Error::internal("no exported snapshot name"))?;
+            self.sql()?
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                    name.replace('\'', "''")
+                ))
+                .await
+                .map_err(|e| pg_error("import the exported snapshot", e))?;
+            let tables = catalog::publication_tables(self.sql()?, &self.cfg).await?;
+            tracing::info!(tables = tables.len(), consistent_point = %format_lsn(cp), "snapshot starting");
+            self.last_commit_end = cp;
+            self.snapshot = Some(Snapshot {
+                consistent_point: cp,
+                pending: tables.into(),
+                copy: None,
+                rows: 0,
+            });
+        } else {
+            let from = match (&slot, pos) {
+                (None, _) => self.create_slot(false).await?.0,
+                (Some(_), Some(p)) => p.lsn,
+                (Some((confirmed, _)), None) => {
+                    confirmed.as_deref().and_then(parse_lsn).unwrap_or(0)
+                }
+            };
+            self.start_streaming(from).await?;
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
+        if self.interrupted {
+            return Err(Error::connect(
+                "postgres-cdc: a previous step was interrupted; reconnecting",
+            ));
+        }
+        if self.finished {
+            return Ok(None);
+        }
+        if self.snapshot.is_some() {
+            if let Some(b) = self.poll_snapshot(max_rows).await? {
+                return Ok(Some(b));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+        }
+        let status_every = Duration::from_millis(self.cfg.status_interval_ms);
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Some(b));
+            }
+            let committed_rows = self.txn.is_none() && self.pending_rows() > 0;
+            let wait = if committed_rows {
+                Duration::ZERO
+            } else {
+                status_every.saturating_sub(self.last_status.elapsed())
+            };
+            let repl = self.repl()?;
+            match tokio::time::timeout(wait, repl.recv()).await {
+                Err(_) if committed_rows => self.flush_current(true)?,
+                Err(_) => {
+                    // Idle: nothing in flight for us, so everything received may be
+                    // confirmed once what we emitted is durable.
+                    if self.txn.is_none()
+                        && self.pending_rows() == 0
+                        && self.durable >= self.emitted
+                    {
+                        self.durable = self.durable.max(self.last_commit_end);
+                    }
+                    self.send_status(false).await?;
+                }
+                Ok(Err(e)) => return Err(e.into_error("replication stream")),
+                Ok(Ok(ReplicationMessage::Keepalive { wal_end, reply, .. })) => {
+                    self.received = self.received.max(wal_end);
+                    if self.txn.is_none()
+                        && self.pending_rows() == 0
+                        && self.durable >= self.emitted
+                    {
+                        // Nothing of ours is pending: WAL up to here holds nothing we need.
+                        self.last_commit_end = self.last_commit_end.max(wal_end);
+                        self.durable = self.durable.max(wal_end);
+                    }
+                    if reply || self.last_status.elapsed() >= status_every {
+                        self.send_status(reply).await?;
+                    }
+                }
+                Ok(Ok(ReplicationMessage::XLogData { wal_end, data, .. })) => {
+                    self.received = self.received.max(wal_end);
+                    let msg =
+                        pgoutput::decode(data, false).map_err(|e| Error::data(e.to_string()))?;
+                    if let PgOutput::Relation { relation, .. } = &msg {
+                        if relation.columns.iter().any(|c| {
+                            c.type_oid >= 16384
+                                && !self.catalog.domains.contains_key(&c.type_oid)
+                                && !self.catalog.arrays.contains_key(&c.type_oid)
+                        }) {
+                            // A type created since start-up may be a domain or an array.
+                            self.interrupted = true;
+                            self.catalog = catalog::load_types(self.sql()?).await?;
+                            self.interrupted = false;
+                        }
+                    }
+                    self.handle(msg, max_rows)?;
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, position: &Position) -> Result<()> {
+        let p = Pos::from_position(position)?;
+        if !p.snapshot_done || self.snapshot.is_some() {
+            return Ok(());
+        }
+        self.durable = self.durable.max(p.lsn);
+        if self.repl.is_some() && self.durable > self.confirmed {
+            self.send_status(false).await?;
+        }
+        Ok(())
+    }
+}
