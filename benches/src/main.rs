@@ -51,7 +51,7 @@ fn main() -> Result<()> {
 fn run(args: &[String]) -> Result<()> {
     let mut out = PathBuf::from("bench-reports");
     let mut params = Params {
-        rows: 2_000_000,
+        rows: None,
         batch_rows: 8192,
         dir: std::env::temp_dir(),
         fsync: FsyncPolicy::Always,
@@ -67,7 +67,7 @@ fn run(args: &[String]) -> Result<()> {
         };
         match a.as_str() {
             "--out" => out = value().into(),
-            "--rows" => params.rows = value().parse().context("--rows")?,
+            "--rows" => params.rows = Some(value().parse().context("--rows")?),
             "--batch-rows" => params.batch_rows = value().parse().context("--batch-rows")?,
             "--dir" => params.dir = value().into(),
             "--fsync" => {
@@ -108,6 +108,8 @@ fn run(args: &[String]) -> Result<()> {
             match name.as_str() {
                 "log-append-read" => scenarios::log::run(&params).await,
                 "datagen-topic-null" => scenarios::pipeline::run(&params).await,
+                "pg-stream" => scenarios::postgres::stream(&params).await,
+                "pg-snapshot" => scenarios::postgres::snapshot(&params).await,
                 other => {
                     bail!("unknown scenario {other:?}; `rivven-bench list` shows the scenarios")
                 }

@@ -14,9 +14,14 @@ use rivven_engine::config::TopicSettings;
 use rivven_engine::topic::EmbeddedLog;
 
 pub async fn run(p: &Params) -> Result<Report> {
-    let batches = generate(p.rows, p.batch_rows).await?;
+    let rows_wanted = p.rows_or(2_000_000);
+    let batches = generate(rows_wanted, p.batch_rows).await?;
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    ensure!(rows == p.rows, "generated {rows} rows, wanted {}", p.rows);
+    ensure!(
+        rows == rows_wanted,
+        "generated {rows} rows, wanted {}",
+        rows_wanted
+    );
     let tmp = tempfile::tempdir_in(&p.dir)?;
     let state = tmp.path().join("state");
     let settings = TopicSettings {

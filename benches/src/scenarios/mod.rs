@@ -3,6 +3,7 @@
 
 pub mod log;
 pub mod pipeline;
+pub mod postgres;
 
 use anyhow::Result;
 use arrow::record_batch::RecordBatch;
@@ -16,8 +17,8 @@ use std::time::Instant;
 /// Knobs shared by the scenarios.
 #[derive(Debug, Clone)]
 pub struct Params {
-    /// Rows (change events) per scenario.
-    pub rows: u64,
+    /// Rows (change events) per scenario; `None`: the scenario's default.
+    pub rows: Option<u64>,
     /// Rows per batch.
     pub batch_rows: usize,
     /// Where temp data goes (a disk, not tmpfs, for honest I/O figures).
@@ -27,6 +28,11 @@ pub struct Params {
 }
 
 impl Params {
+    /// The row count: `--rows`, else the scenario's default.
+    pub fn rows_or(&self, default: u64) -> u64 {
+        self.rows.unwrap_or(default)
+    }
+
     pub fn fsync_name(&self) -> &'static str {
         match self.fsync {
             FsyncPolicy::Always => "always",
@@ -47,6 +53,17 @@ pub const ALL: &[(&str, &str)] = &[
         "datagen-topic-null",
         "whole pipeline: datagen cdc_mode -> embedded topic -> null sink; compared with \
          writing and reading the topic's bytes raw",
+    ),
+    (
+        "pg-stream",
+        "postgres-cdc streaming a mixed insert/update/delete workload (default 1M changes, \
+         16 columns) into the embedded topic; compared with pg_recvlogical draining an \
+         identical slot",
+    ),
+    (
+        "pg-snapshot",
+        "postgres-cdc snapshot (initial_only) of a table (default 5M rows) into the embedded \
+         topic; compared with COPY ... TO STDOUT (FORMAT binary) into /dev/null",
     ),
 ];
 

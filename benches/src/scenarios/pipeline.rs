@@ -74,6 +74,7 @@ impl SinkFactory for NullFactory {
 }
 
 pub async fn run(p: &Params) -> Result<Report> {
+    let rows_wanted = p.rows_or(2_000_000);
     let tmp = tempfile::tempdir_in(&p.dir)?;
     let state = tmp.path().join("state");
     let fsync = p.fsync_name();
@@ -101,7 +102,7 @@ settings:
   health: {{enabled: false, port: 0}}
   metrics: {{enabled: false, port: 0}}
 "#,
-        rows = p.rows,
+        rows = rows_wanted,
         batch_rows = p.batch_rows,
         state = state.display(),
     );
@@ -117,7 +118,7 @@ settings:
 
     // The source's own ceiling: datagen alone, batches dropped (same data, same batching).
     let probe = Probe::start();
-    let (src_rows, src_bytes) = drain_datagen(p.rows, p.batch_rows).await?;
+    let (src_rows, src_bytes) = drain_datagen(rows_wanted, p.batch_rows).await?;
     let source_alone = probe.stop();
 
     let probe = Probe::start();
@@ -126,9 +127,9 @@ settings:
     ensure!(report.failed.is_empty(), "failed: {:?}", report.failed);
     let rows = counter.load(Ordering::Relaxed);
     ensure!(
-        rows == p.rows,
+        rows == rows_wanted,
         "null sink saw {rows} rows, wanted {}",
-        p.rows
+        rows_wanted
     );
 
     let (bytes, data) = files_under(&state.join("topics"), true)?;

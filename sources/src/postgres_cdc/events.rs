@@ -159,12 +159,12 @@ impl TableEvents {
                         relation.namespace, relation.name, relation.columns[i].name
                     )
                 })?,
-                Value::Binary(_) => {
-                    return Err(format!(
-                        "{}.{}.{}: binary tuple values are not decoded by this version",
+                Value::Binary(b) => c.append_binary(b).map_err(|e| {
+                    format!(
+                        "{}.{}.{}: {e}",
                         relation.namespace, relation.name, relation.columns[i].name
-                    ))
-                }
+                    )
+                })?,
             }
         }
         valid.append_non_null();

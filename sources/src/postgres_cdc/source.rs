@@ -11,7 +11,7 @@ use super::events::{SourceInfo, TableEvents, ToastPolicy};
 use super::pgoutput::{self, PgOutput, Relation, Value};
 use super::types::TypeCatalog;
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use rivven_engine::batch::{op, Position, SourceBatch};
 use rivven_engine::connector::Source;
@@ -60,6 +60,8 @@ struct Copy {
     events: TableEvents,
     stream: Pin<Box<CopyOutStream>>,
     carry: BytesMut,
+    /// Whether the binary COPY header has been read.
+    header_done: bool,
     topic: Option<Arc<str>>,
     stream_name: Arc<str>,
 }
@@ -467,11 +469,19 @@ impl PostgresCdcSource {
                 );
                 let cols = keep
                     .iter()
-                    .map(|&i| quote_ident(&relation.columns[i].name))
+                    .map(|&i| {
+                        let c = &relation.columns[i];
+                        let name = quote_ident(&c.name);
+                        if copies_as_text(c.type_oid, c.type_modifier, &self.catalog) {
+                            format!("{name}::text")
+                        } else {
+                            name
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", ");
                 let stmt = format!(
-                    "COPY (SELECT {cols} FROM {}.{}) TO STDOUT",
+                    "COPY (SELECT {cols} FROM {}.{}) TO STDOUT (FORMAT binary)",
                     quote_ident(&schema),
                     quote_ident(&table)
                 );
@@ -502,6 +512,7 @@ impl PostgresCdcSource {
                     events,
                     stream: Box::pin(stream),
                     carry: BytesMut::new(),
+                    header_done: false,
                     topic,
                     stream_name: Self::stream_name(&schema, &table),
                 });
@@ -548,10 +559,33 @@ impl PostgresCdcSource {
                 match copy.stream.next().await {
                     Some(Ok(chunk)) => {
                         copy.carry.extend_from_slice(&chunk);
-                        while let Some(nl) = copy.carry.iter().position(|&b| b == b'\n') {
-                            let line = copy.carry.split_to(nl + 1).freeze();
-                            let values = parse_copy_line(line.slice(..nl))
-                                .map_err(|e| Error::data(format!("snapshot: {e}")))?;
+                        if !copy.header_done {
+                            match copy_header_len(&copy.carry)
+                                .map_err(|e| Error::data(format!("snapshot: {e}")))?
+                            {
+                                Some(n) => {
+                                    let _ = copy.carry.split_to(n);
+                                    copy.header_done = true;
+                                }
+                                None => continue,
+                            }
+                        }
+                        while let Some((len, fields)) = next_copy_tuple(&copy.carry)
+                            .map_err(|e| Error::data(format!("snapshot: {e}")))?
+                        {
+                            let tuple = copy.carry.split_to(len).freeze();
+                            let Some(fields) = fields else {
+                                continue; // the trailer
+                            };
+                            let values: Vec<Value> = fields
+                                .into_iter()
+                                .map(|f| match f {
+                                    Some((start, n)) => {
+                                        Value::Binary(tuple.slice(start..start + n))
+                                    }
+                                    None => Value::Null,
+                                })
+                                .collect();
                             copy.events
                                 .push(op::READ, None, Some(&values), None, &src, &self.toast)
                                 .map_err(|e| {
@@ -591,70 +625,70 @@ impl PostgresCdcSource {
     }
 }
 
-/// Split a COPY text-format line into values (`\N` = NULL, backslash escapes decoded).
-fn parse_copy_line(line: Bytes) -> std::result::Result<Vec<Value>, String> {
-    let mut out = Vec::new();
-    for field in line.split(|&b| b == b'\t') {
-        if field == b"\\N" {
-            out.push(Value::Null);
-            continue;
-        }
-        if !field.contains(&b'\\') {
-            out.push(Value::Text(line.slice_ref(field)));
-            continue;
-        }
-        let mut v = Vec::with_capacity(field.len());
-        let mut i = 0;
-        while i < field.len() {
-            let c = field[i];
-            if c != b'\\' {
-                v.push(c);
-                i += 1;
-                continue;
-            }
-            let n = *field.get(i + 1).ok_or("dangling backslash in COPY data")?;
-            i += 2;
-            match n {
-                b'b' => v.push(8),
-                b'f' => v.push(12),
-                b'n' => v.push(b'\n'),
-                b'r' => v.push(b'\r'),
-                b't' => v.push(b'\t'),
-                b'v' => v.push(11),
-                b'0'..=b'7' => {
-                    let mut x = u32::from(n - b'0');
-                    for _ in 0..2 {
-                        match field.get(i) {
-                            Some(&d @ b'0'..=b'7') => {
-                                x = x * 8 + u32::from(d - b'0');
-                                i += 1;
-                            }
-                            _ => break,
-                        }
-                    }
-                    v.push(x as u8);
-                }
-                b'x' => {
-                    let mut x = 0u32;
-                    let mut digits = 0;
-                    while digits < 2 {
-                        match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
-                            Some(d) => {
-                                x = x * 16 + d;
-                                i += 1;
-                                digits += 1;
-                            }
-                            None => break,
-                        }
-                    }
-                    v.push(x as u8);
-                }
-                other => v.push(other),
-            }
-        }
-        out.push(Value::Text(Bytes::from(v)));
+/// Whether the snapshot selects a column as `::text`: text-shaped kinds whose binary
+/// form is not already their text (uuid, inet, enums, jsonb, arrays, unconstrained
+/// numeric, ...). Raw string types keep their binary form, which is their exact text
+/// (a `::text` cast would strip `char(n)` padding).
+fn copies_as_text(type_oid: u32, typmod: i32, catalog: &TypeCatalog) -> bool {
+    use super::types::{oid, Kind};
+    let kind = Kind::of(type_oid, typmod, catalog);
+    let raw_string = matches!(
+        type_oid,
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON
+    );
+    matches!(kind, Kind::Text | Kind::Json | Kind::List(_)) && !raw_string
+}
+
+const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+/// Length of the binary COPY header once `buf` holds all of it.
+fn copy_header_len(buf: &[u8]) -> std::result::Result<Option<usize>, String> {
+    if buf.len() < 19 {
+        return Ok(None);
     }
-    Ok(out)
+    if &buf[..11] != COPY_SIGNATURE {
+        return Err("not a binary COPY stream".into());
+    }
+    let ext = u32::from_be_bytes([buf[15], buf[16], buf[17], buf[18]]) as usize;
+    Ok((buf.len() >= 19 + ext).then_some(19 + ext))
+}
+
+/// One binary COPY tuple at the start of `buf`: its length and each field's (offset,
+/// length), `None` for NULL; no field list for the trailer. `None` until the whole tuple
+/// is buffered.
+type CopyTuple = (usize, Option<Vec<Option<(usize, usize)>>>);
+
+fn next_copy_tuple(buf: &[u8]) -> std::result::Result<Option<CopyTuple>, String> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let count = i16::from_be_bytes([buf[0], buf[1]]);
+    if count == -1 {
+        return Ok(Some((2, None)));
+    }
+    if count < 0 {
+        return Err(format!("bad field count {count}"));
+    }
+    let mut pos = 2;
+    let mut fields = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if buf.len() < pos + 4 {
+            return Ok(None);
+        }
+        let len = i32::from_be_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]);
+        pos += 4;
+        if len < 0 {
+            fields.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if buf.len() < pos + len {
+            return Ok(None);
+        }
+        fields.push(Some((pos, len)));
+        pos += len;
+    }
+    Ok(Some((pos, Some(fields))))
 }
 
 #[async_trait]

@@ -381,6 +381,65 @@ impl Column {
         Ok(())
     }
 
+    /// Decode one value in PostgreSQL's binary send format and append it. Text-shaped
+    /// kinds (Text, Json, List) take the UTF-8 text form: the snapshot selects those
+    /// columns as `::text` (except raw string types, whose binary form is their text).
+    pub fn append_binary(&mut self, v: &[u8]) -> Result<(), String> {
+        fn be<const N: usize>(v: &[u8], what: &str) -> Result<[u8; N], String> {
+            v.try_into()
+                .map_err(|_| format!("binary {what}: {} bytes, expected {N}", v.len()))
+        }
+        match self {
+            Column::Bool(b) => b.append_value(be::<1>(v, "bool")?[0] != 0),
+            Column::I16(b) => b.append_value(i16::from_be_bytes(be(v, "int2")?)),
+            Column::I32(b) => b.append_value(i32::from_be_bytes(be(v, "int4")?)),
+            Column::I64(b) => b.append_value(i64::from_be_bytes(be(v, "int8")?)),
+            Column::U32(b) => b.append_value(u32::from_be_bytes(be(v, "oid")?)),
+            Column::F32(b) => b.append_value(f32::from_be_bytes(be(v, "float4")?)),
+            Column::F64(b) => b.append_value(f64::from_be_bytes(be(v, "float8")?)),
+            Column::Decimal128(b, p, s) => {
+                let x = numeric_binary(v, *p, *s)?;
+                b.append_value(x.to_i128().ok_or("numeric exceeds Decimal128")?)
+            }
+            Column::Decimal256(b, p, s) => b.append_value(numeric_binary(v, *p, *s)?),
+            Column::Text(b) => {
+                b.append_value(std::str::from_utf8(v).map_err(|_| "text is not UTF-8")?)
+            }
+            Column::Bytes(b) => b.append_value(v),
+            Column::Date(b) => {
+                let d = i32::from_be_bytes(be(v, "date")?);
+                if d == i32::MAX || d == i32::MIN {
+                    return Err("date ±infinity cannot be represented".into());
+                }
+                b.append_value(d.checked_add(PG_EPOCH_DAYS).ok_or("date out of range")?)
+            }
+            Column::Time(b) => b.append_value(i64::from_be_bytes(be(v, "time")?)),
+            Column::Timestamp(b, _) => {
+                let t = i64::from_be_bytes(be(v, "timestamp")?);
+                if t == i64::MAX || t == i64::MIN {
+                    return Err("timestamp ±infinity cannot be represented".into());
+                }
+                b.append_value(
+                    t.checked_add(PG_EPOCH_MICROS)
+                        .ok_or("timestamp out of range")?,
+                )
+            }
+            Column::Interval(b) => {
+                let raw: [u8; 16] = be(v, "interval")?;
+                let micros = i64::from_be_bytes(raw[0..8].try_into().map_err(|_| "interval")?);
+                let days = i32::from_be_bytes(raw[8..12].try_into().map_err(|_| "interval")?);
+                let months = i32::from_be_bytes(raw[12..16].try_into().map_err(|_| "interval")?);
+                b.append_value(IntervalMonthDayNano::new(
+                    months,
+                    days,
+                    micros.checked_mul(1000).ok_or("interval out of range")?,
+                ))
+            }
+            Column::List { .. } => return self.append_text(v),
+        }
+        Ok(())
+    }
+
     /// Finish into an array (the builder is reset and can be reused).
     pub fn finish(&mut self) -> ArrayRef {
         match self {
@@ -483,6 +542,60 @@ fn parse_bytea(s: &str) -> Result<Vec<u8>, String> {
 }
 
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+/// Days and microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_DAYS: i32 = 10_957;
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A binary `numeric` (base-10000 digits) as an unscaled integer at `scale`, checked
+/// against `precision`.
+fn numeric_binary(v: &[u8], precision: u8, scale: i8) -> Result<i256, String> {
+    if v.len() < 8 {
+        return Err("short binary numeric".into());
+    }
+    let word = |i: usize| u16::from_be_bytes([v[2 * i], v[2 * i + 1]]);
+    let ndigits = word(0) as usize;
+    let weight = word(1) as i16 as i32;
+    let sign = word(2);
+    if v.len() != 8 + 2 * ndigits {
+        return Err("binary numeric length mismatch".into());
+    }
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => return Err("numeric NaN cannot be stored in a Decimal column".into()),
+        _ => return Err("numeric ±Infinity cannot be stored in a Decimal column".into()),
+    }
+    let ten = i256::from_i128(10);
+    let scale = i32::from(scale);
+    let mut acc = i256::ZERO;
+    for i in 0..ndigits {
+        let digit = i256::from_i128(i128::from(word(4 + i)));
+        // This digit's place, in decimal digits after applying the scale.
+        let exp = 4 * (weight - i as i32) + scale;
+        let term = if exp >= 0 {
+            digit
+                .checked_mul(ten.checked_pow(exp as u32).ok_or("numeric overflows")?)
+                .ok_or("numeric overflows")?
+        } else {
+            let div = ten.checked_pow((-exp) as u32).ok_or("numeric overflows")?;
+            if digit.checked_rem(div) != Some(i256::ZERO) {
+                return Err(format!("numeric has more than {scale} fractional digits"));
+            }
+            digit.checked_div(div).ok_or("numeric overflows")?
+        };
+        acc = acc.checked_add(term).ok_or("numeric overflows")?;
+    }
+    let limit = ten
+        .checked_pow(u32::from(precision))
+        .ok_or("numeric precision")?;
+    if acc >= limit {
+        return Err(format!("numeric exceeds precision {precision}"));
+    }
+    Ok(if sign == 0x4000 {
+        acc.wrapping_neg()
+    } else {
+        acc
+    })
+}
 
 fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i32> {
     let date = chrono::NaiveDate::from_ymd_opt(y as i32, m, d)?;
@@ -766,6 +879,34 @@ mod tests {
         assert!(l.is_null(1));
         assert_eq!(l.value(0).as_primitive::<Int32Type>().len(), 3);
         assert_eq!(l.value(2).len(), 0);
+    }
+
+    #[test]
+    fn binary_numeric() {
+        // 12345.678 = digits [1, 2345, 6780], weight 1, dscale 3
+        let mut v = Vec::new();
+        for w in [3u16, 1, 0x4000, 3, 1, 2345, 6780] {
+            v.extend(w.to_be_bytes());
+        }
+        assert_eq!(
+            numeric_binary(&v, 12, 3).unwrap(),
+            i256::from_i128(-12_345_678)
+        );
+        assert!(
+            numeric_binary(&v, 12, 2).is_err(),
+            "too many fractional digits"
+        );
+        assert!(numeric_binary(&v, 7, 3).is_err(), "exceeds precision");
+        let nan: Vec<u8> = [0u16, 0, 0xC000, 0]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
+        assert!(numeric_binary(&nan, 10, 2).is_err());
+        let zero: Vec<u8> = [0u16, 0, 0, 2]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
+        assert_eq!(numeric_binary(&zero, 10, 2).unwrap(), i256::ZERO);
     }
 
     #[test]
