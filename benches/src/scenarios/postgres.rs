@@ -276,6 +276,30 @@ pub async fn snapshot(p: &Params) -> Result<Report> {
     let copy_s = t.elapsed().as_secs_f64();
     ensure!(status.success(), "COPY failed: {status}");
 
+    // The source alone (batches dropped): the connector's own ceiling.
+    let cfg: rivven_sources::postgres_cdc::PostgresCdcConfig = serde_yaml::from_str(&format!(
+        "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: \"{}\"\n\
+         slot_name: {}\npublication: bench_pub\ntables: [bench]\nsnapshot_mode: initial_only\n",
+        db.pg.port,
+        db.name,
+        db.pg.user,
+        db.pg.password,
+        unique_name("alone")
+    ))?;
+    let probe = Probe::start();
+    let mut src = rivven_sources::postgres_cdc::PostgresCdcSource::new(cfg);
+    rivven_engine::connector::Source::open(&mut src, None).await?;
+    let mut alone_rows = 0u64;
+    while let Some(b) = rivven_engine::connector::Source::poll(&mut src, p.batch_rows).await? {
+        alone_rows += b.batch.num_rows() as u64;
+    }
+    let alone = probe.stop();
+    drop(src);
+    ensure!(
+        alone_rows == rows,
+        "source alone read {alone_rows} rows, expected {rows}"
+    );
+
     let slot = unique_name("snap");
     let (sample, got, topic_bytes) =
         run_pipeline(p, &db.source_yaml(&slot, "initial_only"), None).await?;
@@ -292,6 +316,13 @@ pub async fn snapshot(p: &Params) -> Result<Report> {
         figures: vec![
             Figure::new("snapshot into the embedded topic", rows, heap, sample)
                 .against("COPY ... TO STDOUT (FORMAT binary) into /dev/null", copy_s),
+            Figure::new(
+                "postgres-cdc source alone (batches dropped)",
+                rows,
+                heap,
+                alone,
+            )
+            .against("COPY ... TO STDOUT (FORMAT binary) into /dev/null", copy_s),
         ],
     })
 }

@@ -30,6 +30,8 @@ pub struct ConnectParams {
     pub application_name: String,
     /// Startup `options` (e.g. `-c TimeZone=UTC`).
     pub options: String,
+    /// A replication (walsender) session, or an ordinary one (snapshot reads).
+    pub replication: bool,
     pub connect_timeout: Duration,
 }
 
@@ -211,17 +213,17 @@ impl ReplicationConnection {
             wbuf: BytesMut::with_capacity(1024),
             params: Vec::new(),
         };
-        frontend::startup_message(
-            [
-                ("user", p.user.as_str()),
-                ("database", p.database.as_str()),
-                ("replication", "database"),
-                ("client_encoding", "UTF8"),
-                ("application_name", p.application_name.as_str()),
-                ("options", p.options.as_str()),
-            ],
-            &mut c.wbuf,
-        )?;
+        let mut startup = vec![
+            ("user", p.user.as_str()),
+            ("database", p.database.as_str()),
+            ("client_encoding", "UTF8"),
+            ("application_name", p.application_name.as_str()),
+            ("options", p.options.as_str()),
+        ];
+        if p.replication {
+            startup.push(("replication", "database"));
+        }
+        frontend::startup_message(startup, &mut c.wbuf)?;
         c.flush().await?;
         let password = p.password.as_ref().map(|s| s.expose().as_bytes().to_vec());
         let need_password = || {
@@ -408,6 +410,60 @@ impl ReplicationConnection {
                 }
             }
         }
+    }
+
+    /// Start `COPY ... TO STDOUT`; returns once the server is in CopyOut mode. Then call
+    /// [`Self::copy_data`] until it returns `None`.
+    pub async fn copy_out(&mut self, sql: &str) -> ConnResult<()> {
+        frontend::query(sql, &mut self.wbuf)?;
+        self.flush().await?;
+        loop {
+            let m = self.read_message().await?;
+            match m.tag {
+                b'H' => return Ok(()),
+                b'N' => {}
+                b'E' => {
+                    let e = parse_error(&m.body);
+                    self.drain_to_ready().await?;
+                    return Err(ConnError::Server(e));
+                }
+                t => {
+                    return Err(protocol(format!(
+                        "unexpected message {:?} after COPY",
+                        t as char
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The next CopyData payload of a COPY OUT; `None` once the COPY completed and the
+    /// connection is ready again. Cancel-safe.
+    pub async fn copy_data(&mut self) -> ConnResult<Option<Bytes>> {
+        loop {
+            let m = self.read_message().await?;
+            match m.tag {
+                b'd' => return Ok(Some(m.body)),
+                b'c' | b'C' | b'N' => {}
+                b'Z' => return Ok(None),
+                b'E' => {
+                    let e = parse_error(&m.body);
+                    self.drain_to_ready().await?;
+                    return Err(ConnError::Server(e));
+                }
+                t => {
+                    return Err(protocol(format!(
+                        "unexpected message {:?} in COPY OUT",
+                        t as char
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn drain_to_ready(&mut self) -> ConnResult<()> {
+        while self.read_message().await?.tag != b'Z' {}
+        Ok(())
     }
 
     /// `START_REPLICATION SLOT <slot> LOGICAL <lsn> (<options>)`; returns once the server

@@ -215,6 +215,48 @@ impl TableEvents {
         Ok(())
     }
 
+    /// Append one snapshot row (`op = r`, no before image) from binary COPY fields, one per
+    /// relation column (`None` = NULL). Same error contract as [`Self::push`].
+    pub fn push_snapshot_row(
+        &mut self,
+        fields: &[Option<&[u8]>],
+        src: &SourceInfo<'_>,
+    ) -> Result<(), String> {
+        for c in self.before.iter_mut() {
+            c.append_null();
+        }
+        self.before_valid.append_null();
+        for (c, &i) in self.after.iter_mut().zip(&self.keep) {
+            match fields.get(i) {
+                Some(Some(v)) => c.append_binary(v).map_err(|e| {
+                    format!(
+                        "{}.{}.{}: {e}",
+                        self.relation.namespace, self.relation.name, self.relation.columns[i].name
+                    )
+                })?,
+                Some(None) => c.append_null(),
+                None => {
+                    return Err(format!(
+                        "{}.{}: COPY row has {} fields, expected {}",
+                        self.relation.namespace,
+                        self.relation.name,
+                        fields.len(),
+                        self.relation.columns.len()
+                    ))
+                }
+            }
+        }
+        self.after_valid.append_non_null();
+        self.op.append_value(rivven_engine::batch::op::READ);
+        self.pos.append_value(src.pos);
+        self.txid.append_option(src.txid);
+        self.src_ts.append_option(src.ts_ms);
+        self.snapshot.append_value(src.snapshot);
+        self.ts_ms.append_value(now_ms());
+        self.rows += 1;
+        Ok(())
+    }
+
     /// Take the accumulated events as a batch (None when empty).
     pub fn finish(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         if self.rows == 0 {

@@ -1,7 +1,7 @@
 //! The `postgres-cdc` source: snapshot inside the slot's exported snapshot, then the
 //! pgoutput stream, both decoded into change-event batches.
 
-use super::catalog::{self, pg_error, SESSION_OPTIONS};
+use super::catalog::{self, SESSION_OPTIONS};
 use super::config::{PostgresCdcConfig, SnapshotMode};
 use super::conn::{
     format_lsn, parse_lsn, quote_ident, sqlstate, ConnectParams, ReplicationConnection,
@@ -12,15 +12,13 @@ use super::pgoutput::{self, PgOutput, Relation, Value};
 use super::types::TypeCatalog;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use rivven_engine::batch::{op, Position, SourceBatch};
 use rivven_engine::connector::Source;
 use rivven_engine::{Error, Result};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, CopyOutStream};
+use tokio_postgres::Client;
 
 /// Milliseconds between the PostgreSQL epoch (2000-01-01) and the Unix epoch.
 const PG_EPOCH_MS: i64 = 946_684_800_000;
@@ -58,8 +56,9 @@ impl Pos {
 
 struct Copy {
     events: TableEvents,
-    stream: Pin<Box<CopyOutStream>>,
     carry: BytesMut,
+    /// Field (offset, length) of the tuple being decoded; reused across rows.
+    fields: Vec<Option<(usize, usize)>>,
     /// Whether the binary COPY header has been read.
     header_done: bool,
     topic: Option<Arc<str>>,
@@ -67,6 +66,8 @@ struct Copy {
 }
 
 struct Snapshot {
+    /// The session holding the exported snapshot (REPEATABLE READ transaction).
+    conn: ReplicationConnection,
     consistent_point: u64,
     pending: VecDeque<(String, String)>,
     copy: Option<Copy>,
@@ -153,8 +154,9 @@ impl PostgresCdcSource {
         }
     }
 
-    fn params(&self) -> ConnectParams {
+    fn params(&self, replication: bool) -> ConnectParams {
         ConnectParams {
+            replication,
             host: self.cfg.host.clone(),
             port: self.cfg.port,
             user: self.cfg.user.clone(),
@@ -440,84 +442,10 @@ impl PostgresCdcSource {
             };
             if snap.copy.is_none() {
                 let Some((schema, table)) = snap.pending.front().cloned() else {
-                    // Every table read: end the snapshot transaction, then stream (or stop).
-                    let cp = snap.consistent_point;
-                    let rows = snap.rows;
-                    self.interrupted = true;
-                    self.sql()?
-                        .batch_execute("COMMIT")
-                        .await
-                        .map_err(|e| pg_error("end snapshot transaction", e))?;
-                    self.snapshot = None;
-                    tracing::info!(rows, "snapshot complete");
-                    if self.cfg.snapshot_mode == SnapshotMode::InitialOnly {
-                        self.repl = None;
-                        catalog::drop_slot(self.sql()?, &self.cfg.slot_name).await?;
-                        self.finished = true;
-                        self.interrupted = false;
-                        return Ok(None);
-                    }
-                    self.start_streaming(cp).await?;
-                    return Ok(None);
+                    return self.finish_snapshot().await;
                 };
-                self.interrupted = true;
-                let relation = catalog::relation(self.sql()?, &schema, &table).await?;
-                let keep = self.cfg.kept_columns(
-                    &schema,
-                    &table,
-                    relation.columns.iter().map(|c| c.name.as_str()),
-                );
-                let cols = keep
-                    .iter()
-                    .map(|&i| {
-                        let c = &relation.columns[i];
-                        let name = quote_ident(&c.name);
-                        if copies_as_text(c.type_oid, c.type_modifier, &self.catalog) {
-                            format!("{name}::text")
-                        } else {
-                            name
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let stmt = format!(
-                    "COPY (SELECT {cols} FROM {}.{}) TO STDOUT (FORMAT binary)",
-                    quote_ident(&schema),
-                    quote_ident(&table)
-                );
-                let stream = self
-                    .sql()?
-                    .copy_out(stmt.as_str())
-                    .await
-                    .map_err(|e| pg_error(&format!("snapshot {schema}.{table}"), e))?;
-                // The COPY reads only kept columns, so its rows map 1:1 onto them.
-                let kept_relation = Relation {
-                    columns: keep.iter().map(|&i| relation.columns[i].clone()).collect(),
-                    ..relation
-                };
-                let n = kept_relation.columns.len();
-                let events = TableEvents::new(
-                    Arc::new(kept_relation),
-                    (0..n).collect(),
-                    &self.catalog,
-                    self.database.clone(),
-                );
-                let topic = self.topic_for(&schema, &table);
-                let snap = self
-                    .snapshot
-                    .as_mut()
-                    .ok_or_else(|| Error::internal("snapshot"))?;
-                snap.pending.pop_front();
-                snap.copy = Some(Copy {
-                    events,
-                    stream: Box::pin(stream),
-                    carry: BytesMut::new(),
-                    header_done: false,
-                    topic,
-                    stream_name: Self::stream_name(&schema, &table),
-                });
-                self.interrupted = false;
-                tracing::info!(table = %format!("{schema}.{table}"), "snapshot of table started");
+                self.start_table_copy(&schema, &table).await?;
+                continue;
             }
             let snap = self
                 .snapshot
@@ -536,13 +464,17 @@ impl PostgresCdcSource {
                 ts_ms: None,
                 snapshot: true,
             };
+            let done_pos = Pos {
+                lsn: cp,
+                snapshot_done: last_table && self.cfg.snapshot_mode != SnapshotMode::InitialOnly,
+            };
             loop {
                 if copy.events.len() >= max_rows {
-                    let batch = copy
+                    if let Some(batch) = copy
                         .events
                         .finish()
-                        .map_err(|e| Error::internal(e.to_string()))?;
-                    if let Some(batch) = batch {
+                        .map_err(|e| Error::internal(e.to_string()))?
+                    {
                         snap.rows += batch.num_rows() as u64;
                         return Ok(Some(SourceBatch {
                             batch,
@@ -556,72 +488,150 @@ impl PostgresCdcSource {
                         }));
                     }
                 }
-                match copy.stream.next().await {
-                    Some(Ok(chunk)) => {
-                        copy.carry.extend_from_slice(&chunk);
-                        if !copy.header_done {
-                            match copy_header_len(&copy.carry)
-                                .map_err(|e| Error::data(format!("snapshot: {e}")))?
-                            {
-                                Some(n) => {
-                                    let _ = copy.carry.split_to(n);
-                                    copy.header_done = true;
-                                }
-                                None => continue,
-                            }
-                        }
-                        while let Some((len, fields)) = next_copy_tuple(&copy.carry)
-                            .map_err(|e| Error::data(format!("snapshot: {e}")))?
-                        {
-                            let tuple = copy.carry.split_to(len).freeze();
-                            let Some(fields) = fields else {
-                                continue; // the trailer
-                            };
-                            let values: Vec<Value> = fields
-                                .into_iter()
-                                .map(|f| match f {
-                                    Some((start, n)) => {
-                                        Value::Binary(tuple.slice(start..start + n))
-                                    }
-                                    None => Value::Null,
-                                })
-                                .collect();
-                            copy.events
-                                .push(op::READ, None, Some(&values), None, &src, &self.toast)
-                                .map_err(|e| {
-                                    self.interrupted = true;
-                                    Error::data(e)
-                                })?;
-                        }
+                let data = snap
+                    .conn
+                    .copy_data()
+                    .await
+                    .map_err(|e| e.into_error("snapshot COPY"))?;
+                let Some(data) = data else {
+                    // This table is done.
+                    let batch = copy
+                        .events
+                        .finish()
+                        .map_err(|e| Error::internal(e.to_string()))?;
+                    let stream_name = copy.stream_name.clone();
+                    let topic = copy.topic.clone();
+                    snap.copy = None;
+                    if let Some(batch) = batch {
+                        snap.rows += batch.num_rows() as u64;
+                        return Ok(Some(SourceBatch {
+                            batch,
+                            position: done_pos.to_position(),
+                            stream: Some(stream_name),
+                            topic,
+                        }));
                     }
-                    Some(Err(e)) => return Err(pg_error("snapshot COPY", e)),
-                    None => {
-                        let batch = copy
-                            .events
-                            .finish()
-                            .map_err(|e| Error::internal(e.to_string()))?;
-                        let stream_name = copy.stream_name.clone();
-                        let topic = copy.topic.clone();
-                        snap.copy = None;
-                        if let Some(batch) = batch {
-                            snap.rows += batch.num_rows() as u64;
-                            return Ok(Some(SourceBatch {
-                                batch,
-                                position: Pos {
-                                    lsn: cp,
-                                    snapshot_done: last_table
-                                        && self.cfg.snapshot_mode != SnapshotMode::InitialOnly,
-                                }
-                                .to_position(),
-                                stream: Some(stream_name),
-                                topic,
-                            }));
+                    break;
+                };
+                copy.carry.extend_from_slice(&data);
+                if !copy.header_done {
+                    match copy_header_len(&copy.carry)
+                        .map_err(|e| Error::data(format!("snapshot: {e}")))?
+                    {
+                        Some(n) => {
+                            let _ = copy.carry.split_to(n);
+                            copy.header_done = true;
                         }
-                        break;
+                        None => continue,
                     }
                 }
+                let mut consumed = 0;
+                while let Some((len, fields)) =
+                    next_copy_tuple(&copy.carry[consumed..], &mut copy.fields)
+                        .map_err(|e| Error::data(format!("snapshot: {e}")))?
+                {
+                    let base = consumed;
+                    consumed += len;
+                    if !fields {
+                        continue; // the trailer
+                    }
+                    let row: Vec<Option<&[u8]>> = copy
+                        .fields
+                        .iter()
+                        .map(|f| f.map(|(start, n)| &copy.carry[base + start..base + start + n]))
+                        .collect();
+                    if let Err(e) = copy.events.push_snapshot_row(&row, &src) {
+                        self.interrupted = true;
+                        return Err(Error::data(e));
+                    }
+                }
+                let _ = copy.carry.split_to(consumed);
             }
         }
+    }
+
+    /// Start `COPY ... TO STDOUT (FORMAT binary)` of one table on the snapshot session.
+    async fn start_table_copy(&mut self, schema: &str, table: &str) -> Result<()> {
+        self.interrupted = true;
+        let relation = catalog::relation(self.sql()?, schema, table).await?;
+        let keep = self.cfg.kept_columns(
+            schema,
+            table,
+            relation.columns.iter().map(|c| c.name.as_str()),
+        );
+        let cols = keep
+            .iter()
+            .map(|&i| {
+                let c = &relation.columns[i];
+                let name = quote_ident(&c.name);
+                if copies_as_text(c.type_oid, c.type_modifier, &self.catalog) {
+                    format!("{name}::text")
+                } else {
+                    name
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let stmt = format!(
+            "COPY (SELECT {cols} FROM {}.{}) TO STDOUT (FORMAT binary)",
+            quote_ident(schema),
+            quote_ident(table)
+        );
+        // The COPY reads only kept columns, so its rows map 1:1 onto them.
+        let kept_relation = Relation {
+            columns: keep.iter().map(|&i| relation.columns[i].clone()).collect(),
+            ..relation
+        };
+        let n = kept_relation.columns.len();
+        let events = TableEvents::new(
+            Arc::new(kept_relation),
+            (0..n).collect(),
+            &self.catalog,
+            self.database.clone(),
+        );
+        let topic = self.topic_for(schema, table);
+        let snap = self
+            .snapshot
+            .as_mut()
+            .ok_or_else(|| Error::internal("snapshot"))?;
+        snap.conn
+            .copy_out(&stmt)
+            .await
+            .map_err(|e| e.into_error(&format!("snapshot {schema}.{table}")))?;
+        snap.pending.pop_front();
+        snap.copy = Some(Copy {
+            events,
+            carry: BytesMut::new(),
+            header_done: false,
+            fields: Vec::with_capacity(n),
+            topic,
+            stream_name: Self::stream_name(schema, table),
+        });
+        self.interrupted = false;
+        tracing::info!(table = %format!("{schema}.{table}"), "snapshot of table started");
+        Ok(())
+    }
+
+    /// Every table read: end the snapshot transaction, then stream (or stop).
+    async fn finish_snapshot(&mut self) -> Result<Option<SourceBatch>> {
+        let Some(mut snap) = self.snapshot.take() else {
+            return Ok(None);
+        };
+        self.interrupted = true;
+        snap.conn
+            .simple_query("COMMIT")
+            .await
+            .map_err(|e| e.into_error("end snapshot transaction"))?;
+        tracing::info!(rows = snap.rows, "snapshot complete");
+        if self.cfg.snapshot_mode == SnapshotMode::InitialOnly {
+            self.repl = None;
+            catalog::drop_slot(self.sql()?, &self.cfg.slot_name).await?;
+            self.finished = true;
+            self.interrupted = false;
+            return Ok(None);
+        }
+        self.start_streaming(snap.consistent_point).await?;
+        Ok(None)
     }
 }
 
@@ -653,24 +663,25 @@ fn copy_header_len(buf: &[u8]) -> std::result::Result<Option<usize>, String> {
     Ok((buf.len() >= 19 + ext).then_some(19 + ext))
 }
 
-/// One binary COPY tuple at the start of `buf`: its length and each field's (offset,
-/// length), `None` for NULL; no field list for the trailer. `None` until the whole tuple
-/// is buffered.
-type CopyTuple = (usize, Option<Vec<Option<(usize, usize)>>>);
-
-fn next_copy_tuple(buf: &[u8]) -> std::result::Result<Option<CopyTuple>, String> {
+/// One binary COPY tuple at the start of `buf`: `Some((length, is_row))` once the whole
+/// tuple is buffered, with each field's (offset, length) in `fields` (`None` = NULL);
+/// `is_row` is false for the trailer.
+fn next_copy_tuple(
+    buf: &[u8],
+    fields: &mut Vec<Option<(usize, usize)>>,
+) -> std::result::Result<Option<(usize, bool)>, String> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let count = i16::from_be_bytes([buf[0], buf[1]]);
     if count == -1 {
-        return Ok(Some((2, None)));
+        return Ok(Some((2, false)));
     }
     if count < 0 {
         return Err(format!("bad field count {count}"));
     }
     let mut pos = 2;
-    let mut fields = Vec::with_capacity(count as usize);
+    fields.clear();
     for _ in 0..count {
         if buf.len() < pos + 4 {
             return Ok(None);
@@ -688,7 +699,7 @@ fn next_copy_tuple(buf: &[u8]) -> std::result::Result<Option<CopyTuple>, String>
         fields.push(Some((pos, len)));
         pos += len;
     }
-    Ok(Some((pos, Some(fields))))
+    Ok(Some((pos, true)))
 }
 
 #[async_trait]
@@ -732,7 +743,7 @@ impl Source for PostgresCdcSource {
             )));
         }
         self.sql = Some(sql);
-        let params = self.params();
+        let params = self.params(true);
         self.repl = Some(
             ReplicationConnection::connect(&params)
                 .await
@@ -746,17 +757,20 @@ impl Source for PostgresCdcSource {
             }
             let (cp, name) = self.create_slot(true).await?;
             let name = name.ok_or_else(|| Error::internal("no exported snapshot name"))?;
-            self.sql()?
-                .batch_execute(&format!(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                    name.replace('\'', "''")
-                ))
+            let mut conn = ReplicationConnection::connect(&self.params(false))
                 .await
-                .map_err(|e| pg_error("import the exported snapshot", e))?;
+                .map_err(|e| e.into_error("snapshot connection"))?;
+            conn.simple_query(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                name.replace('\'', "''")
+            ))
+            .await
+            .map_err(|e| e.into_error("import the exported snapshot"))?;
             let tables = catalog::publication_tables(self.sql()?, &self.cfg).await?;
             tracing::info!(tables = tables.len(), consistent_point = %format_lsn(cp), "snapshot starting");
             self.last_commit_end = cp;
             self.snapshot = Some(Snapshot {
+                conn,
                 consistent_point: cp,
                 pending: tables.into(),
                 copy: None,
