@@ -21,6 +21,7 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> ExitCode {
         Command::Spec { connector } => spec(connector.as_deref(), &registry),
         Command::Discover { source, json } => discover(&cli.config, &source, json, &registry).await,
         Command::Status { url, json } => super::status::status(&cli.config, url, json).await,
+        Command::Postgres(args) => legacy_postgres(&args, &registry).await,
     }
 }
 
@@ -106,7 +107,151 @@ async fn run(path: &std::path::Path, registry: &Registry) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let runtime = match Runtime::new(&loaded, registry) {
+    run_loaded(&loaded, registry).await
+}
+
+/// The parts of a `postgres://user:password@host:port/database` URL.
+#[derive(Debug, PartialEq, Eq)]
+struct PgUrl {
+    user: String,
+    password: Option<String>,
+    host: String,
+    port: u16,
+    database: String,
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("bad percent-encoding")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent-encoding is not UTF-8".to_string())
+}
+
+fn parse_pg_url(url: &str) -> Result<PgUrl, String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or("--connection must start with postgres:// or postgresql://")?;
+    if rest.contains('?') {
+        return Err("--connection: query parameters are not supported".into());
+    }
+    let (userinfo, hostpath) = rest.rsplit_once('@').ok_or("--connection: missing user@")?;
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (percent_decode(u)?, Some(percent_decode(p)?)),
+        None => (percent_decode(userinfo)?, None),
+    };
+    let (hostport, database) = hostpath
+        .split_once('/')
+        .ok_or("--connection: missing /database")?;
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|_| "--connection: bad port")?),
+        None => (hostport, 5432),
+    };
+    if user.is_empty() || host.is_empty() || database.is_empty() {
+        return Err("--connection: user, host and database are required".into());
+    }
+    Ok(PgUrl {
+        user,
+        password,
+        host: host.to_string(),
+        port,
+        database: percent_decode(database)?,
+    })
+}
+
+/// `rivven-connect postgres ...`: the same engine, with a pipeline built from flags.
+async fn legacy_postgres(args: &super::PostgresArgs, registry: &Registry) -> ExitCode {
+    if let Some(b) = &args.broker {
+        eprintln!(
+            "error: --broker {b}: external brokers are not available in this build; changes \
+             go to the embedded topic log in --state-dir"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let url = match parse_pg_url(&args.connection) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    const PASSWORD_VAR: &str = "RIVVEN_LEGACY_PG_PASSWORD";
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("cdc.{}", url.database));
+    let mut yaml = format!(
+        "version: \"1.0\"\nsources:\n  postgres:\n    connector: postgres-cdc\n    topic: {}\n    config:\n      host: {}\n      port: {}\n      database: {}\n      user: {}\n      slot_name: {}\n      publication: {}\n      snapshot_mode: {}\n",
+        json(&topic),
+        json(&url.host),
+        url.port,
+        json(&url.database),
+        json(&url.user),
+        json(&args.slot),
+        json(&args.publication),
+        json(&args.snapshot_mode),
+    );
+    if url.password.is_some() {
+        yaml.push_str(&format!("      password: \"${{{PASSWORD_VAR}}}\"\n"));
+    }
+    if !args.tables.is_empty() {
+        let list: Vec<String> = args.tables.iter().map(|t| json(t)).collect();
+        yaml.push_str(&format!("      tables: [{}]\n", list.join(", ")));
+    }
+    if args.print {
+        yaml.push_str(&format!(
+            "sinks:\n  print:\n    connector: stdout\n    topics: [{}]\n    consumer_group: print\n    config: {{format: json}}\n",
+            json(&topic)
+        ));
+    }
+    // Legacy mode serves no HTTP endpoints (no ports to collide with).
+    yaml.push_str(&format!(
+        "settings:\n  state_dir: {}\n  health: {{enabled: false, port: 0}}\n  metrics: {{enabled: false, port: 0}}\n",
+        json(&args.state_dir.display().to_string())
+    ));
+    let password = url.password.clone();
+    let loaded = match config::load_str(
+        &yaml,
+        "<postgres flags>",
+        std::path::PathBuf::from("."),
+        |k| {
+            if k == PASSWORD_VAR {
+                password.clone()
+            } else {
+                None
+            }
+        },
+    ) {
+        Ok(l) => l,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(errs) = loaded.validate_connectors(registry) {
+        eprintln!("{errs}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    run_loaded(&loaded, registry).await
+}
+
+/// Run a loaded configuration: status endpoints, signal handling, the runtime.
+async fn run_loaded(loaded: &LoadedConfig, registry: &Registry) -> ExitCode {
+    let runtime = match Runtime::new(loaded, registry) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -311,6 +456,35 @@ async fn discover(
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_urls() {
+        assert_eq!(
+            parse_pg_url("postgres://rep:p%40ss:w@db.example:6543/shop").unwrap(),
+            PgUrl {
+                user: "rep".into(),
+                password: Some("p@ss:w".into()),
+                host: "db.example".into(),
+                port: 6543,
+                database: "shop".into(),
+            }
+        );
+        let u = parse_pg_url("postgresql://u@localhost/d").unwrap();
+        assert_eq!((u.port, u.password), (5432, None));
+        for bad in [
+            "mysql://u@h/d",
+            "postgres://h/d",
+            "postgres://u@h",
+            "postgres://u@h/d?sslmode=require",
+        ] {
+            assert!(parse_pg_url(bad).is_err(), "{bad}");
         }
     }
 }

@@ -32,6 +32,39 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Arguments of the legacy `postgres` subcommand.
+#[derive(Debug, clap::Args)]
+pub struct PostgresArgs {
+    /// `postgres://user:password@host:port/database` (the password is never printed).
+    #[arg(long)]
+    pub connection: String,
+    /// Replication slot (created when absent).
+    #[arg(long, default_value = "rivven_slot")]
+    pub slot: String,
+    /// Publication (created when absent).
+    #[arg(long, default_value = "rivven_pub")]
+    pub publication: String,
+    /// Topic; default `cdc.<database>`.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Tables to capture (`table` or `schema.table`, comma-separated); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Snapshot mode (initial, always, never, initial_only, when_needed, no_data).
+    #[arg(long, default_value = "initial")]
+    pub snapshot_mode: String,
+    /// Directory of the embedded topic log and state.
+    #[arg(long, default_value = "./rivven-state")]
+    pub state_dir: PathBuf,
+    /// Also print the change events as JSON lines on standard output.
+    #[arg(long)]
+    pub print: bool,
+    /// External broker: not available in this build (the embedded log is used); giving it
+    /// is an error rather than being ignored.
+    #[arg(long)]
+    pub broker: Option<String>,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -63,6 +96,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Legacy mode: PostgreSQL CDC without a config file, into the embedded topic log
+    /// (optionally printed as JSON lines).
+    Postgres(PostgresArgs),
     /// Show the status of the pipelines of a running process.
     Status {
         /// Status endpoint; default: settings.health of the configuration.

@@ -3,5 +3,5 @@
 
 mod cli;
 mod crash;
-mod pg_crash;
+mod postgres;
 mod support;

@@ -1,5 +1,5 @@
-//! postgres-cdc through the binary: kill -9 five times while a writer commits; nothing
-//! committed is lost and the duplicates (the unconfirmed tail) are counted.
+//! postgres-cdc through the binary: kill -9 five times while a writer commits (nothing
+//! committed is lost, duplicates counted), and the legacy `postgres` subcommand.
 
 use crate::support::*;
 use arrow::array::{Array, AsArray};
@@ -182,4 +182,86 @@ sinks:
     eprintln!(
         "postgres-cdc kill -9 x{kills} (lines printed after each: {progress:?}): {last_id} committed rows, all in the topic; {duplicates} duplicates in the topic (unconfirmed tail / redone snapshot)"
     );
+}
+
+#[test]
+fn legacy_postgres_subcommand_streams_without_a_config_file() {
+    let Some(pg) = rivven_testkit::require(rivven_testkit::postgres()) else {
+        return;
+    };
+    let db = pg
+        .create_database(&rivven_testkit::unique_name("legacy"))
+        .unwrap();
+    pg.psql(&db, "CREATE TABLE items (id int PRIMARY KEY, name text)")
+        .unwrap();
+    pg.psql(&db, "INSERT INTO items VALUES (1, 'snapshot row')")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.jsonl");
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{}/{db}",
+        pg.user, pg.password, pg.port
+    );
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "postgres",
+            "--connection",
+            &url,
+            "--tables",
+            "items",
+            "--print",
+        ])
+        .arg("--slot")
+        .arg(rivven_testkit::unique_name("legacy_slot"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::from(
+            std::fs::File::create(&out_path).unwrap(),
+        ))
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(dir.path().join("err.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle} never printed; stderr: {}",
+                std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("snapshot row");
+    pg.psql(&db, "INSERT INTO items VALUES (2, 'streamed row')")
+        .unwrap();
+    let text = wait_for("streamed row");
+    assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
+    assert!(child.wait().unwrap().success());
+    let err = std::fs::read_to_string(dir.path().join("err.log")).unwrap();
+    assert!(
+        !err.contains(&pg.password) && !text.contains(&pg.password),
+        "password leaked"
+    );
+    // --broker is refused, not ignored.
+    let refused = std::process::Command::new(bin())
+        .args([
+            "postgres",
+            "--connection",
+            &url,
+            "--broker",
+            "localhost:9092",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("--broker"));
+    assert!(!stderr(&refused).contains(&pg.password));
 }
