@@ -20,6 +20,7 @@ pub mod connector;
 pub mod error;
 pub mod redact;
 pub mod registry;
+pub mod routing;
 pub mod runtime;
 pub mod secret;
 pub mod status;

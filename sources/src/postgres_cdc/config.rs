@@ -2,6 +2,7 @@
 
 use rivven_engine::config::FieldError;
 use rivven_engine::registry::ValidateConfig;
+use rivven_engine::routing::{NormalizationConfig, TopicResolver};
 use rivven_engine::secret::SecretString;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -90,6 +91,9 @@ pub struct PostgresCdcConfig {
     /// Topic per table: a template with `{database}`, `{schema}`, `{table}`.
     #[serde(default)]
     pub topic_routing: Option<String>,
+    /// How `topic_routing` placeholder values are normalized.
+    #[serde(default)]
+    pub normalization: Option<NormalizationConfig>,
     /// Text written for an unchanged TOASTed value the server did not send (text and bytea
     /// columns; other types get null). Use replica identity FULL to get the real value.
     #[serde(default = "default_placeholder")]
@@ -176,21 +180,14 @@ impl ValidateConfig for PostgresCdcConfig {
             }
         }
         if let Some(t) = &self.topic_routing {
-            let mut rest = t.as_str();
-            while let Some(open) = rest.find('{') {
-                let Some(close) = rest[open..].find('}') else {
-                    errors.push(FieldError::new("topic_routing", "unclosed `{`"));
-                    break;
-                };
-                let name = &rest[open + 1..open + close];
-                if !matches!(name, "database" | "schema" | "table") {
-                    errors.push(FieldError::new(
-                        "topic_routing",
-                        format!("unknown placeholder {{{name}}}; use {{database}}, {{schema}}, {{table}}"),
-                    ));
-                }
-                rest = &rest[open + close + 1..];
+            if let Err(e) = TopicResolver::new(t, NormalizationConfig::default()) {
+                errors.push(e);
             }
+        } else if self.normalization.is_some() {
+            errors.push(FieldError::new(
+                "normalization",
+                "applies to topic_routing, which is not set",
+            ));
         }
         if self.status_interval_ms == 0 {
             errors.push(FieldError::new("status_interval_ms", "must be positive"));
@@ -241,12 +238,9 @@ impl PostgresCdcConfig {
             .collect()
     }
 
-    /// The topic for a table under `topic_routing`, if set.
-    pub fn route(&self, schema: &str, table: &str) -> Option<String> {
-        self.topic_routing.as_ref().map(|t| {
-            t.replace("{database}", &self.database)
-                .replace("{schema}", schema)
-                .replace("{table}", table)
-        })
+    /// The resolver of `topic_routing`, if set (validated by `validate`).
+    pub fn resolver(&self) -> Option<TopicResolver> {
+        let t = self.topic_routing.as_ref()?;
+        TopicResolver::new(t, self.normalization.clone().unwrap_or_default()).ok()
     }
 }

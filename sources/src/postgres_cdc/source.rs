@@ -89,6 +89,7 @@ struct Txn {
 /// The `postgres-cdc` source. See the module docs for guarantees.
 pub struct PostgresCdcSource {
     cfg: PostgresCdcConfig,
+    router: Option<rivven_engine::routing::TopicResolver>,
     database: Arc<str>,
     toast: ToastPolicy,
     sql: Option<Client>,
@@ -129,6 +130,7 @@ impl std::fmt::Debug for PostgresCdcSource {
 impl PostgresCdcSource {
     pub fn new(cfg: PostgresCdcConfig) -> Self {
         Self {
+            router: cfg.resolver(),
             database: Arc::from(cfg.database.as_str()),
             toast: ToastPolicy {
                 placeholder: cfg.unavailable_value_placeholder.clone(),
@@ -185,7 +187,9 @@ impl PostgresCdcSource {
     }
 
     fn topic_for(&self, schema: &str, table: &str) -> Option<Arc<str>> {
-        self.cfg.route(schema, table).map(|t| Arc::from(t.as_str()))
+        self.router
+            .as_ref()
+            .map(|r| Arc::from(r.resolve(&self.cfg.database, schema, table).as_str()))
     }
 
     /// Create the slot on the replication connection; returns (consistent point,

@@ -523,17 +523,31 @@ async fn snapshot_under_concurrent_writes_then_stream_reproduces_the_table() {
 #[tokio::test]
 async fn a_restart_resumes_after_the_durable_position() {
     let Some(db) = Db::new() else { return };
-    db.sql("CREATE TABLE r (id int PRIMARY KEY); INSERT INTO r VALUES (1)");
-    let cfg = db.config("tables: [r]\n");
+    db.sql(
+        "CREATE TABLE \"OrderLines\" (id int PRIMARY KEY); INSERT INTO \"OrderLines\" VALUES (1)",
+    );
+    let cfg = db.config(
+        "tables: [OrderLines]\ntopic_routing: \"cdc.{database}.{schema}.{table}\"\n\
+         normalization: {case_conversion: snake_case, strip_prefixes: [cdc_]}\n",
+    );
     let mut src = PostgresCdcSource::new(cfg.clone());
     src.open(None).await.unwrap();
     let mut got = Vec::new();
     collect_until(&mut src, &mut got, |b| rows(b) == 1).await;
-    db.sql("INSERT INTO r VALUES (2); INSERT INTO r VALUES (3)");
+    // Routed and normalized topic: `cdc_<pid>_<n>` loses its `cdc_` prefix.
+    let topic = got[0].topic.as_deref().unwrap().to_string();
+    assert_eq!(
+        topic,
+        format!(
+            "cdc.{}.public.order_lines",
+            db.name.trim_start_matches("cdc_")
+        )
+    );
+    db.sql("INSERT INTO \"OrderLines\" VALUES (2); INSERT INTO \"OrderLines\" VALUES (3)");
     collect_until(&mut src, &mut got, |b| rows(b) == 3).await;
     let durable: Position = got.last().unwrap().position.clone();
     drop(src);
-    db.sql("INSERT INTO r VALUES (4)");
+    db.sql("INSERT INTO \"OrderLines\" VALUES (4)");
     // Restart from the stored position: no snapshot again, no replay of 2 and 3.
     let mut src = PostgresCdcSource::new(cfg);
     src.open(Some(durable)).await.unwrap();
