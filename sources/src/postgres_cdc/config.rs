@@ -49,6 +49,39 @@ pub struct ColumnFilter {
     pub exclude: Vec<String>,
 }
 
+/// Periodic heartbeats: an optional SQL statement run in the captured database (so an
+/// otherwise idle database produces WAL and its slot keeps advancing), an optional event
+/// per heartbeat, and a warning when the stream falls behind.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Seconds between heartbeats (1-3600).
+    #[serde(default = "default_heartbeat_interval")]
+    pub interval_secs: u64,
+    /// Log a warning when the oldest unconfirmed change is older than this.
+    #[serde(default = "default_max_lag")]
+    pub max_lag_secs: u64,
+    /// Emit one heartbeat event per heartbeat to `topic`.
+    #[serde(default)]
+    pub emit_events: bool,
+    /// Topic of heartbeat events (required with `emit_events`).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// SQL run on each heartbeat, e.g.
+    /// `SELECT pg_logical_emit_message(false, 'heartbeat', now()::text)`.
+    #[serde(default)]
+    pub action_query: Option<String>,
+}
+
+fn default_heartbeat_interval() -> u64 {
+    10
+}
+fn default_max_lag() -> u64 {
+    300
+}
+
 /// `postgres-cdc` configuration.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +131,9 @@ pub struct PostgresCdcConfig {
     /// columns; other types get null). Use replica identity FULL to get the real value.
     #[serde(default = "default_placeholder")]
     pub unavailable_value_placeholder: String,
+    /// Heartbeats (disabled by default).
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatConfig>,
     /// Standby status update interval, milliseconds (keep below the server's
     /// `wal_sender_timeout`).
     #[serde(default = "default_status_interval")]
@@ -188,6 +224,23 @@ impl ValidateConfig for PostgresCdcConfig {
                 "normalization",
                 "applies to topic_routing, which is not set",
             ));
+        }
+        if let Some(h) = &self.heartbeat {
+            if !(1..=3600).contains(&h.interval_secs) {
+                errors.push(FieldError::new("heartbeat.interval_secs", "must be 1-3600"));
+            }
+            if h.emit_events && h.topic.as_deref().is_none_or(str::is_empty) {
+                errors.push(FieldError::new(
+                    "heartbeat.topic",
+                    "required when heartbeat.emit_events is true",
+                ));
+            }
+            if !h.enabled && (h.emit_events || h.action_query.is_some()) {
+                errors.push(FieldError::new(
+                    "heartbeat.enabled",
+                    "is false, so emit_events/action_query would never run",
+                ));
+            }
         }
         if self.status_interval_ms == 0 {
             errors.push(FieldError::new("status_interval_ms", "must be positive"));

@@ -116,6 +116,9 @@ pub struct PostgresCdcSource {
     finished: bool,
     /// Set around non-cancel-safe steps; a poll that finds it set reconnects.
     interrupted: bool,
+    last_heartbeat: Instant,
+    /// Commit time (ms) of the oldest decoded change not yet confirmed, for lag warnings.
+    oldest_unconfirmed_ms: Option<i64>,
 }
 
 impl std::fmt::Debug for PostgresCdcSource {
@@ -153,7 +156,65 @@ impl PostgresCdcSource {
             snapshot: None,
             finished: false,
             interrupted: false,
+            last_heartbeat: Instant::now(),
+            oldest_unconfirmed_ms: None,
         }
+    }
+
+    /// The heartbeat settings, when enabled.
+    fn heartbeat(&self) -> Option<&super::config::HeartbeatConfig> {
+        self.cfg.heartbeat.as_ref().filter(|h| h.enabled)
+    }
+
+    /// Run a heartbeat: the action query, a lag check, and an event when configured.
+    async fn beat(&mut self) -> Result<()> {
+        self.last_heartbeat = Instant::now();
+        let Some(h) = self.heartbeat().cloned() else {
+            return Ok(());
+        };
+        if let Some(q) = &h.action_query {
+            self.sql()?
+                .batch_execute(q)
+                .await
+                .map_err(|e| catalog::pg_error("heartbeat.action_query", e))?;
+        }
+        let lag_bytes = self.received.saturating_sub(self.confirmed);
+        let lag_secs = self
+            .oldest_unconfirmed_ms
+            .map_or(0, |t| (now_ms() - t).max(0) / 1000);
+        if lag_secs as u64 > h.max_lag_secs {
+            tracing::warn!(
+                slot = %self.cfg.slot_name,
+                lag_secs,
+                lag_bytes,
+                max_lag_secs = h.max_lag_secs,
+                "postgres-cdc is behind: the oldest unconfirmed change is older than heartbeat.max_lag_secs"
+            );
+        } else {
+            tracing::debug!(slot = %self.cfg.slot_name, lag_bytes, lag_secs, "heartbeat");
+        }
+        if let (true, Some(topic)) = (h.emit_events, &h.topic) {
+            // Only between transactions with nothing pending: its position is then exact.
+            if self.txn.is_none() && self.pending_rows() == 0 {
+                let batch = heartbeat_batch(
+                    &self.cfg.slot_name,
+                    self.received,
+                    self.confirmed,
+                    lag_bytes,
+                )?;
+                self.ready.push_back(SourceBatch {
+                    batch,
+                    position: Pos {
+                        lsn: self.last_commit_end,
+                        snapshot_done: true,
+                    }
+                    .to_position(),
+                    stream: Some(Arc::from("__heartbeat")),
+                    topic: Some(Arc::from(topic.as_str())),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn params(&self, replication: bool) -> ConnectParams {
@@ -434,6 +495,9 @@ impl PostgresCdcSource {
             .await
             .map_err(|e| e.into_error("standby status update"))?;
         self.confirmed = durable;
+        if self.confirmed >= self.last_commit_end {
+            self.oldest_unconfirmed_ms = None;
+        }
         self.last_status = Instant::now();
         Ok(())
     }
@@ -639,6 +703,39 @@ impl PostgresCdcSource {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One heartbeat event: `ts_ms`, `slot`, `received_lsn`, `confirmed_lsn`, `lag_bytes`.
+fn heartbeat_batch(
+    slot: &str,
+    received: u64,
+    confirmed: u64,
+    lag_bytes: u64,
+) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts_ms", rivven_engine::batch::timestamp_ms_utc(), false),
+        Field::new("slot", DataType::Utf8, false),
+        Field::new("received_lsn", DataType::Utf8, false),
+        Field::new("confirmed_lsn", DataType::Utf8, false),
+        Field::new("lag_bytes", DataType::Int64, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(TimestampMillisecondArray::from(vec![now_ms()]).with_timezone("UTC")),
+        Arc::new(StringArray::from(vec![slot])),
+        Arc::new(StringArray::from(vec![format_lsn(received)])),
+        Arc::new(StringArray::from(vec![format_lsn(confirmed)])),
+        Arc::new(Int64Array::from(vec![lag_bytes as i64])),
+    ];
+    arrow::array::RecordBatch::try_new(schema, cols)
+        .map_err(|e| Error::internal(format!("heartbeat event: {e}")))
+}
+
 /// Whether the snapshot selects a column as `::text`: text-shaped kinds whose binary
 /// form is not already their text (uuid, inet, enums, jsonb, arrays, unconstrained
 /// numeric, ...). Raw string types keep their binary form, which is their exact text
@@ -816,10 +913,23 @@ impl Source for PostgresCdcSource {
                 return Ok(Some(b));
             }
             let committed_rows = self.txn.is_none() && self.pending_rows() > 0;
+            if let Some(h) = self.heartbeat() {
+                if self.txn.is_none()
+                    && self.last_heartbeat.elapsed() >= Duration::from_secs(h.interval_secs)
+                {
+                    self.beat().await?;
+                    continue;
+                }
+            }
+            let next_beat = self.heartbeat().map_or(Duration::MAX, |h| {
+                Duration::from_secs(h.interval_secs).saturating_sub(self.last_heartbeat.elapsed())
+            });
             let wait = if committed_rows {
                 Duration::ZERO
             } else {
-                status_every.saturating_sub(self.last_status.elapsed())
+                status_every
+                    .saturating_sub(self.last_status.elapsed())
+                    .min(next_beat)
             };
             let repl = self.repl()?;
             match tokio::time::timeout(wait, repl.recv()).await {

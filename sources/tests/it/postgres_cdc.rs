@@ -564,3 +564,54 @@ async fn a_restart_resumes_after_the_durable_position() {
     ));
     assert_eq!(confirmed.trim(), "t");
 }
+
+#[tokio::test]
+async fn heartbeats_run_the_action_query_emit_events_and_let_an_idle_slot_advance() {
+    let Some(db) = Db::new() else { return };
+    db.sql("CREATE TABLE h (id int PRIMARY KEY)");
+    let cfg = db.config(
+        "tables: [h]\nsnapshot_mode: no_data\nstatus_interval_ms: 200\nheartbeat:\n  enabled: true\n  \
+         interval_secs: 1\n  emit_events: true\n  topic: hb\n  \
+         action_query: \"SELECT pg_logical_emit_message(false, 'heartbeat', now()::text)\"\n",
+    );
+    let slot = cfg.slot_name.clone();
+    let mut src = PostgresCdcSource::new(cfg);
+    src.open(None).await.unwrap();
+    let start_lsn = db.sql(&format!(
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    ));
+    let mut got = Vec::new();
+    collect_until(&mut src, &mut got, |b| {
+        b.iter()
+            .filter(|x| x.topic.as_deref() == Some("hb"))
+            .count()
+            >= 3
+    })
+    .await;
+    let hb = got
+        .iter()
+        .find(|b| b.topic.as_deref() == Some("hb"))
+        .unwrap();
+    let schema = hb.batch.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ts_ms",
+            "slot",
+            "received_lsn",
+            "confirmed_lsn",
+            "lag_bytes"
+        ]
+    );
+    // The action query made WAL in this idle database and the slot moved past it.
+    let advanced = db.sql(&format!(
+        "SELECT confirmed_flush_lsn > '{}'::pg_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'",
+        start_lsn.trim()
+    ));
+    assert_eq!(
+        advanced.trim(),
+        "t",
+        "slot did not advance from {start_lsn}"
+    );
+}
