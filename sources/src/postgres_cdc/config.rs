@@ -131,6 +131,10 @@ pub struct PostgresCdcConfig {
     /// columns; other types get null). Use replica identity FULL to get the real value.
     #[serde(default = "default_placeholder")]
     pub unavailable_value_placeholder: String,
+    /// Use pgoutput protocol 2 streaming of large in-progress transactions (PostgreSQL
+    /// 14+): they are buffered here until they commit, not spilled to disk on the server.
+    #[serde(default = "yes")]
+    pub streaming: bool,
     /// Heartbeats (disabled by default).
     #[serde(default)]
     pub heartbeat: Option<HeartbeatConfig>,
@@ -157,6 +161,9 @@ fn default_publication() -> String {
 }
 fn default_placeholder() -> String {
     "__debezium_unavailable_value".into()
+}
+fn yes() -> bool {
+    true
 }
 fn default_status_interval() -> u64 {
     10_000

@@ -119,6 +119,13 @@ pub struct PostgresCdcSource {
     last_heartbeat: Instant,
     /// Commit time (ms) of the oldest decoded change not yet confirmed, for lag warnings.
     oldest_unconfirmed_ms: Option<i64>,
+    /// Whether protocol 2 streaming was negotiated.
+    streaming: bool,
+    /// The top-level xid of the open Stream Start block, if any.
+    stream_xid: Option<u32>,
+    /// Buffered messages of in-progress streamed transactions: top-level xid →
+    /// (subtransaction xid, message), in arrival order.
+    streamed: HashMap<u32, Vec<(u32, PgOutput)>>,
 }
 
 impl std::fmt::Debug for PostgresCdcSource {
@@ -158,6 +165,9 @@ impl PostgresCdcSource {
             interrupted: false,
             last_heartbeat: Instant::now(),
             oldest_unconfirmed_ms: None,
+            streaming: false,
+            stream_xid: None,
+            streamed: HashMap::new(),
         }
     }
 
@@ -286,16 +296,27 @@ impl PostgresCdcSource {
     async fn start_streaming(&mut self, from: u64) -> Result<()> {
         let slot = self.cfg.slot_name.clone();
         let publication = quote_ident(&self.cfg.publication);
+        // Protocol 2 with streaming (PostgreSQL 14+): large in-progress transactions are
+        // sent before they commit and buffered here, instead of spilling on the server.
+        let server_version = self
+            .repl()?
+            .param("server_version")
+            .and_then(|v| v.split(['.', ' ']).next()?.parse::<u32>().ok())
+            .unwrap_or(0);
+        self.streaming = self.cfg.streaming && server_version >= 14;
+        let mut options = vec![
+            (
+                "proto_version",
+                if self.streaming { "2" } else { "1" }.to_string(),
+            ),
+            ("publication_names", publication),
+        ];
+        if self.streaming {
+            options.push(("streaming", "on".to_string()));
+        }
         self.interrupted = true;
         self.repl()?
-            .start_replication(
-                &slot,
-                from,
-                &[
-                    ("proto_version", "1".into()),
-                    ("publication_names", publication),
-                ],
-            )
+            .start_replication(&slot, from, &options)
             .await
             .map_err(|e| match e.code() {
                 Some(sqlstate::OBJECT_IN_USE) => Error::connect(format!(
@@ -390,9 +411,68 @@ impl PostgresCdcSource {
             | PgOutput::StreamCommit { .. }
             | PgOutput::StreamAbort { .. } => {
                 return Err(Error::internal(
-                    "streamed transaction messages arrived without streaming being requested",
+                    "streamed transaction message outside the stream handler",
                 ))
             }
+        }
+        Ok(())
+    }
+
+    /// Route a message: streamed (in-progress) transactions are buffered per top-level
+    /// xid until their Stream Commit, then replayed as an ordinary transaction; a Stream
+    /// Abort drops the transaction or one of its subtransactions.
+    fn dispatch(&mut self, msg: PgOutput, max_rows: usize) -> Result<()> {
+        match msg {
+            PgOutput::StreamStart { xid, .. } => {
+                self.stream_xid = Some(xid);
+                self.streamed.entry(xid).or_default();
+            }
+            PgOutput::StreamStop => self.stream_xid = None,
+            PgOutput::StreamAbort { xid, sub_xid } => {
+                if sub_xid == xid {
+                    self.streamed.remove(&xid);
+                } else if let Some(buf) = self.streamed.get_mut(&xid) {
+                    buf.retain(|(x, _)| *x != sub_xid);
+                }
+            }
+            PgOutput::StreamCommit {
+                xid,
+                end_lsn,
+                commit_time_us,
+                ..
+            } => {
+                let buffered = self.streamed.remove(&xid).unwrap_or_default();
+                self.handle(
+                    PgOutput::Begin {
+                        final_lsn: end_lsn,
+                        commit_time_us,
+                        xid,
+                    },
+                    max_rows,
+                )?;
+                for (_, m) in buffered {
+                    self.handle(m, max_rows)?;
+                }
+                self.handle(
+                    PgOutput::Commit {
+                        commit_lsn: end_lsn,
+                        end_lsn,
+                        commit_time_us,
+                    },
+                    max_rows,
+                )?;
+            }
+            PgOutput::Relation { relation, .. } if self.stream_xid.is_some() => {
+                // Needed to decode what follows, in this stream and outside it.
+                self.on_relation(relation)?;
+            }
+            other => match self.stream_xid {
+                Some(top) => {
+                    let sub = stream_message_xid(&other).unwrap_or(top);
+                    self.streamed.entry(top).or_default().push((sub, other));
+                }
+                None => self.handle(other, max_rows)?,
+            },
         }
         Ok(())
     }
@@ -703,6 +783,20 @@ impl PostgresCdcSource {
     }
 }
 
+/// The (sub)transaction xid a streamed data message carries.
+fn stream_message_xid(m: &PgOutput) -> Option<u32> {
+    match m {
+        PgOutput::Insert { xid, .. }
+        | PgOutput::Update { xid, .. }
+        | PgOutput::Delete { xid, .. }
+        | PgOutput::Truncate { xid, .. }
+        | PgOutput::Relation { xid, .. }
+        | PgOutput::Type { xid, .. }
+        | PgOutput::Message { xid, .. } => *xid,
+        _ => None,
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -962,8 +1056,8 @@ impl Source for PostgresCdcSource {
                 }
                 Ok(Ok(ReplicationMessage::XLogData { wal_end, data, .. })) => {
                     self.received = self.received.max(wal_end);
-                    let msg =
-                        pgoutput::decode(data, false).map_err(|e| Error::data(e.to_string()))?;
+                    let msg = pgoutput::decode(data, self.stream_xid.is_some())
+                        .map_err(|e| Error::data(e.to_string()))?;
                     if let PgOutput::Relation { relation, .. } = &msg {
                         if relation.columns.iter().any(|c| {
                             c.type_oid >= 16384
@@ -976,7 +1070,7 @@ impl Source for PostgresCdcSource {
                             self.interrupted = false;
                         }
                     }
-                    self.handle(msg, max_rows)?;
+                    self.dispatch(msg, max_rows)?;
                 }
             }
         }

@@ -615,3 +615,68 @@ async fn heartbeats_run_the_action_query_emit_events_and_let_an_idle_slot_advanc
         "slot did not advance from {start_lsn}"
     );
 }
+
+#[tokio::test]
+async fn streamed_in_progress_transactions_commit_abort_and_subtransaction_rollback() {
+    let Some(db) = Db::new() else { return };
+    // A tiny decoding memory makes the server stream these transactions before commit.
+    db.sql(&format!(
+        "ALTER DATABASE \"{}\" SET logical_decoding_work_mem = '64kB'",
+        db.name
+    ));
+    db.sql("CREATE TABLE s (id int PRIMARY KEY, pad text)");
+    let cfg = db.config("tables: [s]\nsnapshot_mode: no_data\n");
+    let slot = cfg.slot_name.clone();
+    let mut src = PostgresCdcSource::new(cfg);
+    src.open(None).await.unwrap();
+    let script = db.sql_bg(
+        "BEGIN;
+         INSERT INTO s SELECT g, repeat('p', 200) FROM generate_series(1, 3000) g;
+         SAVEPOINT sp;
+         INSERT INTO s SELECT g, repeat('q', 200) FROM generate_series(3001, 6000) g;
+         ROLLBACK TO SAVEPOINT sp;
+         INSERT INTO s SELECT g, repeat('r', 200) FROM generate_series(6001, 6500) g;
+         COMMIT;
+         BEGIN;
+         INSERT INTO s SELECT g, repeat('x', 200) FROM generate_series(10001, 15000) g;
+         ROLLBACK;
+         INSERT INTO s VALUES (20000, 'last');",
+    );
+    let mut got = Vec::new();
+    collect_until(&mut src, &mut got, |b| {
+        b.iter().any(|x| {
+            let after = image(&x.batch, "after");
+            let id = after
+                .column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int32Type>();
+            (0..id.len()).any(|i| id.value(i) == 20000)
+        })
+    })
+    .await;
+    script.join().unwrap();
+    let mut state = BTreeMap::new();
+    apply(&mut state, &got);
+    let ids: Vec<i32> = state.keys().map(|k| k.parse().unwrap()).collect();
+    let want: Vec<i32> = (1..=3000).chain(6001..=6500).chain([20000]).collect();
+    let mut ids_sorted = ids.clone();
+    ids_sorted.sort();
+    assert_eq!(
+        ids_sorted.len(),
+        want.len(),
+        "committed rows only, exactly once"
+    );
+    assert_eq!(ids_sorted, want);
+    assert_eq!(
+        rows(&got),
+        want.len(),
+        "no aborted or rolled-back row was emitted"
+    );
+    let streamed = db.sql(&format!(
+        "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = '{slot}'"
+    ));
+    assert!(
+        streamed.trim().parse::<i64>().unwrap_or(0) > 0,
+        "the server did not stream (stream_txns = {streamed:?})"
+    );
+}
