@@ -359,6 +359,72 @@ pub struct Postgres {
     /// Directory holding `psql`, `pg_recvlogical`, ... of the same version.
     pub bin_dir: PathBuf,
     pub version: String,
+    /// TLS is on (`ssl=on`, plain connections still accepted): the PEM of the CA that
+    /// signed the server certificate, whose only name is `DNS:localhost` (so checking the
+    /// host name fails when connecting to `127.0.0.1`). `None` without openssl.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Make a CA and a server certificate for `localhost` in `dir` with the openssl CLI;
+/// returns (CA cert, server cert, server key).
+fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let openssl =
+        |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir)).map(|_| ());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=rivven-test-ca",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+    ])?;
+    Ok((
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    ))
 }
 
 impl Postgres {
@@ -404,6 +470,18 @@ impl Postgres {
                 cmd.uid(uid).gid(gid);
             }
         };
+        let certs = make_certs(&dir).ok();
+        if let (Some((_, crt, key)), Some((uid, gid))) = (&certs, ids) {
+            for p in [crt, key] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(|e| Unavailable::new(svc.name(), format!("chown: {e}")))?;
+            }
+        }
+        if let Some((_, _, key)) = &certs {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Unavailable::new(svc.name(), format!("chmod: {e}")))?;
+        }
         let data = dir.join("data");
         let mut initdb = Command::new(bin_dir.join("initdb"));
         initdb
@@ -433,8 +511,16 @@ impl Postgres {
         ] {
             cmd.arg("-c").arg(format!("{k}={v}"));
         }
+        if let Some((_, crt, key)) = &certs {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", crt.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
         as_user(&mut cmd);
         let pg = Postgres {
+            ca_cert: certs.as_ref().map(|c| c.0.clone()),
             host: "127.0.0.1".into(),
             port,
             user: "postgres".into(),

@@ -1,7 +1,7 @@
 //! The ordinary SQL connection (tokio-postgres): server checks, publication and slot
 //! management, the type catalog, table shapes, and snapshot reads.
 
-use super::config::PostgresCdcConfig;
+use super::config::{PostgresCdcConfig, SslMode};
 use super::conn::quote_ident;
 use super::pgoutput::{Relation, RelationColumn};
 use super::types::TypeCatalog;
@@ -25,7 +25,16 @@ pub fn pg_error(context: &str, e: tokio_postgres::Error) -> Error {
             db.code().code(),
             db.message()
         ),
-        None => format!("{context}: {e}"),
+        None => {
+            // The cause chain says why (e.g. which certificate check failed).
+            let mut m = format!("{context}: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                m.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            m
+        }
     };
     match e.as_db_error().map(|d| d.code().code()) {
         // Authentication: the user's to fix.
@@ -57,17 +66,35 @@ pub async fn connect(cfg: &PostgresCdcConfig) -> Result<Client> {
     if let Some(p) = &cfg.password {
         c.password(p.expose());
     }
-    let (client, connection) = c.connect(NoTls).await.map_err(|e| {
-        pg_error(
-            &format!("connect to {}:{}/{}", cfg.host, cfg.port, cfg.database),
-            e,
-        )
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres SQL connection ended");
+    let context = format!("connect to {}:{}/{}", cfg.host, cfg.port, cfg.database);
+    let client = match super::tls::client_config(cfg.sslmode, cfg.sslrootcert.as_deref())? {
+        None => {
+            let (client, connection) = c.connect(NoTls).await.map_err(|e| pg_error(&context, e))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "postgres SQL connection ended");
+                }
+            });
+            client
         }
-    });
+        Some(config) => {
+            c.ssl_mode(if cfg.sslmode == SslMode::Prefer {
+                tokio_postgres::config::SslMode::Prefer
+            } else {
+                tokio_postgres::config::SslMode::Require
+            });
+            let (client, connection) = c
+                .connect(super::tls::MakeRustls { config })
+                .await
+                .map_err(|e| pg_error(&context, e))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "postgres SQL connection ended");
+                }
+            });
+            client
+        }
+    };
     client
         .batch_execute(SESSION_SETTINGS)
         .await
@@ -239,13 +266,25 @@ pub async fn slot_state(
     Ok(Some((row.get(0), row.get(1))))
 }
 
-/// Drop the slot (it must not be active).
+/// Drop the slot. A slot still held by a session that is going away (ours, just closed,
+/// or a killed predecessor's) is waited for, up to 10 s.
 pub async fn drop_slot(client: &Client, slot: &str) -> Result<()> {
-    client
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await
-        .map_err(|e| pg_error(&format!("drop slot {slot}"), e))?;
-    Ok(())
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.as_db_error().is_some_and(|d| d.code().code() == "55006")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(pg_error(&format!("drop slot {slot}"), e)),
+        }
+    }
 }
 
 /// Each unmet prerequisite, as one message.

@@ -99,9 +99,12 @@ pub struct PostgresCdcConfig {
     /// Password (use `${VAR}` substitution; never logged).
     #[serde(default)]
     pub password: Option<SecretString>,
-    /// TLS mode: disable, prefer, require, verify-ca, verify-full.
+    /// TLS mode: disable, prefer, require, verify-ca, verify-full (as libpq).
     #[serde(default)]
     pub sslmode: SslMode,
+    /// PEM file of the certificate authorities to trust (default: the system roots).
+    #[serde(default)]
+    pub sslrootcert: Option<std::path::PathBuf>,
     /// Logical replication slot; created when absent.
     #[serde(default = "default_slot")]
     pub slot_name: String,
@@ -194,11 +197,18 @@ impl ValidateConfig for PostgresCdcConfig {
                 "must be a non-empty name without quotes",
             ));
         }
-        if self.sslmode != SslMode::Disable {
-            errors.push(FieldError::new(
-                "sslmode",
-                "TLS is not available in this build yet; only `disable` is accepted",
-            ));
+        if let Some(p) = &self.sslrootcert {
+            if self.sslmode == SslMode::Disable {
+                errors.push(FieldError::new(
+                    "sslrootcert",
+                    "is set but sslmode is disable",
+                ));
+            } else if !p.is_file() {
+                errors.push(FieldError::new(
+                    "sslrootcert",
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
         }
         for (i, t) in self.tables.iter().enumerate() {
             if t.is_empty() || t.split('.').count() > 2 {

@@ -32,6 +32,9 @@ pub struct ConnectParams {
     pub options: String,
     /// A replication (walsender) session, or an ordinary one (snapshot reads).
     pub replication: bool,
+    /// TLS: the rustls configuration, and whether a server without TLS is accepted
+    /// (`sslmode=prefer`). `None`: plain TCP.
+    pub tls: Option<(std::sync::Arc<rustls::ClientConfig>, bool)>,
     pub connect_timeout: Duration,
 }
 
@@ -88,6 +91,8 @@ pub enum ConnError {
     Io(std::io::Error),
     Server(ServerError),
     Protocol(String),
+    /// TLS negotiation or certificate verification failed.
+    Tls(String),
 }
 
 impl std::fmt::Display for ConnError {
@@ -96,6 +101,7 @@ impl std::fmt::Display for ConnError {
             ConnError::Io(e) => write!(f, "I/O: {e}"),
             ConnError::Server(e) => write!(f, "{e}"),
             ConnError::Protocol(m) => write!(f, "protocol: {m}"),
+            ConnError::Tls(m) => write!(f, "TLS: {m}"),
         }
     }
 }
@@ -121,6 +127,7 @@ impl ConnError {
             }
             ConnError::Server(_) => Error::connect(msg),
             ConnError::Protocol(_) => Error::internal(msg),
+            ConnError::Tls(_) => Error::config(msg),
         }
     }
 }
@@ -202,7 +209,31 @@ impl ReplicationConnection {
             ))
         })??;
         tcp.set_nodelay(true)?;
-        Self::start(Box::new(tcp), p).await
+        let Some((config, allow_plain)) = &p.tls else {
+            return Self::start(Box::new(tcp), p).await;
+        };
+        // SSLRequest: the server answers one byte, `S` (go ahead) or `N`.
+        let mut tcp = tcp;
+        let mut req = BytesMut::new();
+        frontend::ssl_request(&mut req);
+        tcp.write_all(&req).await?;
+        let answer = tcp.read_u8().await?;
+        match answer {
+            b'S' => {
+                let name = rustls::pki_types::ServerName::try_from(p.host.clone())
+                    .map_err(|e| protocol(format!("TLS server name {:?}: {e}", p.host)))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ConnError::Tls(e.to_string()))?;
+                Self::start(Box::new(tls), p).await
+            }
+            b'N' if *allow_plain => Self::start(Box::new(tcp), p).await,
+            b'N' => Err(ConnError::Tls(
+                "the server does not support TLS (sslmode requires it)".into(),
+            )),
+            other => Err(protocol(format!("unexpected SSLRequest answer {other}"))),
+        }
     }
 
     /// Run the startup and authentication exchange over `io`.

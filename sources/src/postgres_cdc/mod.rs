@@ -1,12 +1,15 @@
 //! `postgres-cdc`: PostgreSQL logical replication (pgoutput) decoded straight into Arrow.
 //!
 //! **Reads** the tables of a publication: first their rows (a snapshot, `op = "r"`) read
-//! with `COPY` inside the snapshot exported by the replication slot's creation, then every
+//! with binary `COPY` inside the snapshot exported by the replication slot's creation,
+//! decoded from the wire buffer straight into Arrow builders, then every
 //! committed insert (`c`), update (`u`), delete (`d`) and truncate (`t`) from the slot over
 //! the streaming replication protocol (`START_REPLICATION ... LOGICAL`, pgoutput protocol
-//! version 1). The replication connection is this crate's own protocol client (startup,
-//! SCRAM-SHA-256 / MD5 / password authentication, CopyBoth framing, standby status
-//! updates); an ordinary tokio-postgres connection runs catalog queries and the snapshot.
+//! version 2 with streaming of large in-progress transactions on PostgreSQL 14+, else 1).
+//! The replication and snapshot sessions use this crate's own protocol client (startup,
+//! TLS via rustls with libpq's `sslmode`s, SCRAM-SHA-256 / MD5 / password
+//! authentication, CopyBoth and binary COPY OUT framing, standby status updates); an
+//! ordinary tokio-postgres session runs catalog queries.
 //!
 //! **Writes** batches in the canonical change-event schema (`op`, `before`, `after`,
 //! `source`, `ts_ms`), one stream per table (`schema.table`), to the source's topic or to
@@ -51,6 +54,7 @@ pub mod conn;
 pub mod events;
 pub mod pgoutput;
 pub mod source;
+pub mod tls;
 pub mod types;
 
 pub use config::{PostgresCdcConfig, SnapshotMode};

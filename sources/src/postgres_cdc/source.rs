@@ -66,8 +66,9 @@ struct Copy {
 }
 
 struct Snapshot {
-    /// The session holding the exported snapshot (REPEATABLE READ transaction).
-    conn: ReplicationConnection,
+    /// The session holding the exported snapshot (REPEATABLE READ transaction); lent to
+    /// a transition task while one runs.
+    conn: Option<ReplicationConnection>,
     consistent_point: u64,
     pending: VecDeque<(String, String)>,
     copy: Option<Copy>,
@@ -92,7 +93,7 @@ pub struct PostgresCdcSource {
     router: Option<rivven_engine::routing::TopicResolver>,
     database: Arc<str>,
     toast: ToastPolicy,
-    sql: Option<Client>,
+    sql: Option<Arc<Client>>,
     repl: Option<ReplicationConnection>,
     catalog: TypeCatalog,
     /// Captured relations (by OID) and their accumulating events.
@@ -114,7 +115,8 @@ pub struct PostgresCdcSource {
     last_status: Instant,
     snapshot: Option<Snapshot>,
     finished: bool,
-    /// Set around non-cancel-safe steps; a poll that finds it set reconnects.
+    /// Set when a row failed to decode mid-way (builders hold a partial row): the
+    /// source must be reopened.
     interrupted: bool,
     last_heartbeat: Instant,
     /// Commit time (ms) of the oldest decoded change not yet confirmed, for lag warnings.
@@ -126,6 +128,19 @@ pub struct PostgresCdcSource {
     /// Buffered messages of in-progress streamed transactions: top-level xid →
     /// (subtransaction xid, message), in arrival order.
     streamed: HashMap<u32, Vec<(u32, PgOutput)>>,
+    /// A snapshot step that awaits the server, run as a task so that a cancelled poll
+    /// (the runtime drops polls on every acknowledgement and linger timeout) resumes it.
+    transition: Option<Transition>,
+    /// A Relation message held back while the type catalog is reloaded.
+    deferred: Option<PgOutput>,
+}
+
+/// Snapshot steps that run as tasks; their connections come back when they finish.
+enum Transition {
+    StartCopy(tokio::task::JoinHandle<Result<(ReplicationConnection, Copy)>>),
+    /// Ends the snapshot transaction, then starts streaming on the replication
+    /// connection (returned with whether protocol streaming is on), or drops the slot.
+    Finish(tokio::task::JoinHandle<Result<Option<(ReplicationConnection, bool)>>>),
 }
 
 impl std::fmt::Debug for PostgresCdcSource {
@@ -168,6 +183,8 @@ impl PostgresCdcSource {
             streaming: false,
             stream_xid: None,
             streamed: HashMap::new(),
+            transition: None,
+            deferred: None,
         }
     }
 
@@ -227,8 +244,11 @@ impl PostgresCdcSource {
         Ok(())
     }
 
-    fn params(&self, replication: bool) -> ConnectParams {
-        ConnectParams {
+    fn params(&self, replication: bool) -> Result<ConnectParams> {
+        let tls = super::tls::client_config(self.cfg.sslmode, self.cfg.sslrootcert.as_deref())?
+            .map(|c| (c, self.cfg.sslmode == super::config::SslMode::Prefer));
+        Ok(ConnectParams {
+            tls,
             replication,
             host: self.cfg.host.clone(),
             port: self.cfg.port,
@@ -238,12 +258,18 @@ impl PostgresCdcSource {
             application_name: format!("rivven-connect:{}", self.cfg.slot_name),
             options: SESSION_OPTIONS.to_string(),
             connect_timeout: Duration::from_millis(self.cfg.connect_timeout_ms),
-        }
+        })
     }
 
     fn sql(&self) -> Result<&Client> {
         self.sql
-            .as_ref()
+            .as_deref()
+            .ok_or_else(|| Error::internal("postgres-cdc: used before open"))
+    }
+
+    fn sql_arc(&self) -> Result<Arc<Client>> {
+        self.sql
+            .clone()
             .ok_or_else(|| Error::internal("postgres-cdc: used before open"))
     }
 
@@ -294,41 +320,16 @@ impl PostgresCdcSource {
     }
 
     async fn start_streaming(&mut self, from: u64) -> Result<()> {
-        let slot = self.cfg.slot_name.clone();
-        let publication = quote_ident(&self.cfg.publication);
-        // Protocol 2 with streaming (PostgreSQL 14+): large in-progress transactions are
-        // sent before they commit and buffered here, instead of spilling on the server.
-        let server_version = self
-            .repl()?
-            .param("server_version")
-            .and_then(|v| v.split(['.', ' ']).next()?.parse::<u32>().ok())
-            .unwrap_or(0);
-        self.streaming = self.cfg.streaming && server_version >= 14;
-        let mut options = vec![
-            (
-                "proto_version",
-                if self.streaming { "2" } else { "1" }.to_string(),
-            ),
-            ("publication_names", publication),
-        ];
-        if self.streaming {
-            options.push(("streaming", "on".to_string()));
-        }
-        self.interrupted = true;
-        self.repl()?
-            .start_replication(&slot, from, &options)
-            .await
-            .map_err(|e| match e.code() {
-                Some(sqlstate::OBJECT_IN_USE) => Error::connect(format!(
-                    "replication slot {slot} is in use by another process: {e}"
-                )),
-                _ => e.into_error(&format!("start replication on slot {slot}")),
-            })?;
-        self.interrupted = false;
+        let cfg = self.cfg.clone();
+        self.streaming = start_replication_on(self.repl()?, &cfg, from).await?;
+        self.streaming_started(from);
+        Ok(())
+    }
+
+    fn streaming_started(&mut self, from: u64) {
         self.last_commit_end = from;
         self.last_status = Instant::now();
-        tracing::info!(slot = %slot, from = %format_lsn(from), "streaming changes");
-        Ok(())
+        tracing::info!(slot = %self.cfg.slot_name, from = %format_lsn(from), "streaming changes");
     }
 
     /// Flush the accumulating relation's events into `ready` with position `lsn`.
@@ -585,14 +586,76 @@ impl PostgresCdcSource {
     /// Next snapshot batch, or `None` once the snapshot is complete.
     async fn poll_snapshot(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
         loop {
-            let Some(snap) = self.snapshot.as_mut() else {
-                return Ok(None);
-            };
-            if snap.copy.is_none() {
-                let Some((schema, table)) = snap.pending.front().cloned() else {
-                    return self.finish_snapshot().await;
+            if let Some(t) = self.transition.as_mut() {
+                let joined = |e: tokio::task::JoinError| {
+                    Error::internal(format!("postgres-cdc snapshot step: {e}"))
                 };
-                self.start_table_copy(&schema, &table).await?;
+                match t {
+                    Transition::StartCopy(h) => {
+                        let r = h.await.map_err(joined);
+                        self.transition = None;
+                        let (conn, copy) = r??;
+                        let snap = self
+                            .snapshot
+                            .as_mut()
+                            .ok_or_else(|| Error::internal("snapshot"))?;
+                        snap.conn = Some(conn);
+                        snap.pending.pop_front();
+                        snap.copy = Some(copy);
+                        continue;
+                    }
+                    Transition::Finish(h) => {
+                        let r = h.await.map_err(joined);
+                        self.transition = None;
+                        let snap = self
+                            .snapshot
+                            .take()
+                            .ok_or_else(|| Error::internal("snapshot"))?;
+                        tracing::info!(rows = snap.rows, "snapshot complete");
+                        match r?? {
+                            Some((repl, streaming)) => {
+                                self.repl = Some(repl);
+                                self.streaming = streaming;
+                                self.streaming_started(snap.consistent_point);
+                            }
+                            None => self.finished = true,
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+            let snap = self
+                .snapshot
+                .as_mut()
+                .ok_or_else(|| Error::internal("snapshot"))?;
+            if snap.copy.is_none() {
+                let conn = snap
+                    .conn
+                    .take()
+                    .ok_or_else(|| Error::internal("snapshot connection in use"))?;
+                let next = snap.pending.front().cloned();
+                let cp = snap.consistent_point;
+                let task = match next {
+                    Some((schema, table)) => {
+                        let job = CopyJob {
+                            sql: self.sql_arc()?,
+                            topic: self.topic_for(&schema, &table),
+                            cfg: self.cfg.clone(),
+                            catalog: self.catalog.clone(),
+                            database: self.database.clone(),
+                            schema,
+                            table,
+                        };
+                        Transition::StartCopy(tokio::spawn(job.start(conn)))
+                    }
+                    None => {
+                        let repl = self.repl.take();
+                        let cfg = self.cfg.clone();
+                        let sql = self.sql_arc()?;
+                        Transition::Finish(tokio::spawn(finish_snapshot(conn, repl, sql, cfg, cp)))
+                    }
+                };
+                self.transition = Some(task);
                 continue;
             }
             let snap = self
@@ -614,7 +677,7 @@ impl PostgresCdcSource {
             };
             let done_pos = Pos {
                 lsn: cp,
-                snapshot_done: last_table && self.cfg.snapshot_mode != SnapshotMode::InitialOnly,
+                snapshot_done: last_table,
             };
             loop {
                 if copy.events.len() >= max_rows {
@@ -638,6 +701,8 @@ impl PostgresCdcSource {
                 }
                 let data = snap
                     .conn
+                    .as_mut()
+                    .ok_or_else(|| Error::internal("snapshot connection in use"))?
                     .copy_data()
                     .await
                     .map_err(|e| e.into_error("snapshot COPY"))?;
@@ -697,11 +762,25 @@ impl PostgresCdcSource {
             }
         }
     }
+}
 
-    /// Start `COPY ... TO STDOUT (FORMAT binary)` of one table on the snapshot session.
-    async fn start_table_copy(&mut self, schema: &str, table: &str) -> Result<()> {
-        self.interrupted = true;
-        let relation = catalog::relation(self.sql()?, schema, table).await?;
+/// What a task needs to start copying one table.
+struct CopyJob {
+    sql: Arc<Client>,
+    topic: Option<Arc<str>>,
+    cfg: PostgresCdcConfig,
+    catalog: TypeCatalog,
+    database: Arc<str>,
+    schema: String,
+    table: String,
+}
+
+impl CopyJob {
+    /// Read the table's shape, then start `COPY ... TO STDOUT (FORMAT binary)` of its kept
+    /// columns on the snapshot session.
+    async fn start(self, mut conn: ReplicationConnection) -> Result<(ReplicationConnection, Copy)> {
+        let (schema, table) = (&self.schema, &self.table);
+        let relation = catalog::relation(&self.sql, schema, table).await?;
         let keep = self.cfg.kept_columns(
             schema,
             table,
@@ -737,50 +816,79 @@ impl PostgresCdcSource {
             &self.catalog,
             self.database.clone(),
         );
-        let topic = self.topic_for(schema, table);
-        let snap = self
-            .snapshot
-            .as_mut()
-            .ok_or_else(|| Error::internal("snapshot"))?;
-        snap.conn
-            .copy_out(&stmt)
+        conn.copy_out(&stmt)
             .await
             .map_err(|e| e.into_error(&format!("snapshot {schema}.{table}")))?;
-        snap.pending.pop_front();
-        snap.copy = Some(Copy {
-            events,
-            carry: BytesMut::new(),
-            header_done: false,
-            fields: Vec::with_capacity(n),
-            topic,
-            stream_name: Self::stream_name(schema, table),
-        });
-        self.interrupted = false;
         tracing::info!(table = %format!("{schema}.{table}"), "snapshot of table started");
-        Ok(())
+        Ok((
+            conn,
+            Copy {
+                events,
+                carry: BytesMut::new(),
+                header_done: false,
+                fields: Vec::with_capacity(n),
+                topic: self.topic,
+                stream_name: PostgresCdcSource::stream_name(schema, table),
+            },
+        ))
     }
+}
 
-    /// Every table read: end the snapshot transaction, then stream (or stop).
-    async fn finish_snapshot(&mut self) -> Result<Option<SourceBatch>> {
-        let Some(mut snap) = self.snapshot.take() else {
-            return Ok(None);
-        };
-        self.interrupted = true;
-        snap.conn
-            .simple_query("COMMIT")
-            .await
-            .map_err(|e| e.into_error("end snapshot transaction"))?;
-        tracing::info!(rows = snap.rows, "snapshot complete");
-        if self.cfg.snapshot_mode == SnapshotMode::InitialOnly {
-            self.repl = None;
-            catalog::drop_slot(self.sql()?, &self.cfg.slot_name).await?;
-            self.finished = true;
-            self.interrupted = false;
-            return Ok(None);
-        }
-        self.start_streaming(snap.consistent_point).await?;
-        Ok(None)
+/// End the snapshot transaction; then start streaming from the consistent point on the
+/// replication connection, or (initial_only) close it and drop the slot.
+async fn finish_snapshot(
+    mut conn: ReplicationConnection,
+    repl: Option<ReplicationConnection>,
+    sql: Arc<Client>,
+    cfg: PostgresCdcConfig,
+    consistent_point: u64,
+) -> Result<Option<(ReplicationConnection, bool)>> {
+    conn.simple_query("COMMIT")
+        .await
+        .map_err(|e| e.into_error("end snapshot transaction"))?;
+    drop(conn);
+    if cfg.snapshot_mode == SnapshotMode::InitialOnly {
+        drop(repl);
+        catalog::drop_slot(&sql, &cfg.slot_name).await?;
+        return Ok(None);
     }
+    let mut repl = repl.ok_or_else(|| Error::internal("replication connection missing"))?;
+    let streaming = start_replication_on(&mut repl, &cfg, consistent_point).await?;
+    Ok(Some((repl, streaming)))
+}
+
+/// `START_REPLICATION` with pgoutput protocol 2 and streaming on PostgreSQL 14+ (when
+/// `streaming` is set), else protocol 1. Returns whether streaming is on.
+async fn start_replication_on(
+    repl: &mut ReplicationConnection,
+    cfg: &PostgresCdcConfig,
+    from: u64,
+) -> Result<bool> {
+    let slot = &cfg.slot_name;
+    let server_version = repl
+        .param("server_version")
+        .and_then(|v| v.split(['.', ' ']).next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    let streaming = cfg.streaming && server_version >= 14;
+    let mut options = vec![
+        (
+            "proto_version",
+            if streaming { "2" } else { "1" }.to_string(),
+        ),
+        ("publication_names", quote_ident(&cfg.publication)),
+    ];
+    if streaming {
+        options.push(("streaming", "on".to_string()));
+    }
+    repl.start_replication(slot, from, &options)
+        .await
+        .map_err(|e| match e.code() {
+            Some(sqlstate::OBJECT_IN_USE) => Error::connect(format!(
+                "replication slot {slot} is in use by another process: {e}"
+            )),
+            _ => e.into_error(&format!("start replication on slot {slot}")),
+        })?;
+    Ok(streaming)
 }
 
 /// The (sub)transaction xid a streamed data message carries.
@@ -925,8 +1033,12 @@ impl Source for PostgresCdcSource {
             SnapshotMode::WhenNeeded => pos.is_none() || unfinished || slot.is_none(),
         };
         if mode == SnapshotMode::InitialOnly && pos.is_some_and(|p| p.snapshot_done) {
+            // Done before; a crash may have come between the last batch and the slot drop.
+            if slot.is_some() {
+                catalog::drop_slot(&sql, &self.cfg.slot_name).await?;
+            }
             self.finished = true;
-            self.sql = Some(sql);
+            self.sql = Some(Arc::new(sql));
             return Ok(());
         }
         if pos.is_some() && slot.is_none() && !snapshot {
@@ -937,8 +1049,8 @@ impl Source for PostgresCdcSource {
                 self.cfg.slot_name
             )));
         }
-        self.sql = Some(sql);
-        let params = self.params(true);
+        self.sql = Some(Arc::new(sql));
+        let params = self.params(true)?;
         self.repl = Some(
             ReplicationConnection::connect(&params)
                 .await
@@ -952,7 +1064,7 @@ impl Source for PostgresCdcSource {
             }
             let (cp, name) = self.create_slot(true).await?;
             let name = name.ok_or_else(|| Error::internal("no exported snapshot name"))?;
-            let mut conn = ReplicationConnection::connect(&self.params(false))
+            let mut conn = ReplicationConnection::connect(&self.params(false)?)
                 .await
                 .map_err(|e| e.into_error("snapshot connection"))?;
             conn.simple_query(&format!(
@@ -965,7 +1077,7 @@ impl Source for PostgresCdcSource {
             tracing::info!(tables = tables.len(), consistent_point = %format_lsn(cp), "snapshot starting");
             self.last_commit_end = cp;
             self.snapshot = Some(Snapshot {
-                conn,
+                conn: Some(conn),
                 consistent_point: cp,
                 pending: tables.into(),
                 copy: None,
@@ -987,7 +1099,7 @@ impl Source for PostgresCdcSource {
     async fn poll(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
         if self.interrupted {
             return Err(Error::connect(
-                "postgres-cdc: a previous step was interrupted; reconnecting",
+                "postgres-cdc: a row failed to decode earlier; the source must be reopened",
             ));
         }
         if self.finished {
@@ -1005,6 +1117,13 @@ impl Source for PostgresCdcSource {
         loop {
             if let Some(b) = self.ready.pop_front() {
                 return Ok(Some(b));
+            }
+            if self.deferred.is_some() {
+                self.catalog = catalog::load_types(self.sql()?).await?;
+                if let Some(msg) = self.deferred.take() {
+                    self.dispatch(msg, max_rows)?;
+                }
+                continue;
             }
             let committed_rows = self.txn.is_none() && self.pending_rows() > 0;
             if let Some(h) = self.heartbeat() {
@@ -1064,10 +1183,11 @@ impl Source for PostgresCdcSource {
                                 && !self.catalog.domains.contains_key(&c.type_oid)
                                 && !self.catalog.arrays.contains_key(&c.type_oid)
                         }) {
-                            // A type created since start-up may be a domain or an array.
-                            self.interrupted = true;
-                            self.catalog = catalog::load_types(self.sql()?).await?;
-                            self.interrupted = false;
+                            // A type created since start-up may be a domain or an array:
+                            // reload the catalog first (at the top of the loop, so that a
+                            // cancelled poll keeps the message).
+                            self.deferred = Some(msg);
+                            continue;
                         }
                     }
                     self.dispatch(msg, max_rows)?;

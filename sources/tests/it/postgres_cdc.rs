@@ -43,8 +43,12 @@ impl Db {
     }
 
     fn config(&self, extra: &str) -> PostgresCdcConfig {
+        self.config_at("127.0.0.1", extra)
+    }
+
+    fn config_at(&self, host: &str, extra: &str) -> PostgresCdcConfig {
         let yaml = format!(
-            "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: {}\n\
+            "host: {host}\nport: {}\ndatabase: {}\nuser: {}\npassword: {}\n\
              slot_name: {}\npublication: {}\n{extra}",
             self.pg.port,
             self.name,
@@ -679,4 +683,65 @@ async fn streamed_in_progress_transactions_commit_abort_and_subtransaction_rollb
         streamed.trim().parse::<i64>().unwrap_or(0) > 0,
         "the server did not stream (stream_txns = {streamed:?})"
     );
+}
+
+#[tokio::test]
+async fn tls_modes_verify_as_libpq_does() {
+    let Some(db) = Db::new() else { return };
+    let Some(ca) = db.pg.ca_cert.clone() else {
+        assert!(
+            !rivven_testkit::in_ci(),
+            "the test PostgreSQL has no TLS (openssl missing)"
+        );
+        eprintln!("skipped: the test PostgreSQL has no TLS (openssl missing)");
+        return;
+    };
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)");
+    let ca = ca.display().to_string();
+    // The server certificate names only `localhost`, signed by the test CA.
+    let cases: [(&str, &str, Option<&str>, Option<&str>); 6] = [
+        ("verify-full", "localhost", Some(&ca), None),
+        (
+            "verify-full",
+            "127.0.0.1",
+            Some(&ca),
+            Some("not valid for name"),
+        ),
+        ("verify-ca", "127.0.0.1", Some(&ca), None),
+        ("verify-ca", "127.0.0.1", None, Some("UnknownIssuer")),
+        ("require", "127.0.0.1", None, None),
+        ("prefer", "127.0.0.1", None, None),
+    ];
+    for (i, (mode, host, root, fails_with)) in cases.iter().enumerate() {
+        let mut extra = format!("tables: [t]\nsnapshot_mode: no_data\nsslmode: {mode}\n");
+        if let Some(r) = root {
+            extra.push_str(&format!("sslrootcert: {r}\n"));
+        }
+        let mut src = PostgresCdcSource::new(db.config_at(host, &extra));
+        let opened = src.open(None).await;
+        match fails_with {
+            Some(needle) => {
+                let e = opened
+                    .expect_err(&format!("{mode} to {host} must fail"))
+                    .to_string();
+                assert!(
+                    e.contains(needle) || e.to_lowercase().contains(&needle.to_lowercase()),
+                    "{mode} {host}: {e}"
+                );
+                continue;
+            }
+            None => opened.unwrap_or_else(|e| panic!("{mode} to {host}: {e}")),
+        }
+        db.sql(&format!("INSERT INTO t VALUES ({i})"));
+        let mut got = Vec::new();
+        collect_until(&mut src, &mut got, |b| rows(b) >= 1).await;
+        let plain = db.sql(&format!(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name LIKE 'rivven-connect%' AND a.datname = '{}' AND NOT s.ssl",
+            db.name
+        ));
+        assert_eq!(plain.trim(), "0", "{mode}: every session uses TLS");
+        drop(src);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
