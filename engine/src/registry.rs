@@ -58,6 +58,9 @@ pub trait ValidateConfig {
 pub struct PipelineContext {
     /// The pipeline's name (the key under `sources:` or `sinks:`).
     pub name: String,
+    /// The pipeline's live status: connectors report their own gauges and details here
+    /// (`set_gauge`, `set_detail`), shown in `/metrics` and `/status`.
+    pub status: std::sync::Arc<crate::status::PipelineStatus>,
 }
 
 /// Creates sources of one connector type.

@@ -6,6 +6,7 @@
 //! scrubbed of secrets before they are stored.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,9 +56,51 @@ pub struct PipelineStatus {
     restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
     position: Mutex<Option<serde_json::Value>>,
+    gauges: Mutex<BTreeMap<GaugeKey, f64>>,
+    details: Mutex<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A connector gauge: metric name and labels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GaugeKey {
+    name: String,
+    labels: Vec<(String, String)>,
+}
+
+/// A connector gauge's value, as exported.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct GaugeValue {
+    /// Prometheus metric name (`rivven_connect_` + the connector's name).
+    pub name: String,
+    /// Labels besides pipeline, kind and connector.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
 }
 
 impl PipelineStatus {
+    /// Set a connector-specific gauge, exported as `rivven_connect_<name>{pipeline, kind,
+    /// connector, labels...}`. `name` is lower-case letters, digits and `_`.
+    pub fn set_gauge(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let key = GaugeKey {
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        if let Ok(mut g) = self.gauges.lock() {
+            g.insert(key, value);
+        }
+    }
+
+    /// Set a connector-specific detail shown under `details` in `/status` (and `status`).
+    pub fn set_detail(&self, key: &str, value: serde_json::Value) {
+        if let Ok(mut d) = self.details.lock() {
+            d.insert(key.to_owned(), value);
+        }
+    }
+
     /// Set the state.
     pub fn set_state(&self, state: PipelineState) {
         if let Ok(mut s) = self.state.lock() {
@@ -115,6 +158,25 @@ impl PipelineStatus {
             restarts: self.restarts.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
             position: self.position.lock().ok().and_then(|p| p.clone()),
+            details: self
+                .details
+                .lock()
+                .ok()
+                .filter(|d| !d.is_empty())
+                .map(|d| serde_json::Value::Object(d.clone())),
+            gauges: self
+                .gauges
+                .lock()
+                .map(|g| {
+                    g.iter()
+                        .map(|(k, v)| GaugeValue {
+                            name: k.name.clone(),
+                            labels: k.labels.iter().cloned().collect(),
+                            value: *v,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -144,6 +206,12 @@ pub struct PipelineSnapshot {
     pub last_error: Option<String>,
     /// Sources: last durable position.
     pub position: Option<serde_json::Value>,
+    /// Connector-specific details (e.g. snapshot progress, replication slot lag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    /// Connector-specific gauges (also in `/metrics`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gauges: Vec<GaugeValue>,
 }
 
 macro_rules! enum_serde {
@@ -211,6 +279,8 @@ impl StatusRegistry {
             restarts: AtomicU64::new(0),
             last_error: Mutex::new(None),
             position: Mutex::new(None),
+            gauges: Mutex::new(BTreeMap::new()),
+            details: Mutex::new(serde_json::Map::new()),
         });
         if let Ok(mut p) = self.pipelines.write() {
             p.push(st.clone());
@@ -289,6 +359,34 @@ impl StatusRegistry {
             "1 while the pipeline is running.",
             &|p| u64::from(p.state == PipelineState::Running),
         );
+        // Connector gauges, one family per name.
+        let mut families: BTreeMap<&str, Vec<(&PipelineSnapshot, &GaugeValue)>> = BTreeMap::new();
+        for p in &report.pipelines {
+            for g in &p.gauges {
+                families.entry(g.name.as_str()).or_default().push((p, g));
+            }
+        }
+        for (name, series) in families {
+            let _ = writeln!(
+                out,
+                "# HELP rivven_connect_{name} Connector gauge.\n# TYPE rivven_connect_{name} gauge"
+            );
+            for (p, g) in series {
+                let kind = match p.kind {
+                    PipelineKind::Source => "source",
+                    PipelineKind::Sink => "sink",
+                };
+                let mut labels = format!(
+                    "pipeline=\"{}\",kind=\"{kind}\",connector=\"{}\"",
+                    p.name, p.connector
+                );
+                for (k, v) in &g.labels {
+                    let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+                    labels.push_str(&format!(",{k}=\"{v}\""));
+                }
+                let _ = writeln!(out, "rivven_connect_{name}{{{labels}}} {}", g.value);
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP rivven_connect_uptime_seconds Seconds since start.\n# TYPE rivven_connect_uptime_seconds gauge\nrivven_connect_uptime_seconds {}",

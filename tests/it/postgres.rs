@@ -265,3 +265,92 @@ fn legacy_postgres_subcommand_streams_without_a_config_file() {
     assert!(stderr(&refused).contains("--broker"));
     assert!(!stderr(&refused).contains(&pg.password));
 }
+
+#[test]
+fn snapshot_progress_and_slot_lag_reach_status_and_metrics() {
+    let Some(pg) = rivven_testkit::require(rivven_testkit::postgres()) else {
+        return;
+    };
+    let db = pg
+        .create_database(&rivven_testkit::unique_name("progress"))
+        .unwrap();
+    pg.psql(&db, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+        .unwrap();
+    pg.psql(
+        &db,
+        "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 20000) g",
+    )
+    .unwrap();
+    pg.psql(&db, "ANALYZE items").unwrap();
+    let p = Pipeline::new(&format!(
+        "sources:
+  pg:
+    connector: postgres-cdc
+    topic: changes
+    config:
+      host: 127.0.0.1
+      port: {}
+      database: {db}
+      user: {}
+      password: \"{}\"
+      slot_name: {}
+      tables: [items]
+      status_interval_ms: 200
+",
+        pg.port,
+        pg.user,
+        pg.password,
+        rivven_testkit::unique_name("progress_slot"),
+    ));
+    let out = p.dir.path().join("out.jsonl");
+    let mut child = p.spawn_run(&out);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let o = p.cmd(&["status", "--json"]);
+        if o.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let d = &v["pipelines"][0]["details"];
+            if d["snapshot"]["tables"]["public.items"]["finished"] == true && d["slot"].is_object()
+            {
+                break v;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed snapshot progress and slot"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let metrics = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://127.0.0.1:{}/metrics", p.health_port),
+        ])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let d = &status["pipelines"][0]["details"];
+    assert_eq!(
+        d["snapshot"]["tables"]["public.items"]["rows"], 20000,
+        "{d}"
+    );
+    assert!(
+        d["snapshot"]["tables"]["public.items"]["estimated"]
+            .as_i64()
+            .is_some_and(|n| n > 0),
+        "{d}"
+    );
+    assert!(d["slot"]["lag_bytes"].is_u64(), "{d}");
+    assert!(
+        metrics.contains(
+            "rivven_connect_postgres_snapshot_rows{pipeline=\"pg\",kind=\"source\",connector=\"postgres-cdc\",table=\"public.items\"} 20000"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rivven_connect_postgres_slot_lag_bytes{pipeline=\"pg\""),
+        "{metrics}"
+    );
+}

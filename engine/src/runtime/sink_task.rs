@@ -114,6 +114,7 @@ async fn attempt(
     };
     let ctx = PipelineContext {
         name: p.name.clone(),
+        status: p.status.clone(),
     };
     let mut sink = match p.factory.create(&ctx, &p.config) {
         Ok(s) => s,

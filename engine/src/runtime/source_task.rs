@@ -77,6 +77,7 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     };
     let ctx = PipelineContext {
         name: p.name.clone(),
+        status: p.status.clone(),
     };
     let mut source = match p.factory.create(&ctx, &p.config) {
         Ok(s) => s,

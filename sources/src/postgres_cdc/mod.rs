@@ -172,12 +172,10 @@ impl SourceFactory for PostgresCdcFactory {
         Ok(out)
     }
 
-    fn create(
-        &self,
-        _ctx: &PipelineContext,
-        config: &serde_yaml::Value,
-    ) -> Result<Box<dyn Source>> {
+    fn create(&self, ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Source>> {
         let cfg: PostgresCdcConfig = config_or_error(config)?;
-        Ok(Box::new(PostgresCdcSource::new(cfg)))
+        Ok(Box::new(
+            PostgresCdcSource::new(cfg).with_status(ctx.status.clone()),
+        ))
     }
 }

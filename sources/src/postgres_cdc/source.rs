@@ -56,6 +56,11 @@ impl Pos {
 
 struct Copy {
     events: TableEvents,
+    /// Rows read so far, and the planner's estimate (`pg_class.reltuples`; `None` for a
+    /// table never analyzed).
+    done: u64,
+    estimated: Option<i64>,
+    last_report: Instant,
     carry: BytesMut,
     /// Field (offset, length) of the tuple being decoded; reused across rows.
     fields: Vec<Option<(usize, usize)>>,
@@ -66,6 +71,8 @@ struct Copy {
 }
 
 struct Snapshot {
+    /// Per table: rows read, estimate, finished.
+    progress: std::collections::BTreeMap<String, (u64, Option<i64>, bool)>,
     /// The session holding the exported snapshot (REPEATABLE READ transaction); lent to
     /// a transition task while one runs.
     conn: Option<ReplicationConnection>,
@@ -90,6 +97,9 @@ struct Txn {
 /// The `postgres-cdc` source. See the module docs for guarantees.
 pub struct PostgresCdcSource {
     cfg: PostgresCdcConfig,
+    /// The pipeline's status, for slot lag and snapshot progress (absent when the source
+    /// runs outside a runtime, as in benchmarks).
+    status: Option<Arc<rivven_engine::status::PipelineStatus>>,
     router: Option<rivven_engine::routing::TopicResolver>,
     database: Arc<str>,
     toast: ToastPolicy,
@@ -155,6 +165,7 @@ impl std::fmt::Debug for PostgresCdcSource {
 impl PostgresCdcSource {
     pub fn new(cfg: PostgresCdcConfig) -> Self {
         Self {
+            status: None,
             router: cfg.resolver(),
             database: Arc::from(cfg.database.as_str()),
             toast: ToastPolicy {
@@ -185,6 +196,84 @@ impl PostgresCdcSource {
             streamed: HashMap::new(),
             transition: None,
             deferred: None,
+        }
+    }
+
+    /// Report slot lag and snapshot progress to the pipeline's status.
+    pub fn with_status(mut self, status: Arc<rivven_engine::status::PipelineStatus>) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    fn report_slot(&self) {
+        let Some(st) = &self.status else { return };
+        let lag = self.received.saturating_sub(self.confirmed);
+        st.set_gauge(
+            "postgres_slot_lag_bytes",
+            &[("slot", &self.cfg.slot_name)],
+            lag as f64,
+        );
+        st.set_detail(
+            "slot",
+            serde_json::json!({
+                "name": self.cfg.slot_name,
+                "received_lsn": format_lsn(self.received),
+                "confirmed_lsn": format_lsn(self.confirmed),
+                "lag_bytes": lag,
+                "protocol_streaming": self.streaming,
+            }),
+        );
+    }
+
+    /// Snapshot progress of the table being copied: gauges, `/status` details, a log
+    /// line at most every 5 s and at the end of each table.
+    fn report_progress(&mut self, force: bool) {
+        let Some(snap) = self.snapshot.as_mut() else {
+            return;
+        };
+        let Some(copy) = snap.copy.as_mut() else {
+            return;
+        };
+        let table = copy.stream_name.to_string();
+        snap.progress
+            .insert(table.clone(), (copy.done, copy.estimated, force));
+        if let Some(st) = &self.status {
+            st.set_gauge(
+                "postgres_snapshot_rows",
+                &[("table", &table)],
+                copy.done as f64,
+            );
+            if let Some(est) = copy.estimated {
+                st.set_gauge(
+                    "postgres_snapshot_rows_estimated",
+                    &[("table", &table)],
+                    est as f64,
+                );
+            }
+            let tables: serde_json::Map<String, serde_json::Value> = snap
+                .progress
+                .iter()
+                .map(|(t, (done, est, finished))| {
+                    (
+                        t.clone(),
+                        serde_json::json!({"rows": done, "estimated": est, "finished": finished}),
+                    )
+                })
+                .collect();
+            st.set_detail(
+                "snapshot",
+                serde_json::json!({"tables": tables, "pending_tables": snap.pending.len()}),
+            );
+        }
+        if force || copy.last_report.elapsed() >= Duration::from_secs(5) {
+            copy.last_report = Instant::now();
+            tracing::info!(
+                table = %table,
+                rows = copy.done,
+                estimated = copy.estimated.unwrap_or(-1),
+                finished = force,
+                "snapshot progress"
+            );
         }
     }
 
@@ -580,6 +669,7 @@ impl PostgresCdcSource {
             self.oldest_unconfirmed_ms = None;
         }
         self.last_status = Instant::now();
+        self.report_slot();
         Ok(())
     }
 
@@ -687,7 +777,7 @@ impl PostgresCdcSource {
                         .map_err(|e| Error::internal(e.to_string()))?
                     {
                         snap.rows += batch.num_rows() as u64;
-                        return Ok(Some(SourceBatch {
+                        let out = SourceBatch {
                             batch,
                             position: Pos {
                                 lsn: cp,
@@ -696,7 +786,9 @@ impl PostgresCdcSource {
                             .to_position(),
                             stream: Some(copy.stream_name.clone()),
                             topic: copy.topic.clone(),
-                        }));
+                        };
+                        self.report_progress(false);
+                        return Ok(Some(out));
                     }
                 }
                 let data = snap
@@ -714,6 +806,11 @@ impl PostgresCdcSource {
                         .map_err(|e| Error::internal(e.to_string()))?;
                     let stream_name = copy.stream_name.clone();
                     let topic = copy.topic.clone();
+                    self.report_progress(true);
+                    let snap = self
+                        .snapshot
+                        .as_mut()
+                        .ok_or_else(|| Error::internal("snapshot"))?;
                     snap.copy = None;
                     if let Some(batch) = batch {
                         snap.rows += batch.num_rows() as u64;
@@ -757,6 +854,7 @@ impl PostgresCdcSource {
                         self.interrupted = true;
                         return Err(Error::data(e));
                     }
+                    copy.done += 1;
                 }
                 let _ = copy.carry.split_to(consumed);
             }
@@ -816,6 +914,15 @@ impl CopyJob {
             &self.catalog,
             self.database.clone(),
         );
+        let estimated: Option<i64> = self
+            .sql
+            .query_one(
+                "SELECT reltuples::int8 FROM pg_class WHERE oid = $1",
+                &[&events.relation.oid],
+            )
+            .await
+            .map(|r| Some(r.get::<_, i64>(0)).filter(|n| *n >= 0))
+            .map_err(|e| catalog::pg_error("read pg_class.reltuples", e))?;
         conn.copy_out(&stmt)
             .await
             .map_err(|e| e.into_error(&format!("snapshot {schema}.{table}")))?;
@@ -824,6 +931,9 @@ impl CopyJob {
             conn,
             Copy {
                 events,
+                done: 0,
+                estimated,
+                last_report: Instant::now(),
                 carry: BytesMut::new(),
                 header_done: false,
                 fields: Vec::with_capacity(n),
@@ -1077,6 +1187,7 @@ impl Source for PostgresCdcSource {
             tracing::info!(tables = tables.len(), consistent_point = %format_lsn(cp), "snapshot starting");
             self.last_commit_end = cp;
             self.snapshot = Some(Snapshot {
+                progress: Default::default(),
                 conn: Some(conn),
                 consistent_point: cp,
                 pending: tables.into(),
