@@ -151,8 +151,12 @@ pub async fn stream(p: &Params) -> Result<Report> {
     let db = Db::new()?;
     db.sql(DDL)?;
     db.sql("CREATE PUBLICATION bench_pub FOR TABLE bench")?;
-    let (ours, theirs) = (unique_name("ours"), unique_name("theirs"));
-    for slot in [&ours, &theirs] {
+    // Two slots for pg_recvlogical: the best of two runs is the baseline.
+    let (ours, theirs) = (
+        unique_name("ours"),
+        [unique_name("theirs"), unique_name("theirs")],
+    );
+    for slot in [&ours, &theirs[0], &theirs[1]] {
         db.sql(&format!(
             "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
         ))?;
@@ -203,24 +207,27 @@ pub async fn stream(p: &Params) -> Result<Report> {
     let (sample, rows, topic_bytes) =
         run_pipeline(p, &db.source_yaml(&ours, "never"), Some(changes)).await?;
     ensure!(rows >= changes, "topic has {rows} rows, expected {changes}");
-    let t = Instant::now();
-    let status = Command::new(db.pg.bin_dir.join("pg_recvlogical"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &db.pg.port.to_string(),
-            "-U",
-            &db.pg.user,
-        ])
-        .args(["-d", &db.name, "--slot", &theirs, "--start", "--no-loop"])
-        .args(["--endpos", &end_lsn, "-o", "proto_version=1"])
-        .args(["-o", "publication_names=bench_pub", "-f", "/dev/null"])
-        .env("PGPASSWORD", &db.pg.password)
-        .stdin(Stdio::null())
-        .status()?;
-    let recv_s = t.elapsed().as_secs_f64();
-    ensure!(status.success(), "pg_recvlogical failed: {status}");
+    let mut recv_s = f64::MAX;
+    for slot in &theirs {
+        let t = Instant::now();
+        let status = Command::new(db.pg.bin_dir.join("pg_recvlogical"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &db.pg.port.to_string(),
+                "-U",
+                &db.pg.user,
+            ])
+            .args(["-d", &db.name, "--slot", slot, "--start", "--no-loop"])
+            .args(["--endpos", &end_lsn, "-o", "proto_version=1"])
+            .args(["-o", "publication_names=bench_pub", "-f", "/dev/null"])
+            .env("PGPASSWORD", &db.pg.password)
+            .stdin(Stdio::null())
+            .status()?;
+        recv_s = recv_s.min(t.elapsed().as_secs_f64());
+        ensure!(status.success(), "pg_recvlogical failed: {status}");
+    }
     Ok(Report {
         scenario: "pg-stream".into(),
         description: super::ALL[2].1.into(),
@@ -239,7 +246,7 @@ pub async fn stream(p: &Params) -> Result<Report> {
             sample,
         )
         .against(
-            "pg_recvlogical draining an identical slot into /dev/null",
+            "pg_recvlogical draining an identical slot into /dev/null (best of 2)",
             recv_s,
         )],
     })
