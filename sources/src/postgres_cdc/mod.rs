@@ -25,8 +25,10 @@
 //!   LSN of the last commit in a durable batch; after a crash streaming resumes there, so
 //!   nothing committed is lost and duplicates are limited to an unconfirmed tail (a
 //!   transaction larger than a batch is replayed from its start).
-//! - A snapshot interrupted by a crash is redone from the start with a new slot (rows of
-//!   the interrupted attempt already in the topic appear again).
+//! - A snapshot interrupted by a crash resumes on its slot: tables read whole (listed in
+//!   the position) are skipped; the interrupted table is read again and the remaining ones
+//!   at a newer snapshot, so their rows/changes since the consistent point may appear
+//!   twice (at-least-once), never missing.
 //! - An idle database does not retain WAL: keepalives advance the confirmed position when
 //!   nothing captured is pending.
 //! - Unchanged TOASTed values are never silently wrong: with replica identity FULL the old

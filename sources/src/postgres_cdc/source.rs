@@ -25,18 +25,32 @@ const PG_EPOCH_MS: i64 = 946_684_800_000;
 
 /// The stored position: the LSN to resume streaming after, and whether the snapshot
 /// finished (an unfinished snapshot is redone on restart).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Pos {
     lsn: u64,
     snapshot_done: bool,
+    /// During a snapshot: the tables (`schema.table`) read completely so far.
+    tables_done: Vec<String>,
 }
 
 impl Pos {
-    fn to_position(self) -> Position {
-        Position(serde_json::json!({
+    fn new(lsn: u64, snapshot_done: bool) -> Self {
+        Pos {
+            lsn,
+            snapshot_done,
+            tables_done: Vec::new(),
+        }
+    }
+
+    fn to_position(&self) -> Position {
+        let mut v = serde_json::json!({
             "lsn": format_lsn(self.lsn),
             "snapshot_done": self.snapshot_done,
-        }))
+        });
+        if !self.snapshot_done {
+            v["tables_done"] = serde_json::json!(self.tables_done);
+        }
+        Position(v)
     }
 
     fn from_position(p: &Position) -> Result<Pos> {
@@ -50,7 +64,20 @@ impl Pos {
             p.0.get("snapshot_done")
                 .and_then(|v| v.as_bool())
                 .ok_or_else(bad)?;
-        Ok(Pos { lsn, snapshot_done })
+        let tables_done =
+            p.0.get("tables_done")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+        Ok(Pos {
+            lsn,
+            snapshot_done,
+            tables_done,
+        })
     }
 }
 
@@ -71,6 +98,8 @@ struct Copy {
 }
 
 struct Snapshot {
+    /// Tables read completely (also those of an interrupted attempt this one resumes).
+    tables_done: Vec<String>,
     /// Per table: rows read, estimate, finished.
     progress: std::collections::BTreeMap<String, (u64, Option<i64>, bool)>,
     /// The session holding the exported snapshot (REPEATABLE READ transaction); lent to
@@ -320,11 +349,7 @@ impl PostgresCdcSource {
                 )?;
                 self.ready.push_back(SourceBatch {
                     batch,
-                    position: Pos {
-                        lsn: self.last_commit_end,
-                        snapshot_done: true,
-                    }
-                    .to_position(),
+                    position: Pos::new(self.last_commit_end, true).to_position(),
                     stream: Some(Arc::from("__heartbeat")),
                     topic: Some(Arc::from(topic.as_str())),
                 });
@@ -440,7 +465,7 @@ impl PostgresCdcSource {
                 self.emitted = self.emitted.max(lsn);
                 self.ready.push_back(SourceBatch {
                     batch,
-                    position: Pos { lsn, snapshot_done }.to_position(),
+                    position: Pos::new(lsn, snapshot_done).to_position(),
                     stream: Some(stream.clone()),
                     topic: topic.clone(),
                 });
@@ -765,9 +790,18 @@ impl PostgresCdcSource {
                 ts_ms: None,
                 snapshot: true,
             };
+            // The batch that ends this table records it as done; earlier ones do not.
+            let mut done_tables = snap.tables_done.clone();
+            let mid_pos = Pos {
+                lsn: cp,
+                snapshot_done: false,
+                tables_done: done_tables.clone(),
+            };
+            done_tables.push(copy.stream_name.to_string());
             let done_pos = Pos {
                 lsn: cp,
                 snapshot_done: last_table,
+                tables_done: done_tables,
             };
             loop {
                 if copy.events.len() >= max_rows {
@@ -779,11 +813,7 @@ impl PostgresCdcSource {
                         snap.rows += batch.num_rows() as u64;
                         let out = SourceBatch {
                             batch,
-                            position: Pos {
-                                lsn: cp,
-                                snapshot_done: false,
-                            }
-                            .to_position(),
+                            position: mid_pos.to_position(),
                             stream: Some(copy.stream_name.clone()),
                             topic: copy.topic.clone(),
                         };
@@ -812,6 +842,7 @@ impl PostgresCdcSource {
                         .as_mut()
                         .ok_or_else(|| Error::internal("snapshot"))?;
                     snap.copy = None;
+                    snap.tables_done.push(stream_name.to_string());
                     if let Some(batch) = batch {
                         snap.rows += batch.num_rows() as u64;
                         return Ok(Some(SourceBatch {
@@ -1135,14 +1166,14 @@ impl Source for PostgresCdcSource {
             }
         }
         let mode = self.cfg.snapshot_mode;
-        let unfinished = pos.is_some_and(|p| !p.snapshot_done);
+        let unfinished = pos.as_ref().is_some_and(|p| !p.snapshot_done);
         let snapshot = match mode {
             SnapshotMode::Never | SnapshotMode::NoData => false,
             SnapshotMode::Always => true,
             SnapshotMode::Initial | SnapshotMode::InitialOnly => pos.is_none() || unfinished,
             SnapshotMode::WhenNeeded => pos.is_none() || unfinished || slot.is_none(),
         };
-        if mode == SnapshotMode::InitialOnly && pos.is_some_and(|p| p.snapshot_done) {
+        if mode == SnapshotMode::InitialOnly && pos.as_ref().is_some_and(|p| p.snapshot_done) {
             // Done before; a crash may have come between the last batch and the slot drop.
             if slot.is_some() {
                 catalog::drop_slot(&sql, &self.cfg.slot_name).await?;
@@ -1167,26 +1198,57 @@ impl Source for PostgresCdcSource {
                 .map_err(|e| e.into_error("replication connection"))?,
         );
         if snapshot {
-            // A consistent snapshot needs a slot created with it: snapshot + stream then
-            // have neither gap nor overlap.
-            if slot.is_some() {
-                catalog::drop_slot(self.sql()?, &self.cfg.slot_name).await?;
-            }
-            let (cp, name) = self.create_slot(true).await?;
-            let name = name.ok_or_else(|| Error::internal("no exported snapshot name"))?;
-            let mut conn = ReplicationConnection::connect(&self.params(false)?)
-                .await
-                .map_err(|e| e.into_error("snapshot connection"))?;
-            conn.simple_query(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                name.replace('\'', "''")
-            ))
-            .await
-            .map_err(|e| e.into_error("import the exported snapshot"))?;
-            let tables = catalog::publication_tables(self.sql()?, &self.cfg).await?;
+            let resume = pos.as_ref().filter(|p| !p.snapshot_done && slot.is_some());
+            let (cp, conn, tables_done) = match resume {
+                Some(p) => {
+                    // Resume an interrupted snapshot on its slot: finished tables are not
+                    // read again. The exported snapshot died with the crash, so the rest is
+                    // read at a newer one: changes to those tables since the consistent
+                    // point may then appear twice (once as a row, once as a change).
+                    let mut conn = ReplicationConnection::connect(&self.params(false)?)
+                        .await
+                        .map_err(|e| e.into_error("snapshot connection"))?;
+                    conn.simple_query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                        .await
+                        .map_err(|e| e.into_error("snapshot transaction"))?;
+                    tracing::warn!(
+                        slot = %self.cfg.slot_name,
+                        tables_done = ?p.tables_done,
+                        "resuming an interrupted snapshot: finished tables are skipped; the \
+                         others are read at a newer snapshot (at-least-once for their changes \
+                         since the slot's consistent point)"
+                    );
+                    (p.lsn, conn, p.tables_done.clone())
+                }
+                None => {
+                    // A consistent snapshot needs a slot created with it: snapshot + stream
+                    // then have neither gap nor overlap.
+                    if slot.is_some() {
+                        catalog::drop_slot(self.sql()?, &self.cfg.slot_name).await?;
+                    }
+                    let (cp, name) = self.create_slot(true).await?;
+                    let name = name.ok_or_else(|| Error::internal("no exported snapshot name"))?;
+                    let mut conn = ReplicationConnection::connect(&self.params(false)?)
+                        .await
+                        .map_err(|e| e.into_error("snapshot connection"))?;
+                    conn.simple_query(&format!(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                        name.replace('\'', "''")
+                    ))
+                    .await
+                    .map_err(|e| e.into_error("import the exported snapshot"))?;
+                    (cp, conn, Vec::new())
+                }
+            };
+            let tables: Vec<(String, String)> = catalog::publication_tables(self.sql()?, &self.cfg)
+                .await?
+                .into_iter()
+                .filter(|(s, t)| !tables_done.contains(&format!("{s}.{t}")))
+                .collect();
             tracing::info!(tables = tables.len(), consistent_point = %format_lsn(cp), "snapshot starting");
             self.last_commit_end = cp;
             self.snapshot = Some(Snapshot {
+                tables_done,
                 progress: Default::default(),
                 conn: Some(conn),
                 consistent_point: cp,

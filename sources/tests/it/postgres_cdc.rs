@@ -745,3 +745,66 @@ async fn tls_modes_verify_as_libpq_does() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn an_interrupted_snapshot_resumes_without_rereading_finished_tables() {
+    let Some(db) = Db::new() else { return };
+    for t in ["t1", "t2", "t3"] {
+        db.sql(&format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY); INSERT INTO {t} SELECT generate_series(1, 3000)"
+        ));
+    }
+    let cfg = db.config("tables: [t1, t2, t3]\n");
+    let mut src = PostgresCdcSource::new(cfg.clone());
+    src.open(None).await.unwrap();
+    // Read all of t1 and part of t2, then "crash" (drop without a clean stop).
+    let mut first = Vec::new();
+    collect_until(&mut src, &mut first, |b| {
+        b.iter().any(|x| x.stream.as_deref() == Some("public.t2"))
+    })
+    .await;
+    let last = first.last().unwrap().position.clone();
+    assert_eq!(
+        last.0["tables_done"],
+        serde_json::json!(["public.t1"]),
+        "{}",
+        last.0
+    );
+    assert_eq!(last.0["snapshot_done"], false);
+    drop(src);
+    db.sql("INSERT INTO t1 VALUES (100000)");
+    let mut src = PostgresCdcSource::new(cfg);
+    src.open(Some(last)).await.unwrap();
+    let mut second = Vec::new();
+    collect_until(&mut src, &mut second, |b| {
+        b.iter().any(|x| {
+            x.stream.as_deref() == Some("public.t1")
+                && ops(std::slice::from_ref(x)).iter().any(|o| o == "c")
+        })
+    })
+    .await;
+    let count = |table: &str, op: &str| -> usize {
+        second
+            .iter()
+            .filter(|b| b.stream.as_deref() == Some(table))
+            .flat_map(|b| ops(std::slice::from_ref(b)))
+            .filter(|o| o == op)
+            .count()
+    };
+    assert_eq!(
+        count("public.t1", "r"),
+        0,
+        "a finished table was read again"
+    );
+    assert_eq!(
+        count("public.t2", "r"),
+        3000,
+        "the interrupted table is read whole"
+    );
+    assert_eq!(count("public.t3", "r"), 3000);
+    assert_eq!(
+        count("public.t1", "c"),
+        1,
+        "then the stream continues from the slot"
+    );
+}
