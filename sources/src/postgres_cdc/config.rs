@@ -82,6 +82,27 @@ fn default_max_lag() -> u64 {
     300
 }
 
+/// Snapshot settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Tables read at once, each on its own session in the same snapshot (1-32).
+    #[serde(default = "default_parallel_tables")]
+    pub parallel_tables: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            parallel_tables: default_parallel_tables(),
+        }
+    }
+}
+
+fn default_parallel_tables() -> usize {
+    4
+}
+
 /// `postgres-cdc` configuration.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +145,9 @@ pub struct PostgresCdcConfig {
     /// When to snapshot existing rows.
     #[serde(default)]
     pub snapshot_mode: SnapshotMode,
+    /// How the snapshot reads.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
     /// Topic per table: a template with `{database}`, `{schema}`, `{table}`.
     #[serde(default)]
     pub topic_routing: Option<String>,
@@ -258,6 +282,9 @@ impl ValidateConfig for PostgresCdcConfig {
                     "is false, so emit_events/action_query would never run",
                 ));
             }
+        }
+        if !(1..=32).contains(&self.snapshot.parallel_tables) {
+            errors.push(FieldError::new("snapshot.parallel_tables", "must be 1-32"));
         }
         if self.status_interval_ms == 0 {
             errors.push(FieldError::new("status_interval_ms", "must be positive"));

@@ -102,13 +102,58 @@ struct Snapshot {
     tables_done: Vec<String>,
     /// Per table: rows read, estimate, finished.
     progress: std::collections::BTreeMap<String, (u64, Option<i64>, bool)>,
-    /// The session holding the exported snapshot (REPEATABLE READ transaction); lent to
-    /// a transition task while one runs.
-    conn: Option<ReplicationConnection>,
+    /// Sessions holding the snapshot (REPEATABLE READ transactions), one per parallel
+    /// table.
+    workers: Vec<Worker>,
     consistent_point: u64,
+    /// Tables not started yet.
     pending: VecDeque<(String, String)>,
-    copy: Option<Copy>,
     rows: u64,
+    /// The session to look at first next time (round-robin).
+    turn: usize,
+    /// Ending the snapshot transactions and starting to stream (or dropping the slot),
+    /// as a task so that a cancelled poll resumes it.
+    finishing: Option<tokio::task::JoinHandle<Result<Option<Streaming>>>>,
+}
+
+/// The replication session after the snapshot, and whether protocol streaming is on.
+type Streaming = (ReplicationConnection, bool);
+
+/// A session whose table COPY has started.
+type Started = (ReplicationConnection, Box<Copy>);
+
+/// One snapshot session: idle (holding its connection), starting a table's COPY (a task
+/// holds the connection), or copying.
+struct Worker {
+    conn: Option<ReplicationConnection>,
+    copy: Option<Box<Copy>>,
+    starting: Option<tokio::task::JoinHandle<Result<Started>>>,
+}
+
+enum WorkerEvent {
+    Started(Result<Started>),
+    Data(std::result::Result<Option<bytes::Bytes>, super::conn::ConnError>),
+}
+
+impl Worker {
+    fn busy(&self) -> bool {
+        self.copy.is_some() || self.starting.is_some()
+    }
+
+    /// The session's next event. Cancel-safe.
+    async fn next(&mut self) -> WorkerEvent {
+        if let Some(h) = self.starting.as_mut() {
+            let r = match h.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::internal(format!("postgres-cdc snapshot step: {e}"))),
+            };
+            return WorkerEvent::Started(r);
+        }
+        match self.conn.as_mut() {
+            Some(c) => WorkerEvent::Data(c.copy_data().await),
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// A captured table of the stream: its events and where they go.
@@ -167,19 +212,8 @@ pub struct PostgresCdcSource {
     /// Buffered messages of in-progress streamed transactions: top-level xid →
     /// (subtransaction xid, message), in arrival order.
     streamed: HashMap<u32, Vec<(u32, PgOutput)>>,
-    /// A snapshot step that awaits the server, run as a task so that a cancelled poll
-    /// (the runtime drops polls on every acknowledgement and linger timeout) resumes it.
-    transition: Option<Transition>,
     /// A Relation message held back while the type catalog is reloaded.
     deferred: Option<PgOutput>,
-}
-
-/// Snapshot steps that run as tasks; their connections come back when they finish.
-enum Transition {
-    StartCopy(tokio::task::JoinHandle<Result<(ReplicationConnection, Copy)>>),
-    /// Ends the snapshot transaction, then starts streaming on the replication
-    /// connection (returned with whether protocol streaming is on), or drops the slot.
-    Finish(tokio::task::JoinHandle<Result<Option<(ReplicationConnection, bool)>>>),
 }
 
 impl std::fmt::Debug for PostgresCdcSource {
@@ -223,7 +257,6 @@ impl PostgresCdcSource {
             streaming: false,
             stream_xid: None,
             streamed: HashMap::new(),
-            transition: None,
             deferred: None,
         }
     }
@@ -256,11 +289,11 @@ impl PostgresCdcSource {
 
     /// Snapshot progress of the table being copied: gauges, `/status` details, a log
     /// line at most every 5 s and at the end of each table.
-    fn report_progress(&mut self, force: bool) {
+    fn report_progress(&mut self, worker: usize, force: bool) {
         let Some(snap) = self.snapshot.as_mut() else {
             return;
         };
-        let Some(copy) = snap.copy.as_mut() else {
+        let Some(copy) = snap.workers.get_mut(worker).and_then(|w| w.copy.as_mut()) else {
             return;
         };
         let table = copy.stream_name.to_string();
@@ -378,12 +411,6 @@ impl PostgresCdcSource {
     fn sql(&self) -> Result<&Client> {
         self.sql
             .as_deref()
-            .ok_or_else(|| Error::internal("postgres-cdc: used before open"))
-    }
-
-    fn sql_arc(&self) -> Result<Arc<Client>> {
-        self.sql
-            .clone()
             .ok_or_else(|| Error::internal("postgres-cdc: used before open"))
     }
 
@@ -698,196 +725,228 @@ impl PostgresCdcSource {
         Ok(())
     }
 
-    /// Next snapshot batch, or `None` once the snapshot is complete.
+    /// Next snapshot batch, or `None` once the snapshot is complete. Up to
+    /// `snapshot.parallel_tables` tables are copied at once, each on its own session
+    /// holding the same snapshot; their batches interleave (one stream per table).
     async fn poll_snapshot(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
         loop {
-            if let Some(t) = self.transition.as_mut() {
-                let joined = |e: tokio::task::JoinError| {
-                    Error::internal(format!("postgres-cdc snapshot step: {e}"))
+            let snap = self
+                .snapshot
+                .as_mut()
+                .ok_or_else(|| Error::internal("snapshot"))?;
+            if let Some(h) = snap.finishing.as_mut() {
+                let r = h
+                    .await
+                    .map_err(|e| Error::internal(format!("postgres-cdc snapshot end: {e}")));
+                let snap = self
+                    .snapshot
+                    .take()
+                    .ok_or_else(|| Error::internal("snapshot"))?;
+                tracing::info!(rows = snap.rows, "snapshot complete");
+                match r?? {
+                    Some((repl, streaming)) => {
+                        self.repl = Some(repl);
+                        self.streaming = streaming;
+                        self.streaming_started(snap.consistent_point);
+                    }
+                    None => self.finished = true,
+                }
+                return Ok(None);
+            }
+            // Idle sessions take the next tables.
+            for w in snap.workers.iter_mut() {
+                if w.busy() {
+                    continue;
+                }
+                let Some((schema, table)) = snap.pending.pop_front() else {
+                    break;
                 };
-                match t {
-                    Transition::StartCopy(h) => {
-                        let r = h.await.map_err(joined);
-                        self.transition = None;
-                        let (conn, copy) = r??;
+                let conn = w
+                    .conn
+                    .take()
+                    .ok_or_else(|| Error::internal("snapshot session missing"))?;
+                let job = CopyJob {
+                    sql: self
+                        .sql
+                        .clone()
+                        .ok_or_else(|| Error::internal("postgres-cdc: used before open"))?,
+                    topic: self.router.as_ref().map(|r| {
+                        Arc::from(r.resolve(&self.cfg.database, &schema, &table).as_str())
+                    }),
+                    cfg: self.cfg.clone(),
+                    catalog: self.catalog.clone(),
+                    database: self.database.clone(),
+                    schema,
+                    table,
+                };
+                w.starting = Some(tokio::spawn(job.start(conn)));
+            }
+            if snap.pending.is_empty() && snap.workers.iter().all(|w| !w.busy()) {
+                // Every table read: end the snapshot transactions, then stream (or stop).
+                let conns: Vec<ReplicationConnection> = snap
+                    .workers
+                    .iter_mut()
+                    .filter_map(|w| w.conn.take())
+                    .collect();
+                let cp = snap.consistent_point;
+                let repl = self.repl.take();
+                let sql = self
+                    .sql
+                    .clone()
+                    .ok_or_else(|| Error::internal("postgres-cdc: used before open"))?;
+                snap.finishing = Some(tokio::spawn(finish_snapshot(
+                    conns,
+                    repl,
+                    sql,
+                    self.cfg.clone(),
+                    cp,
+                )));
+                continue;
+            }
+            let cp = snap.consistent_point;
+            // A full batch of any table goes out first.
+            if let Some(i) = snap
+                .workers
+                .iter()
+                .position(|w| w.copy.as_ref().is_some_and(|c| c.events.len() >= max_rows))
+            {
+                let position = Pos {
+                    lsn: cp,
+                    snapshot_done: false,
+                    tables_done: snap.tables_done.clone(),
+                }
+                .to_position();
+                let copy = snap.workers[i]
+                    .copy
+                    .as_mut()
+                    .ok_or_else(|| Error::internal("snapshot copy"))?;
+                if let Some(batch) = copy
+                    .events
+                    .finish()
+                    .map_err(|e| Error::internal(e.to_string()))?
+                {
+                    snap.rows += batch.num_rows() as u64;
+                    let out = SourceBatch {
+                        batch,
+                        position,
+                        stream: Some(copy.stream_name.clone()),
+                        topic: copy.topic.clone(),
+                    };
+                    self.report_progress(i, false);
+                    return Ok(Some(out));
+                }
+            }
+            // Wait for the next event of any busy session (each future is cancel-safe).
+            // The first ready future wins, so the order rotates: sessions take turns.
+            let (i, event) = {
+                let n = snap.workers.len();
+                let start = snap.turn % n;
+                let mut waiting: Vec<_> = snap
+                    .workers
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, w)| w.busy())
+                    .map(|(i, w)| ((i + n - start) % n, i, w))
+                    .collect();
+                waiting.sort_by_key(|(order, _, _)| *order);
+                let futures: Vec<_> = waiting
+                    .into_iter()
+                    .map(|(_, i, w)| Box::pin(async move { (i, w.next().await) }))
+                    .collect();
+                futures_util::future::select_all(futures).await.0
+            };
+            snap.turn = i + 1;
+            let w = &mut snap.workers[i];
+            match event {
+                WorkerEvent::Started(r) => {
+                    w.starting = None;
+                    let (conn, copy) = r?;
+                    w.conn = Some(conn);
+                    w.copy = Some(copy);
+                }
+                WorkerEvent::Data(r) => {
+                    let data = r.map_err(|e| e.into_error("snapshot COPY"))?;
+                    let copy = w
+                        .copy
+                        .as_mut()
+                        .ok_or_else(|| Error::internal("snapshot copy"))?;
+                    let Some(data) = data else {
+                        // This table is done: its last batch records it as done.
+                        let batch = copy
+                            .events
+                            .finish()
+                            .map_err(|e| Error::internal(e.to_string()))?;
+                        let stream_name = copy.stream_name.clone();
+                        let topic = copy.topic.clone();
+                        self.report_progress(i, true);
                         let snap = self
                             .snapshot
                             .as_mut()
                             .ok_or_else(|| Error::internal("snapshot"))?;
-                        snap.conn = Some(conn);
-                        snap.pending.pop_front();
-                        snap.copy = Some(copy);
+                        snap.workers[i].copy = None;
+                        snap.tables_done.push(stream_name.to_string());
+                        let all_done =
+                            snap.pending.is_empty() && snap.workers.iter().all(|w| !w.busy());
+                        if let Some(batch) = batch {
+                            snap.rows += batch.num_rows() as u64;
+                            return Ok(Some(SourceBatch {
+                                batch,
+                                position: Pos {
+                                    lsn: cp,
+                                    snapshot_done: all_done,
+                                    tables_done: snap.tables_done.clone(),
+                                }
+                                .to_position(),
+                                stream: Some(stream_name),
+                                topic,
+                            }));
+                        }
                         continue;
-                    }
-                    Transition::Finish(h) => {
-                        let r = h.await.map_err(joined);
-                        self.transition = None;
-                        let snap = self
-                            .snapshot
-                            .take()
-                            .ok_or_else(|| Error::internal("snapshot"))?;
-                        tracing::info!(rows = snap.rows, "snapshot complete");
-                        match r?? {
-                            Some((repl, streaming)) => {
-                                self.repl = Some(repl);
-                                self.streaming = streaming;
-                                self.streaming_started(snap.consistent_point);
+                    };
+                    let pos_text = format_lsn(cp);
+                    let src = SourceInfo {
+                        pos: &pos_text,
+                        txid: None,
+                        ts_ms: None,
+                        snapshot: true,
+                    };
+                    copy.carry.extend_from_slice(&data);
+                    if !copy.header_done {
+                        match copy_header_len(&copy.carry)
+                            .map_err(|e| Error::data(format!("snapshot: {e}")))?
+                        {
+                            Some(n) => {
+                                let _ = copy.carry.split_to(n);
+                                copy.header_done = true;
                             }
-                            None => self.finished = true,
+                            None => continue,
                         }
-                        return Ok(None);
                     }
-                }
-            }
-            let snap = self
-                .snapshot
-                .as_mut()
-                .ok_or_else(|| Error::internal("snapshot"))?;
-            if snap.copy.is_none() {
-                let conn = snap
-                    .conn
-                    .take()
-                    .ok_or_else(|| Error::internal("snapshot connection in use"))?;
-                let next = snap.pending.front().cloned();
-                let cp = snap.consistent_point;
-                let task = match next {
-                    Some((schema, table)) => {
-                        let job = CopyJob {
-                            sql: self.sql_arc()?,
-                            topic: self.topic_for(&schema, &table),
-                            cfg: self.cfg.clone(),
-                            catalog: self.catalog.clone(),
-                            database: self.database.clone(),
-                            schema,
-                            table,
-                        };
-                        Transition::StartCopy(tokio::spawn(job.start(conn)))
-                    }
-                    None => {
-                        let repl = self.repl.take();
-                        let cfg = self.cfg.clone();
-                        let sql = self.sql_arc()?;
-                        Transition::Finish(tokio::spawn(finish_snapshot(conn, repl, sql, cfg, cp)))
-                    }
-                };
-                self.transition = Some(task);
-                continue;
-            }
-            let snap = self
-                .snapshot
-                .as_mut()
-                .ok_or_else(|| Error::internal("snapshot"))?;
-            let cp = snap.consistent_point;
-            let last_table = snap.pending.is_empty();
-            let copy = snap
-                .copy
-                .as_mut()
-                .ok_or_else(|| Error::internal("snapshot copy"))?;
-            let pos_text = format_lsn(cp);
-            let src = SourceInfo {
-                pos: &pos_text,
-                txid: None,
-                ts_ms: None,
-                snapshot: true,
-            };
-            // The batch that ends this table records it as done; earlier ones do not.
-            let mut done_tables = snap.tables_done.clone();
-            let mid_pos = Pos {
-                lsn: cp,
-                snapshot_done: false,
-                tables_done: done_tables.clone(),
-            };
-            done_tables.push(copy.stream_name.to_string());
-            let done_pos = Pos {
-                lsn: cp,
-                snapshot_done: last_table,
-                tables_done: done_tables,
-            };
-            loop {
-                if copy.events.len() >= max_rows {
-                    if let Some(batch) = copy
-                        .events
-                        .finish()
-                        .map_err(|e| Error::internal(e.to_string()))?
+                    let mut consumed = 0;
+                    while let Some((len, fields)) =
+                        next_copy_tuple(&copy.carry[consumed..], &mut copy.fields)
+                            .map_err(|e| Error::data(format!("snapshot: {e}")))?
                     {
-                        snap.rows += batch.num_rows() as u64;
-                        let out = SourceBatch {
-                            batch,
-                            position: mid_pos.to_position(),
-                            stream: Some(copy.stream_name.clone()),
-                            topic: copy.topic.clone(),
-                        };
-                        self.report_progress(false);
-                        return Ok(Some(out));
-                    }
-                }
-                let data = snap
-                    .conn
-                    .as_mut()
-                    .ok_or_else(|| Error::internal("snapshot connection in use"))?
-                    .copy_data()
-                    .await
-                    .map_err(|e| e.into_error("snapshot COPY"))?;
-                let Some(data) = data else {
-                    // This table is done.
-                    let batch = copy
-                        .events
-                        .finish()
-                        .map_err(|e| Error::internal(e.to_string()))?;
-                    let stream_name = copy.stream_name.clone();
-                    let topic = copy.topic.clone();
-                    self.report_progress(true);
-                    let snap = self
-                        .snapshot
-                        .as_mut()
-                        .ok_or_else(|| Error::internal("snapshot"))?;
-                    snap.copy = None;
-                    snap.tables_done.push(stream_name.to_string());
-                    if let Some(batch) = batch {
-                        snap.rows += batch.num_rows() as u64;
-                        return Ok(Some(SourceBatch {
-                            batch,
-                            position: done_pos.to_position(),
-                            stream: Some(stream_name),
-                            topic,
-                        }));
-                    }
-                    break;
-                };
-                copy.carry.extend_from_slice(&data);
-                if !copy.header_done {
-                    match copy_header_len(&copy.carry)
-                        .map_err(|e| Error::data(format!("snapshot: {e}")))?
-                    {
-                        Some(n) => {
-                            let _ = copy.carry.split_to(n);
-                            copy.header_done = true;
+                        let base = consumed;
+                        consumed += len;
+                        if !fields {
+                            continue; // the trailer
                         }
-                        None => continue,
+                        let row: Vec<Option<&[u8]>> = copy
+                            .fields
+                            .iter()
+                            .map(|f| {
+                                f.map(|(start, n)| &copy.carry[base + start..base + start + n])
+                            })
+                            .collect();
+                        if let Err(e) = copy.events.push_snapshot_row(&row, &src) {
+                            self.interrupted = true;
+                            return Err(Error::data(e));
+                        }
+                        copy.done += 1;
                     }
+                    let _ = copy.carry.split_to(consumed);
                 }
-                let mut consumed = 0;
-                while let Some((len, fields)) =
-                    next_copy_tuple(&copy.carry[consumed..], &mut copy.fields)
-                        .map_err(|e| Error::data(format!("snapshot: {e}")))?
-                {
-                    let base = consumed;
-                    consumed += len;
-                    if !fields {
-                        continue; // the trailer
-                    }
-                    let row: Vec<Option<&[u8]>> = copy
-                        .fields
-                        .iter()
-                        .map(|f| f.map(|(start, n)| &copy.carry[base + start..base + start + n]))
-                        .collect();
-                    if let Err(e) = copy.events.push_snapshot_row(&row, &src) {
-                        self.interrupted = true;
-                        return Err(Error::data(e));
-                    }
-                    copy.done += 1;
-                }
-                let _ = copy.carry.split_to(consumed);
             }
         }
     }
@@ -907,7 +966,10 @@ struct CopyJob {
 impl CopyJob {
     /// Read the table's shape, then start `COPY ... TO STDOUT (FORMAT binary)` of its kept
     /// columns on the snapshot session.
-    async fn start(self, mut conn: ReplicationConnection) -> Result<(ReplicationConnection, Copy)> {
+    async fn start(
+        self,
+        mut conn: ReplicationConnection,
+    ) -> Result<(ReplicationConnection, Box<Copy>)> {
         let (schema, table) = (&self.schema, &self.table);
         let relation = catalog::relation(&self.sql, schema, table).await?;
         let keep = self.cfg.kept_columns(
@@ -960,7 +1022,7 @@ impl CopyJob {
         tracing::info!(table = %format!("{schema}.{table}"), "snapshot of table started");
         Ok((
             conn,
-            Copy {
+            Box::new(Copy {
                 events,
                 done: 0,
                 estimated,
@@ -970,7 +1032,7 @@ impl CopyJob {
                 fields: Vec::with_capacity(n),
                 topic: self.topic,
                 stream_name: PostgresCdcSource::stream_name(schema, table),
-            },
+            }),
         ))
     }
 }
@@ -978,16 +1040,17 @@ impl CopyJob {
 /// End the snapshot transaction; then start streaming from the consistent point on the
 /// replication connection, or (initial_only) close it and drop the slot.
 async fn finish_snapshot(
-    mut conn: ReplicationConnection,
+    conns: Vec<ReplicationConnection>,
     repl: Option<ReplicationConnection>,
     sql: Arc<Client>,
     cfg: PostgresCdcConfig,
     consistent_point: u64,
-) -> Result<Option<(ReplicationConnection, bool)>> {
-    conn.simple_query("COMMIT")
-        .await
-        .map_err(|e| e.into_error("end snapshot transaction"))?;
-    drop(conn);
+) -> Result<Option<Streaming>> {
+    for mut conn in conns {
+        conn.simple_query("COMMIT")
+            .await
+            .map_err(|e| e.into_error("end snapshot transaction"))?;
+    }
     if cfg.snapshot_mode == SnapshotMode::InitialOnly {
         drop(repl);
         catalog::drop_slot(&sql, &cfg.slot_name).await?;
@@ -1199,18 +1262,12 @@ impl Source for PostgresCdcSource {
         );
         if snapshot {
             let resume = pos.as_ref().filter(|p| !p.snapshot_done && slot.is_some());
-            let (cp, conn, tables_done) = match resume {
+            let (cp, exported, tables_done) = match resume {
                 Some(p) => {
                     // Resume an interrupted snapshot on its slot: finished tables are not
                     // read again. The exported snapshot died with the crash, so the rest is
                     // read at a newer one: changes to those tables since the consistent
                     // point may then appear twice (once as a row, once as a change).
-                    let mut conn = ReplicationConnection::connect(&self.params(false)?)
-                        .await
-                        .map_err(|e| e.into_error("snapshot connection"))?;
-                    conn.simple_query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                        .await
-                        .map_err(|e| e.into_error("snapshot transaction"))?;
                     tracing::warn!(
                         slot = %self.cfg.slot_name,
                         tables_done = ?p.tables_done,
@@ -1218,7 +1275,7 @@ impl Source for PostgresCdcSource {
                          others are read at a newer snapshot (at-least-once for their changes \
                          since the slot's consistent point)"
                     );
-                    (p.lsn, conn, p.tables_done.clone())
+                    (p.lsn, None, p.tables_done.clone())
                 }
                 None => {
                     // A consistent snapshot needs a slot created with it: snapshot + stream
@@ -1228,16 +1285,7 @@ impl Source for PostgresCdcSource {
                     }
                     let (cp, name) = self.create_slot(true).await?;
                     let name = name.ok_or_else(|| Error::internal("no exported snapshot name"))?;
-                    let mut conn = ReplicationConnection::connect(&self.params(false)?)
-                        .await
-                        .map_err(|e| e.into_error("snapshot connection"))?;
-                    conn.simple_query(&format!(
-                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                        name.replace('\'', "''")
-                    ))
-                    .await
-                    .map_err(|e| e.into_error("import the exported snapshot"))?;
-                    (cp, conn, Vec::new())
+                    (cp, Some(name), Vec::new())
                 }
             };
             let tables: Vec<(String, String)> = catalog::publication_tables(self.sql()?, &self.cfg)
@@ -1245,16 +1293,46 @@ impl Source for PostgresCdcSource {
                 .into_iter()
                 .filter(|(s, t)| !tables_done.contains(&format!("{s}.{t}")))
                 .collect();
-            tracing::info!(tables = tables.len(), consistent_point = %format_lsn(cp), "snapshot starting");
+            // One session per parallel table, each in the same snapshot (imported while the
+            // replication session that exported it stays idle).
+            let sessions = self.cfg.snapshot.parallel_tables.min(tables.len()).max(1);
+            let begin = match &exported {
+                Some(name) => format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                    name.replace('\'', "''")
+                ),
+                None => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string(),
+            };
+            let mut workers = Vec::with_capacity(sessions);
+            for _ in 0..sessions {
+                let mut conn = ReplicationConnection::connect(&self.params(false)?)
+                    .await
+                    .map_err(|e| e.into_error("snapshot connection"))?;
+                conn.simple_query(&begin)
+                    .await
+                    .map_err(|e| e.into_error("snapshot transaction"))?;
+                workers.push(Worker {
+                    conn: Some(conn),
+                    copy: None,
+                    starting: None,
+                });
+            }
+            tracing::info!(
+                tables = tables.len(),
+                sessions,
+                consistent_point = %format_lsn(cp),
+                "snapshot starting"
+            );
             self.last_commit_end = cp;
             self.snapshot = Some(Snapshot {
                 tables_done,
                 progress: Default::default(),
-                conn: Some(conn),
+                workers,
                 consistent_point: cp,
                 pending: tables.into(),
-                copy: None,
                 rows: 0,
+                turn: 0,
+                finishing: None,
             });
         } else {
             let from = match (&slot, pos) {
