@@ -172,6 +172,25 @@ pub async fn relation(client: &Client, schema: &str, table: &str) -> Result<Rela
     })
 }
 
+/// `(reltuples, relpages)` of a table; `None` when it was never analyzed.
+pub async fn size_estimate(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Option<(i64, i64)>> {
+    let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
+    let row = client
+        .query_opt(
+            "SELECT reltuples::int8, relpages::int8 FROM pg_class WHERE oid = to_regclass($1)",
+            &[&qualified],
+        )
+        .await
+        .map_err(|e| pg_error("read pg_class", e))?;
+    Ok(row
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+        .filter(|(rows, _)| *rows >= 0))
+}
+
 /// The selected tables of the publication, `(schema, table)`, sorted.
 pub async fn publication_tables(
     client: &Client,

@@ -86,21 +86,32 @@ fn default_max_lag() -> u64 {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
-    /// Tables read at once, each on its own session in the same snapshot (1-32).
+    /// Tables (or chunks) read at once, each on its own session in the same snapshot
+    /// (1-32).
     #[serde(default = "default_parallel_tables")]
     pub parallel_tables: usize,
+    /// Tables estimated (`pg_class.reltuples`) above this many rows are read in chunks
+    /// of heap blocks (TID range scans, PostgreSQL 14+), which parallel sessions share
+    /// and a resumed snapshot skips once done; 0 turns chunking off.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u64,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
         Self {
             parallel_tables: default_parallel_tables(),
+            chunk_rows: default_chunk_rows(),
         }
     }
 }
 
 fn default_parallel_tables() -> usize {
     4
+}
+
+fn default_chunk_rows() -> u64 {
+    1_000_000
 }
 
 /// `postgres-cdc` configuration.

@@ -93,6 +93,8 @@ struct Copy {
     fields: Vec<Option<(usize, usize)>>,
     /// Whether the binary COPY header has been read.
     header_done: bool,
+    /// The id of the unit being read (table or chunk).
+    unit: String,
     topic: Option<Arc<str>>,
     stream_name: Arc<str>,
 }
@@ -107,7 +109,7 @@ struct Snapshot {
     workers: Vec<Worker>,
     consistent_point: u64,
     /// Tables not started yet.
-    pending: VecDeque<(String, String)>,
+    pending: VecDeque<Unit>,
     rows: u64,
     /// The session to look at first next time (round-robin).
     turn: usize,
@@ -296,7 +298,7 @@ impl PostgresCdcSource {
         let Some(copy) = snap.workers.get_mut(worker).and_then(|w| w.copy.as_mut()) else {
             return;
         };
-        let table = copy.stream_name.to_string();
+        let table = copy.unit.clone();
         snap.progress
             .insert(table.clone(), (copy.done, copy.estimated, force));
         if let Some(st) = &self.status {
@@ -758,7 +760,7 @@ impl PostgresCdcSource {
                 if w.busy() {
                     continue;
                 }
-                let Some((schema, table)) = snap.pending.pop_front() else {
+                let Some(unit) = snap.pending.pop_front() else {
                     break;
                 };
                 let conn = w
@@ -771,13 +773,15 @@ impl PostgresCdcSource {
                         .clone()
                         .ok_or_else(|| Error::internal("postgres-cdc: used before open"))?,
                     topic: self.router.as_ref().map(|r| {
-                        Arc::from(r.resolve(&self.cfg.database, &schema, &table).as_str())
+                        Arc::from(
+                            r.resolve(&self.cfg.database, &unit.schema, &unit.table)
+                                .as_str(),
+                        )
                     }),
                     cfg: self.cfg.clone(),
                     catalog: self.catalog.clone(),
                     database: self.database.clone(),
-                    schema,
-                    table,
+                    unit,
                 };
                 w.starting = Some(tokio::spawn(job.start(conn)));
             }
@@ -877,6 +881,7 @@ impl PostgresCdcSource {
                             .finish()
                             .map_err(|e| Error::internal(e.to_string()))?;
                         let stream_name = copy.stream_name.clone();
+                        let unit = copy.unit.clone();
                         let topic = copy.topic.clone();
                         self.report_progress(i, true);
                         let snap = self
@@ -884,7 +889,7 @@ impl PostgresCdcSource {
                             .as_mut()
                             .ok_or_else(|| Error::internal("snapshot"))?;
                         snap.workers[i].copy = None;
-                        snap.tables_done.push(stream_name.to_string());
+                        snap.tables_done.push(unit);
                         let all_done =
                             snap.pending.is_empty() && snap.workers.iter().all(|w| !w.busy());
                         if let Some(batch) = batch {
@@ -952,6 +957,99 @@ impl PostgresCdcSource {
     }
 }
 
+/// A unit of snapshot work: a whole table, or a range of its heap blocks (a chunk,
+/// selected with a TID range scan). Its id (`schema.table` or `schema.table@a-b`, `b`
+/// empty for an open end) is what positions record as done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unit {
+    schema: String,
+    table: String,
+    blocks: Option<(u64, Option<u64>)>,
+}
+
+impl Unit {
+    fn id(&self) -> String {
+        match self.blocks {
+            None => format!("{}.{}", self.schema, self.table),
+            Some((a, Some(b))) => format!("{}.{}@{a}-{b}", self.schema, self.table),
+            Some((a, None)) => format!("{}.{}@{a}-", self.schema, self.table),
+        }
+    }
+}
+
+/// Plan the units of one table: whole, or in chunks of about `chunk_rows` rows by block
+/// ranges (the last one open-ended, so rows in blocks added since the statistics are
+/// read too), minus the units `done` (ids) of an interrupted attempt, whose gaps become
+/// the units to read.
+fn plan_units(
+    schema: &str,
+    table: &str,
+    estimate: Option<(i64, i64)>,
+    chunk_rows: u64,
+    done: &[String],
+) -> Vec<Unit> {
+    let whole = format!("{schema}.{table}");
+    if done.contains(&whole) {
+        return Vec::new();
+    }
+    let prefix = format!("{whole}@");
+    // Block ranges already read, from chunk ids.
+    let mut covered: Vec<(u64, Option<u64>)> = done
+        .iter()
+        .filter_map(|d| d.strip_prefix(&prefix))
+        .filter_map(|r| {
+            let (a, b) = r.split_once('-')?;
+            Some((
+                a.parse().ok()?,
+                if b.is_empty() {
+                    None
+                } else {
+                    Some(b.parse().ok()?)
+                },
+            ))
+        })
+        .collect();
+    let unit = |blocks| Unit {
+        schema: schema.to_string(),
+        table: table.to_string(),
+        blocks,
+    };
+    if !covered.is_empty() {
+        // Resume: read the gaps between finished chunks.
+        covered.sort();
+        let mut units = Vec::new();
+        let mut at = 0u64;
+        for (a, b) in covered {
+            if a > at {
+                units.push(unit(Some((at, Some(a)))));
+            }
+            match b {
+                Some(b) => at = at.max(b),
+                None => return units,
+            }
+        }
+        units.push(unit(Some((at, None))));
+        return units;
+    }
+    match estimate {
+        Some((rows, pages)) if chunk_rows > 0 && rows > chunk_rows as i64 && pages > 1 => {
+            let n = (rows as u64).div_ceil(chunk_rows).min(pages as u64);
+            let step = (pages as u64).div_ceil(n);
+            (0..n)
+                .map(|k| {
+                    let end = if k + 1 == n {
+                        None
+                    } else {
+                        Some((k + 1) * step)
+                    };
+                    unit(Some((k * step, end)))
+                })
+                .collect()
+        }
+        _ => vec![unit(None)],
+    }
+}
+
 /// What a task needs to start copying one table.
 struct CopyJob {
     sql: Arc<Client>,
@@ -959,8 +1057,7 @@ struct CopyJob {
     cfg: PostgresCdcConfig,
     catalog: TypeCatalog,
     database: Arc<str>,
-    schema: String,
-    table: String,
+    unit: Unit,
 }
 
 impl CopyJob {
@@ -970,7 +1067,7 @@ impl CopyJob {
         self,
         mut conn: ReplicationConnection,
     ) -> Result<(ReplicationConnection, Box<Copy>)> {
-        let (schema, table) = (&self.schema, &self.table);
+        let (schema, table) = (&self.unit.schema, &self.unit.table);
         let relation = catalog::relation(&self.sql, schema, table).await?;
         let keep = self.cfg.kept_columns(
             schema,
@@ -990,8 +1087,15 @@ impl CopyJob {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        let range = match self.unit.blocks {
+            None => String::new(),
+            Some((a, Some(b))) => {
+                format!(" WHERE ctid >= '({a},0)'::tid AND ctid < '({b},0)'::tid")
+            }
+            Some((a, None)) => format!(" WHERE ctid >= '({a},0)'::tid"),
+        };
         let stmt = format!(
-            "COPY (SELECT {cols} FROM {}.{}) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT {cols} FROM {}.{}{range}) TO STDOUT (FORMAT binary)",
             quote_ident(schema),
             quote_ident(table)
         );
@@ -1019,7 +1123,7 @@ impl CopyJob {
         conn.copy_out(&stmt)
             .await
             .map_err(|e| e.into_error(&format!("snapshot {schema}.{table}")))?;
-        tracing::info!(table = %format!("{schema}.{table}"), "snapshot of table started");
+        tracing::info!(unit = %self.unit.id(), "snapshot of table started");
         Ok((
             conn,
             Box::new(Copy {
@@ -1032,6 +1136,7 @@ impl CopyJob {
                 fields: Vec::with_capacity(n),
                 topic: self.topic,
                 stream_name: PostgresCdcSource::stream_name(schema, table),
+                unit: self.unit.id(),
             }),
         ))
     }
@@ -1288,13 +1393,29 @@ impl Source for PostgresCdcSource {
                     (cp, Some(name), Vec::new())
                 }
             };
-            let tables: Vec<(String, String)> = catalog::publication_tables(self.sql()?, &self.cfg)
-                .await?
-                .into_iter()
-                .filter(|(s, t)| !tables_done.contains(&format!("{s}.{t}")))
-                .collect();
-            // One session per parallel table, each in the same snapshot (imported while the
-            // replication session that exported it stays idle).
+            // Big tables are read in chunks of heap blocks (TID range scans, PostgreSQL
+            // 14+); an interrupted attempt's finished tables and chunks are skipped.
+            let tid_ranges = self
+                .repl()?
+                .param("server_version")
+                .and_then(|v| v.split(['.', ' ']).next()?.parse::<u32>().ok())
+                .is_some_and(|v| v >= 14);
+            let mut units = Vec::new();
+            for (schema, table) in catalog::publication_tables(self.sql()?, &self.cfg).await? {
+                let estimate = if tid_ranges {
+                    catalog::size_estimate(self.sql()?, &schema, &table).await?
+                } else {
+                    None
+                };
+                units.extend(plan_units(
+                    &schema,
+                    &table,
+                    estimate,
+                    self.cfg.snapshot.chunk_rows,
+                    &tables_done,
+                ));
+            }
+            let tables = units;
             let sessions = self.cfg.snapshot.parallel_tables.min(tables.len()).max(1);
             let begin = match &exported {
                 Some(name) => format!(
@@ -1457,5 +1578,44 @@ impl Source for PostgresCdcSource {
             self.send_status(false).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(units: &[Unit]) -> Vec<String> {
+        units.iter().map(Unit::id).collect()
+    }
+
+    #[test]
+    fn units_of_small_big_and_resumed_tables() {
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((100, 10)), 1000, &[])),
+            ["s.t"]
+        );
+        assert_eq!(ids(&plan_units("s", "t", None, 1000, &[])), ["s.t"]);
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((3500, 100),), 1000, &[])),
+            ["s.t@0-25", "s.t@25-50", "s.t@50-75", "s.t@75-"]
+        );
+        assert!(plan_units("s", "t", Some((3500, 100)), 1000, &["s.t".into()]).is_empty());
+        // Resume: the gaps between finished chunks, the last one open-ended.
+        let done = ["s.t@25-50".to_string(), "s.t@0-25".into(), "s.t@75-".into()];
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((9999, 999)), 1000, &done)),
+            ["s.t@50-75"]
+        );
+        let done = ["s.t@0-25".to_string()];
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((9999, 999)), 1000, &done)),
+            ["s.t@25-"]
+        );
+        // Chunking off.
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((3500, 100)), 0, &[])),
+            ["s.t"]
+        );
     }
 }
