@@ -356,11 +356,17 @@ pub async fn prerequisites(client: &Client, cfg: &PostgresCdcConfig) -> Result<V
             }
         }
     }
-    let tables = if pub_exists {
+    // The published tables, and the configured ones (which may not be published yet).
+    let mut tables = if pub_exists {
         publication_tables(client, cfg).await?
     } else {
-        cfg.table_names()
+        Vec::new()
     };
+    for t in cfg.table_names() {
+        if !tables.contains(&t) {
+            tables.push(t);
+        }
+    }
     for (s, t) in tables {
         match relation(client, &s, &t).await {
             Ok(r) if r.replica_identity == b'n' => problems.push(format!(

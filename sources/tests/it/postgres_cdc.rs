@@ -933,3 +933,72 @@ async fn big_tables_are_read_in_block_chunks_and_a_resume_skips_finished_chunks(
     }
     assert_eq!(ids.len(), 30000);
 }
+
+#[tokio::test]
+async fn check_names_each_unmet_prerequisite_and_discover_lists_arrow_schemas() {
+    use rivven_engine::registry::SourceFactory;
+    use rivven_sources::postgres_cdc::PostgresCdcFactory;
+    let Some(db) = Db::new() else { return };
+    db.sql(
+        "CREATE TABLE good (id int PRIMARY KEY, amount numeric(10,2), tags text[]);
+         CREATE TABLE nopk (v text);
+         CREATE PUBLICATION checked FOR TABLE good",
+    );
+    let yaml = |extra: &str| -> serde_yaml::Value {
+        serde_yaml::from_str(&format!(
+            "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: {}\n{extra}",
+            db.pg.port, db.name, db.pg.user, db.pg.password
+        ))
+        .unwrap()
+    };
+    let ok = PostgresCdcFactory
+        .check(&yaml("publication: checked\ntables: [good]\n"))
+        .await
+        .unwrap();
+    assert!(
+        ok.contains("wal_level logical") && ok.contains("1 table(s)"),
+        "{ok}"
+    );
+    let err = PostgresCdcFactory
+        .check(&yaml("publication: checked\ntables: [good, nopk]\n"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("public.nopk is not in publication checked"),
+        "{err}"
+    );
+    assert!(err.contains("public.nopk has no primary key"), "{err}");
+    assert!(!err.contains(&db.pg.password), "password in error");
+    let bad_password = PostgresCdcFactory
+        .check(
+            &serde_yaml::from_str(&format!(
+                "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: wrong-secret-value\n",
+                db.pg.port, db.name, db.pg.user
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(bad_password.contains("28P01"), "{bad_password}");
+    let streams = PostgresCdcFactory
+        .discover(&yaml("publication: checked\n"))
+        .await
+        .unwrap();
+    assert_eq!(streams.len(), 1);
+    assert_eq!(
+        (streams[0].namespace.as_deref(), streams[0].name.as_str()),
+        (Some("public"), "good")
+    );
+    let after = streams[0]
+        .schema
+        .field_with_name("after")
+        .unwrap()
+        .data_type()
+        .to_string();
+    assert!(
+        after.contains("Decimal128(10, 2)") && after.contains("List("),
+        "{after}"
+    );
+}
