@@ -808,38 +808,6 @@ impl PostgresCdcSource {
                 continue;
             }
             let cp = snap.consistent_point;
-            // A full batch of any table goes out first.
-            if let Some(i) = snap
-                .workers
-                .iter()
-                .position(|w| w.copy.as_ref().is_some_and(|c| c.events.len() >= max_rows))
-            {
-                let position = Pos {
-                    lsn: cp,
-                    snapshot_done: false,
-                    tables_done: snap.tables_done.clone(),
-                }
-                .to_position();
-                let copy = snap.workers[i]
-                    .copy
-                    .as_mut()
-                    .ok_or_else(|| Error::internal("snapshot copy"))?;
-                if let Some(batch) = copy
-                    .events
-                    .finish()
-                    .map_err(|e| Error::internal(e.to_string()))?
-                {
-                    snap.rows += batch.num_rows() as u64;
-                    let out = SourceBatch {
-                        batch,
-                        position,
-                        stream: Some(copy.stream_name.clone()),
-                        topic: copy.topic.clone(),
-                    };
-                    self.report_progress(i, false);
-                    return Ok(Some(out));
-                }
-            }
             // Wait for the next event of any busy session (each future is cancel-safe).
             // The first ready future wins, so the order rotates: sessions take turns.
             let (i, event) = {
@@ -908,6 +876,7 @@ impl PostgresCdcSource {
                         }
                         continue;
                     };
+                    let mut full = None;
                     let pos_text = format_lsn(cp);
                     let src = SourceInfo {
                         pos: &pos_text,
@@ -944,6 +913,28 @@ impl PostgresCdcSource {
                                 f.map(|(start, n)| &copy.carry[base + start..base + start + n])
                             })
                             .collect();
+                        // A full batch goes out only once another row shows the unit is
+                        // not finished: the batch that ends a unit then always carries the
+                        // position recording it as done.
+                        if full.is_none() && copy.events.len() >= max_rows {
+                            if let Some(batch) = copy
+                                .events
+                                .finish()
+                                .map_err(|e| Error::internal(e.to_string()))?
+                            {
+                                full = Some(SourceBatch {
+                                    batch,
+                                    position: Pos {
+                                        lsn: cp,
+                                        snapshot_done: false,
+                                        tables_done: snap.tables_done.clone(),
+                                    }
+                                    .to_position(),
+                                    stream: Some(copy.stream_name.clone()),
+                                    topic: copy.topic.clone(),
+                                });
+                            }
+                        }
                         if let Err(e) = copy.events.push_snapshot_row(&row, &src) {
                             self.interrupted = true;
                             return Err(Error::data(e));
@@ -951,6 +942,11 @@ impl PostgresCdcSource {
                         copy.done += 1;
                     }
                     let _ = copy.carry.split_to(consumed);
+                    if let Some(out) = full {
+                        snap.rows += out.batch.num_rows() as u64;
+                        self.report_progress(i, false);
+                        return Ok(Some(out));
+                    }
                 }
             }
         }

@@ -850,10 +850,18 @@ async fn tables_are_snapshotted_in_parallel_sessions_exactly_once() {
             finished = n;
         }
     }
-    assert!(
-        finished >= tables.len() - 1,
-        "finished tables recorded: {finished}"
+    assert_eq!(
+        finished,
+        tables.len() - 1,
+        "finished tables recorded before the last"
     );
+    // The batch that ends the snapshot says so.
+    let last_snapshot = got
+        .iter()
+        .rev()
+        .find(|b| ops(std::slice::from_ref(b))[0] == "r")
+        .unwrap();
+    assert_eq!(last_snapshot.position.0["snapshot_done"], true);
     assert_eq!(got.last().unwrap().position.0["snapshot_done"], true);
     let streams: Vec<&str> = got.iter().filter_map(|b| b.stream.as_deref()).collect();
     let interleaved = streams.windows(3).any(|w| w[0] == w[2] && w[0] != w[1]);
