@@ -162,6 +162,7 @@ impl Partition {
         });
         seg.size += frame.len() as u64;
         self.next_offset = base + u64::from(count);
+        segment::recycle(frame);
         Ok(base)
     }
 
@@ -415,12 +416,12 @@ impl EmbeddedLog {
         let t = self.topic(topic)?;
         let count =
             u32::try_from(batch.num_rows()).map_err(|_| Error::internal("batch too large"))?;
-        let ipc = segment::encode_ipc(batch)?;
         let meta = match mark {
             Some(m) => serde_json::to_vec(m).map_err(|e| Error::internal(e.to_string()))?,
             None => Vec::new(),
         };
         let ts = now_ms();
+        let prepared = segment::prepare_frame(batch, count, ts, &meta)?;
         let settings = self.inner.settings.clone();
         let mark = mark.cloned();
         let base = blocking(move || {
@@ -430,7 +431,7 @@ impl EmbeddedLog {
                 .ok_or_else(|| Error::internal(format!("partition {partition} out of range")))?;
             let mut p = p.lock().map_err(lock_err)?;
             let base = p.append(
-                |base| segment::encode_frame(base, count, ts, &meta, &ipc),
+                |base| segment::seal_frame(prepared, base),
                 count,
                 ts,
                 &settings,

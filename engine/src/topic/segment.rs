@@ -56,17 +56,84 @@ pub(crate) fn segment_path(dir: &Path, base: u64) -> PathBuf {
 }
 
 /// Encode a batch as an Arrow IPC stream.
+#[cfg(test)]
 pub(crate) fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
-    {
-        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
-        w.write(batch)?;
-        w.finish()?;
-    }
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    write_ipc(&mut buf, batch)?;
     Ok(buf)
 }
 
+fn write_ipc(buf: &mut Vec<u8>, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
+    let mut w = StreamWriter::try_new(buf, &batch.schema())?;
+    w.write(batch)?;
+    w.finish()
+}
+
+/// Frame buffers are reused: a fresh multi-megabyte allocation per frame costs more in
+/// page faults (the kernel zeroing new pages) than encoding the batch.
+static BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+const POOLED_BUFFERS: usize = 4;
+
+fn take_buffer(capacity: usize) -> Vec<u8> {
+    let mut buf = BUFFERS
+        .lock()
+        .ok()
+        .and_then(|mut pool| pool.pop())
+        .unwrap_or_default();
+    buf.clear();
+    buf.reserve(capacity);
+    buf
+}
+
+/// Return a frame buffer for reuse.
+pub(crate) fn recycle(buf: Vec<u8>) {
+    if let Ok(mut pool) = BUFFERS.lock() {
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(buf);
+        }
+    }
+}
+
+/// A frame encoded up to its offset and checksum (see [`seal_frame`]).
+pub(crate) struct PreparedFrame(Vec<u8>);
+
+/// Encode a frame's body in place (header fields, `meta`, the batch as Arrow IPC), leaving
+/// the base offset and the checksum, which are known only under the partition lock.
+pub(crate) fn prepare_frame(
+    batch: &RecordBatch,
+    count: u32,
+    ts: i64,
+    meta: &[u8],
+) -> Result<PreparedFrame, arrow::error::ArrowError> {
+    let mut f = take_buffer(
+        PREFIX_LEN as usize + BODY_FIXED + meta.len() + batch.get_array_memory_size() + 1024,
+    );
+    f.extend_from_slice(MAGIC);
+    f.extend_from_slice(&[0; 4]); // body length
+    f.extend_from_slice(&[0; 4]); // crc
+    f.extend_from_slice(&[0; 8]); // base offset
+    f.extend_from_slice(&count.to_le_bytes());
+    f.extend_from_slice(&ts.to_le_bytes());
+    f.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    f.extend_from_slice(meta);
+    write_ipc(&mut f, batch)?;
+    let body_len = (f.len() - PREFIX_LEN as usize) as u32;
+    f[4..8].copy_from_slice(&body_len.to_le_bytes());
+    Ok(PreparedFrame(f))
+}
+
+/// Complete a prepared frame with its base offset and checksum.
+pub(crate) fn seal_frame(frame: PreparedFrame, base_offset: u64) -> Vec<u8> {
+    let mut f = frame.0;
+    let p = PREFIX_LEN as usize;
+    f[p..p + 8].copy_from_slice(&base_offset.to_le_bytes());
+    let crc = crc32fast::hash(&f[p..]);
+    f[8..12].copy_from_slice(&crc.to_le_bytes());
+    f
+}
+
 /// Build a complete frame (prefix + body).
+#[cfg(test)]
 pub(crate) fn encode_frame(
     base_offset: u64,
     count: u32,
