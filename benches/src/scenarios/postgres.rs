@@ -8,7 +8,8 @@
 //!   change is in it; then `pg_recvlogical` drains the other into /dev/null up to the
 //!   same end LSN.
 //! - `pg-snapshot`: a table is read by the runtime with `snapshot_mode: initial_only` into
-//!   the embedded topic, and by `COPY ... TO STDOUT (FORMAT binary)` into /dev/null.
+//!   the embedded topic, and by `COPY ... TO STDOUT (FORMAT binary)` into /dev/null. One
+//!   snapshot session (`parallel_tables: 1`), like the one COPY it is compared with.
 //!
 //! Both sides of a ratio move the same rows; figures carry the same `bytes` (the topic's
 //! on-disk size for the stream, the table's heap size for the snapshot), so the ratio is
@@ -71,6 +72,7 @@ impl Db {
       slot_name: {slot}
       publication: bench_pub
       tables: [bench]
+      snapshot: {{parallel_tables: 1}}
       snapshot_mode: {mode}",
             self.pg.port, self.name, self.pg.user, self.pg.password
         )
@@ -286,7 +288,8 @@ pub async fn snapshot(p: &Params) -> Result<Report> {
     // The source alone (batches dropped): the connector's own ceiling.
     let cfg: rivven_sources::postgres_cdc::PostgresCdcConfig = serde_yaml::from_str(&format!(
         "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: \"{}\"\n\
-         slot_name: {}\npublication: bench_pub\ntables: [bench]\nsnapshot_mode: initial_only\n",
+         slot_name: {}\npublication: bench_pub\ntables: [bench]\nsnapshot_mode: initial_only\n\
+         snapshot: {{parallel_tables: 1}}\n",
         db.pg.port,
         db.name,
         db.pg.user,
