@@ -170,8 +170,10 @@ pub struct PostgresCdcConfig {
     #[serde(default = "default_placeholder")]
     pub unavailable_value_placeholder: String,
     /// Use pgoutput protocol 2 streaming of large in-progress transactions (PostgreSQL
-    /// 14+): they are buffered here until they commit, not spilled to disk on the server.
-    #[serde(default = "yes")]
+    /// 14+): they are then buffered in this process's memory until they commit, instead
+    /// of spilling to disk on the server. Off by default: a transaction of many GB would
+    /// need that much memory here.
+    #[serde(default)]
     pub streaming: bool,
     /// Heartbeats (disabled by default).
     #[serde(default)]
@@ -199,9 +201,6 @@ fn default_publication() -> String {
 }
 fn default_placeholder() -> String {
     "__debezium_unavailable_value".into()
-}
-fn yes() -> bool {
-    true
 }
 fn default_status_interval() -> u64 {
     10_000

@@ -144,6 +144,9 @@ fn protocol(msg: impl Into<String>) -> ConnError {
     ConnError::Protocol(msg.into())
 }
 
+/// Largest backend message accepted (a row or a WAL record is far below this).
+const MAX_MESSAGE: usize = 1 << 30;
+
 /// One backend message: its tag and body (without the length).
 #[derive(Debug)]
 pub struct Message {
@@ -176,6 +179,8 @@ pub struct ReplicationConnection {
     wbuf: BytesMut,
     /// Server parameters (`server_version`, ...).
     pub params: Vec<(String, String)>,
+    /// An error a COPY OUT reported, returned once its ReadyForQuery arrives.
+    copy_error: Option<ServerError>,
 }
 
 impl std::fmt::Debug for ReplicationConnection {
@@ -243,6 +248,7 @@ impl ReplicationConnection {
             rbuf: BytesMut::with_capacity(64 << 10),
             wbuf: BytesMut::with_capacity(1024),
             params: Vec::new(),
+            copy_error: None,
         };
         let mut startup = vec![
             ("user", p.user.as_str()),
@@ -267,6 +273,9 @@ impl ReplicationConnection {
             match m.tag {
                 b'R' => {
                     let mut b = m.body.clone();
+                    if b.len() < 4 {
+                        return Err(protocol("short authentication message"));
+                    }
                     let kind = b.get_i32();
                     match kind {
                         0 => {} // AuthenticationOk
@@ -277,6 +286,9 @@ impl ReplicationConnection {
                         }
                         5 => {
                             let pw = need_password()?;
+                            if b.len() < 4 {
+                                return Err(protocol("short MD5 salt"));
+                            }
                             let mut salt = [0u8; 4];
                             b.copy_to_slice(&mut salt);
                             let hash = postgres_protocol::authentication::md5_hash(
@@ -348,7 +360,7 @@ impl ReplicationConnection {
     async fn expect_auth(&mut self) -> ConnResult<(i32, Bytes)> {
         let m = self.read_message().await?;
         match m.tag {
-            b'R' => {
+            b'R' if m.body.len() >= 4 => {
                 let mut b = m.body;
                 let kind = b.get_i32();
                 Ok((kind, b))
@@ -389,7 +401,7 @@ impl ReplicationConnection {
                 let len =
                     u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]])
                         as usize;
-                if len < 4 {
+                if !(4..=MAX_MESSAGE).contains(&len) {
                     return Err(protocol(format!("bad message length {len}")));
                 }
                 if self.rbuf.len() > len {
@@ -476,12 +488,15 @@ impl ReplicationConnection {
             match m.tag {
                 b'd' => return Ok(Some(m.body)),
                 b'c' | b'C' | b'N' => {}
-                b'Z' => return Ok(None),
-                b'E' => {
-                    let e = parse_error(&m.body);
-                    self.drain_to_ready().await?;
-                    return Err(ConnError::Server(e));
+                b'Z' => {
+                    // A COPY that failed ends with ReadyForQuery too: report its error,
+                    // kept across a cancelled call, never a clean end.
+                    return match self.copy_error.take() {
+                        Some(e) => Err(ConnError::Server(e)),
+                        None => Ok(None),
+                    };
                 }
+                b'E' => self.copy_error = Some(parse_error(&m.body)),
                 t => {
                     return Err(protocol(format!(
                         "unexpected message {:?} in COPY OUT",

@@ -5,7 +5,8 @@
 //! decoded from the wire buffer straight into Arrow builders, then every
 //! committed insert (`c`), update (`u`), delete (`d`) and truncate (`t`) from the slot over
 //! the streaming replication protocol (`START_REPLICATION ... LOGICAL`, pgoutput protocol
-//! version 2 with streaming of large in-progress transactions on PostgreSQL 14+, else 1).
+//! version 1, or 2 with streaming of large in-progress transactions when `streaming` is
+//! set and the server is PostgreSQL 14+).
 //! The replication and snapshot sessions use this crate's own protocol client (startup,
 //! TLS via rustls with libpq's `sslmode`s, SCRAM-SHA-256 / MD5 / password
 //! authentication, CopyBoth and binary COPY OUT framing, standby status updates); an

@@ -310,7 +310,7 @@ pub fn decode(data: Bytes, in_stream: bool) -> R<PgOutput> {
             let xid = xid(&mut r)?;
             let n = r.u32("relation count")?;
             let options = r.u8("truncate options")?;
-            let mut rels = Vec::with_capacity(n as usize);
+            let mut rels = Vec::with_capacity((n as usize).min(r.b.remaining() / 4));
             for _ in 0..n {
                 rels.push(r.u32("relation oid")?);
             }

@@ -31,6 +31,9 @@ struct Pos {
     snapshot_done: bool,
     /// During a snapshot: the tables (`schema.table`) read completely so far.
     tables_done: Vec<String>,
+    /// Streaming: the batch's sequence number in this process, so that `commit` can tell
+    /// when everything emitted is durable (several batches may carry the same LSN).
+    seq: u64,
 }
 
 impl Pos {
@@ -39,6 +42,7 @@ impl Pos {
             lsn,
             snapshot_done,
             tables_done: Vec::new(),
+            seq: 0,
         }
     }
 
@@ -49,6 +53,9 @@ impl Pos {
         });
         if !self.snapshot_done {
             v["tables_done"] = serde_json::json!(self.tables_done);
+        }
+        if self.seq > 0 {
+            v["seq"] = serde_json::json!(self.seq);
         }
         Position(v)
     }
@@ -73,10 +80,12 @@ impl Pos {
                         .collect()
                 })
                 .unwrap_or_default();
+        let seq = p.0.get("seq").and_then(|v| v.as_u64()).unwrap_or(0);
         Ok(Pos {
             lsn,
             snapshot_done,
             tables_done,
+            seq,
         })
     }
 }
@@ -167,6 +176,8 @@ struct Captured {
 
 struct Txn {
     xid: u32,
+    /// The transaction's commit LSN (`source.pos`).
+    final_lsn: u64,
     commit_ms: i64,
 }
 
@@ -192,8 +203,11 @@ pub struct PostgresCdcSource {
     txn: Option<Txn>,
     /// End LSN of the last commit fully decoded.
     last_commit_end: u64,
-    /// Highest LSN handed out in a batch position, and highest acknowledged durable.
-    emitted: u64,
+    /// Stream batches handed out, and the highest of them acknowledged durable: all
+    /// emitted data is durable exactly when they are equal.
+    emitted_seq: u64,
+    acked_seq: u64,
+    /// Highest LSN acknowledged durable.
     durable: u64,
     /// Highest WAL position received.
     received: u64,
@@ -246,7 +260,8 @@ impl PostgresCdcSource {
             ready: VecDeque::new(),
             txn: None,
             last_commit_end: 0,
-            emitted: 0,
+            emitted_seq: 0,
+            acked_seq: 0,
             durable: 0,
             received: 0,
             confirmed: 0,
@@ -348,8 +363,8 @@ impl PostgresCdcSource {
 
     /// Run a heartbeat: the action query, a lag check, and an event when configured.
     async fn beat(&mut self) -> Result<()> {
-        self.last_heartbeat = Instant::now();
         let Some(h) = self.heartbeat().cloned() else {
+            self.last_heartbeat = Instant::now();
             return Ok(());
         };
         if let Some(q) = &h.action_query {
@@ -358,6 +373,8 @@ impl PostgresCdcSource {
                 .await
                 .map_err(|e| catalog::pg_error("heartbeat.action_query", e))?;
         }
+        // After the query: a cancelled poll repeats the heartbeat instead of skipping it.
+        self.last_heartbeat = Instant::now();
         let lag_bytes = self.received.saturating_sub(self.confirmed);
         let lag_secs = self
             .oldest_unconfirmed_ms
@@ -382,9 +399,12 @@ impl PostgresCdcSource {
                     self.confirmed,
                     lag_bytes,
                 )?;
+                self.emitted_seq += 1;
+                let mut pos = Pos::new(self.last_commit_end, true);
+                pos.seq = self.emitted_seq;
                 self.ready.push_back(SourceBatch {
                     batch,
-                    position: Pos::new(self.last_commit_end, true).to_position(),
+                    position: pos.to_position(),
                     stream: Some(Arc::from("__heartbeat")),
                     topic: Some(Arc::from(topic.as_str())),
                 });
@@ -491,10 +511,12 @@ impl PostgresCdcSource {
                 .finish()
                 .map_err(|e| Error::internal(format!("build change events: {e}")))?
             {
-                self.emitted = self.emitted.max(lsn);
+                self.emitted_seq += 1;
+                let mut pos = Pos::new(lsn, snapshot_done);
+                pos.seq = self.emitted_seq;
                 self.ready.push_back(SourceBatch {
                     batch,
-                    position: Pos::new(lsn, snapshot_done).to_position(),
+                    position: pos.to_position(),
                     stream: Some(stream.clone()),
                     topic: topic.clone(),
                 });
@@ -515,11 +537,14 @@ impl PostgresCdcSource {
             PgOutput::Begin {
                 xid,
                 commit_time_us,
-                ..
+                final_lsn,
             } => {
+                let commit_ms = commit_time_us / 1000 + PG_EPOCH_MS;
+                self.oldest_unconfirmed_ms.get_or_insert(commit_ms);
                 self.txn = Some(Txn {
                     xid,
-                    commit_ms: commit_time_us / 1000 + PG_EPOCH_MS,
+                    commit_ms,
+                    final_lsn,
                 })
             }
             PgOutput::Commit { end_lsn, .. } => {
@@ -606,13 +631,16 @@ impl PostgresCdcSource {
                     max_rows,
                 )?;
             }
-            PgOutput::Relation { relation, .. } if self.stream_xid.is_some() => {
-                // Needed to decode what follows, in this stream and outside it.
-                self.on_relation(relation)?;
-            }
             other => match self.stream_xid {
                 Some(top) => {
-                    let sub = stream_message_xid(&other).unwrap_or(top);
+                    // Buffered in order, Relation messages too: the tuples before a DDL in
+                    // the transaction must be read with the shape they were written in.
+                    // Relation messages are tagged with the top-level xid, so a rolled-back
+                    // subtransaction never drops one.
+                    let sub = match &other {
+                        PgOutput::Relation { .. } => top,
+                        m => stream_message_xid(m).unwrap_or(top),
+                    };
                     self.streamed.entry(top).or_default().push((sub, other));
                 }
                 None => self.handle(other, max_rows)?,
@@ -683,10 +711,13 @@ impl PostgresCdcSource {
             self.flush_current(true)?;
             self.current = Some(rel);
         }
-        let pos = format_lsn(self.last_commit_end);
-        let (txid, ts) = match &self.txn {
-            Some(t) => (Some(t.xid as i64), Some(t.commit_ms)),
-            None => (None, None),
+        let (pos, txid, ts) = match &self.txn {
+            Some(t) => (
+                format_lsn(t.final_lsn),
+                Some(t.xid as i64),
+                Some(t.commit_ms),
+            ),
+            None => (format_lsn(self.last_commit_end), None, None),
         };
         let src = SourceInfo {
             pos: &pos,
@@ -868,6 +899,7 @@ impl PostgresCdcSource {
                                     lsn: cp,
                                     snapshot_done: all_done,
                                     tables_done: snap.tables_done.clone(),
+                                    seq: 0,
                                 }
                                 .to_position(),
                                 stream: Some(stream_name),
@@ -928,6 +960,7 @@ impl PostgresCdcSource {
                                         lsn: cp,
                                         snapshot_done: false,
                                         tables_done: snap.tables_done.clone(),
+                                        seq: 0,
                                     }
                                     .to_position(),
                                     stream: Some(copy.stream_name.clone()),
@@ -1520,7 +1553,7 @@ impl Source for PostgresCdcSource {
                     // confirmed once what we emitted is durable.
                     if self.txn.is_none()
                         && self.pending_rows() == 0
-                        && self.durable >= self.emitted
+                        && self.acked_seq >= self.emitted_seq
                     {
                         self.durable = self.durable.max(self.last_commit_end);
                     }
@@ -1531,7 +1564,7 @@ impl Source for PostgresCdcSource {
                     self.received = self.received.max(wal_end);
                     if self.txn.is_none()
                         && self.pending_rows() == 0
-                        && self.durable >= self.emitted
+                        && self.acked_seq >= self.emitted_seq
                     {
                         // Nothing of ours is pending: WAL up to here holds nothing we need.
                         self.last_commit_end = self.last_commit_end.max(wal_end);
@@ -1570,6 +1603,7 @@ impl Source for PostgresCdcSource {
             return Ok(());
         }
         self.durable = self.durable.max(p.lsn);
+        self.acked_seq = self.acked_seq.max(p.seq);
         if self.repl.is_some() && self.durable > self.confirmed {
             self.send_status(false).await?;
         }

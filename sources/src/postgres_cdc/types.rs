@@ -157,9 +157,15 @@ impl Kind {
             oid::NUMERIC if typmod >= 4 => {
                 let precision = ((typmod - 4) >> 16) & 0xffff;
                 let scale = (((typmod - 4) & 0x7ff) ^ 1024) - 1024;
-                match precision {
-                    1..=38 => Kind::Decimal128(precision as u8, scale as i8),
-                    39..=76 => Kind::Decimal256(precision as u8, scale as i8),
+                // Scales outside what Arrow decimals hold (PostgreSQL allows -1000..1000)
+                // keep the exact text.
+                match (precision, i8::try_from(scale)) {
+                    (1..=38, Ok(s)) if i32::from(s) <= precision => {
+                        Kind::Decimal128(precision as u8, s)
+                    }
+                    (39..=76, Ok(s)) if i32::from(s) <= precision => {
+                        Kind::Decimal256(precision as u8, s)
+                    }
                     _ => Kind::Text,
                 }
             }
@@ -521,6 +527,17 @@ fn parse_decimal(s: &str, precision: u8, scale: i8) -> Result<i256, String> {
             count += 1;
         }
     }
+    if scale < 0 {
+        // A negative scale stores multiples of 10^-scale: `12300` at scale -2 is 123.
+        let div = ten
+            .checked_pow(u32::from(scale.unsigned_abs()))
+            .ok_or_else(|| format!("numeric scale {scale}"))?;
+        if v.checked_rem(div) != Some(i256::ZERO) {
+            return Err(format!("numeric {s} is not a multiple of 10^{}", -scale));
+        }
+        v = v.checked_div(div).ok_or_else(|| format!("numeric {s}"))?;
+        count = count.saturating_sub(scale.unsigned_abs() as usize);
+    }
     if count > precision as usize {
         return Err(format!("numeric {s} exceeds precision {precision}"));
     }
@@ -535,9 +552,16 @@ fn parse_bytea(s: &str) -> Result<Vec<u8>, String> {
     if hex.len() % 2 != 0 {
         return Err("odd-length bytea hex".into());
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| "bad bytea hex".to_string()))
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let d = |c: u8| {
+                (c as char)
+                    .to_digit(16)
+                    .ok_or_else(|| "bad bytea hex".to_string())
+            };
+            Ok((d(pair[0])? * 16 + d(pair[1])?) as u8)
+        })
         .collect()
 }
 
@@ -691,19 +715,28 @@ fn parse_interval(s: &str) -> Result<IntervalMonthDayNano, String> {
     let (date, time) = body.split_once('T').unwrap_or((body, ""));
     let (mut months, mut days, mut nanos) = (0i64, 0i64, 0i64);
     let mut num = String::new();
+    // `acc += unit × next number`, with overflow an error rather than a wrapped value.
+    let add = |acc: &mut i64, num: &mut String, unit: i64| -> Result<(), String> {
+        let v = take(num).ok_or_else(bad)?;
+        *acc = v
+            .checked_mul(unit)
+            .and_then(|x| acc.checked_add(x))
+            .ok_or_else(|| format!("interval {s:?} out of range"))?;
+        Ok(())
+    };
     for c in date.chars() {
         match c {
-            'Y' => months += take(&mut num).ok_or_else(bad)? * 12,
-            'M' => months += take(&mut num).ok_or_else(bad)?,
-            'W' => days += take(&mut num).ok_or_else(bad)? * 7,
-            'D' => days += take(&mut num).ok_or_else(bad)?,
+            'Y' => add(&mut months, &mut num, 12)?,
+            'M' => add(&mut months, &mut num, 1)?,
+            'W' => add(&mut days, &mut num, 7)?,
+            'D' => add(&mut days, &mut num, 1)?,
             _ => num.push(c),
         }
     }
     for c in time.chars() {
         match c {
-            'H' => nanos += take(&mut num).ok_or_else(bad)? * 3_600_000_000_000,
-            'M' => nanos += take(&mut num).ok_or_else(bad)? * 60_000_000_000,
+            'H' => add(&mut nanos, &mut num, 3_600_000_000_000)?,
+            'M' => add(&mut nanos, &mut num, 60_000_000_000)?,
             'S' => {
                 let (neg, t) = match num.strip_prefix('-') {
                     Some(t) => (true, t.to_string()),
@@ -712,8 +745,13 @@ fn parse_interval(s: &str) -> Result<IntervalMonthDayNano, String> {
                 num.clear();
                 let (w, f) = t.split_once('.').unwrap_or((&t, ""));
                 let w: i64 = w.parse().map_err(|_| bad())?;
-                let v = w * 1_000_000_000 + frac_micros(f).ok_or_else(bad)? * 1000;
-                nanos += if neg { -v } else { v };
+                let v = w
+                    .checked_mul(1_000_000_000)
+                    .and_then(|x| x.checked_add(frac_micros(f)? * 1000))
+                    .ok_or_else(bad)?;
+                nanos = nanos
+                    .checked_add(if neg { -v } else { v })
+                    .ok_or_else(|| format!("interval {s:?} out of range"))?;
             }
             _ => num.push(c),
         }
@@ -857,6 +895,12 @@ mod tests {
     }
 
     #[test]
+    fn interval_overflow_is_an_error() {
+        assert!(parse_interval("PT9999999999H").is_err());
+        assert!(parse_interval("P99999999999Y").is_err());
+    }
+
+    #[test]
     fn arrays() {
         assert_eq!(
             parse_array(r#"{a,"b,c",NULL,"NULL","q\"x"}"#).unwrap(),
@@ -879,6 +923,19 @@ mod tests {
         assert!(l.is_null(1));
         assert_eq!(l.value(0).as_primitive::<Int32Type>().len(), 3);
         assert_eq!(l.value(2).len(), 0);
+    }
+
+    #[test]
+    fn negative_scale_numeric_text() {
+        // numeric(5,-2): 12300 is stored as 123 × 10^2.
+        assert_eq!(parse_decimal("12300", 5, -2).unwrap(), i256::from_i128(123));
+        assert!(parse_decimal("12345", 5, -2).is_err());
+        let cat = TypeCatalog::default();
+        // scale 1000 does not fit an Arrow decimal: exact text.
+        assert_eq!(
+            Kind::of(oid::NUMERIC, ((10 << 16) | 1000) + 4, &cat),
+            Kind::Text
+        );
     }
 
     #[test]

@@ -629,7 +629,7 @@ async fn streamed_in_progress_transactions_commit_abort_and_subtransaction_rollb
         db.name
     ));
     db.sql("CREATE TABLE s (id int PRIMARY KEY, pad text)");
-    let cfg = db.config("tables: [s]\nsnapshot_mode: no_data\n");
+    let cfg = db.config("tables: [s]\nsnapshot_mode: no_data\nstreaming: true\n");
     let slot = cfg.slot_name.clone();
     let mut src = PostgresCdcSource::new(cfg);
     src.open(None).await.unwrap();
@@ -639,6 +639,7 @@ async fn streamed_in_progress_transactions_commit_abort_and_subtransaction_rollb
          SAVEPOINT sp;
          INSERT INTO s SELECT g, repeat('q', 200) FROM generate_series(3001, 6000) g;
          ROLLBACK TO SAVEPOINT sp;
+         ALTER TABLE s ADD COLUMN extra int DEFAULT 7;
          INSERT INTO s SELECT g, repeat('r', 200) FROM generate_series(6001, 6500) g;
          COMMIT;
          BEGIN;
@@ -675,6 +676,13 @@ async fn streamed_in_progress_transactions_commit_abort_and_subtransaction_rollb
         rows(&got),
         want.len(),
         "no aborted or rolled-back row was emitted"
+    );
+    // The DDL inside the streamed transaction: rows before it keep the old shape, rows
+    // after it have the new column.
+    assert_eq!(state["1"], format!("id=1 pad={}", "p".repeat(200)));
+    assert_eq!(
+        state["6001"],
+        format!("id=6001 pad={} extra=7", "r".repeat(200))
     );
     let streamed = db.sql(&format!(
         "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = '{slot}'"
