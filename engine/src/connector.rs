@@ -33,9 +33,11 @@ pub struct StreamInfo {
 ///   embedded topic log, whose appends carry the position, a restart resumes exactly after the
 ///   last durable batch. Upstream acknowledgements may lag behind (a crash between append and
 ///   `commit` replays nothing, because the resume position comes from the topic).
-/// - **Cancellation**: [`Source::poll`] must be cancel-safe: if its future is dropped before
-///   completion, no data may be lost (the runtime drops it on shutdown and when a micro-batch
-///   lingers out).
+/// - **Cancellation**: [`Source::poll`] must be cancel-safe: if its future is dropped at any
+///   await, no data may be lost and no state may be left half-updated. The runtime drops it
+///   often: on every acknowledgement (to call [`Source::commit`]), when a micro-batch lingers
+///   out, and on shutdown. Keep decoded data in `self` before awaiting, and run multi-step
+///   exchanges with a server as spawned tasks whose handles `poll` awaits.
 #[async_trait]
 pub trait Source: Send {
     /// Prepare to read, resuming after `position` (`None`: first start).
