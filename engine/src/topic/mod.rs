@@ -542,13 +542,18 @@ impl EmbeddedLog {
                     )
                     .retryable(false)
                 })?;
-                let (fb, mut batch) = segment::decode_body(&body).map_err(|e| {
+                let decoded = segment::decode_body(body.body())
+                    .map(|(fb, batch)| ((fb.offset, fb.append_time_ms), batch));
+                // The batch owns copies of its buffers: the frame buffer can be reused.
+                body.recycle();
+                let ((offset, append_time_ms), mut batch) = decoded.map_err(|e| {
                     Error::data(format!(
                         "decode {topic_name}/{partition} at offset {}: {e}",
                         entry.offset
                     ))
                 })?;
-                let mut first = fb.offset;
+                let fb = (offset, append_time_ms);
+                let mut first = fb.0;
                 if from > first {
                     let skip = (from - first) as usize;
                     batch = batch.slice(skip, batch.num_rows() - skip);
@@ -559,7 +564,7 @@ impl EmbeddedLog {
                     topic: topic_name.clone(),
                     partition,
                     first_offset: first,
-                    append_time_ms: fb.append_time_ms,
+                    append_time_ms: fb.1,
                 });
             }
             Ok(out)

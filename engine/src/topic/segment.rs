@@ -185,25 +185,40 @@ fn parse_body(body: &[u8]) -> Option<FrameBody<'_>> {
     })
 }
 
-/// Read and verify the frame at `entry`, returning its body bytes.
-pub(crate) fn read_frame(file: &File, entry: &FrameEntry) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; entry.len as usize];
+/// A frame read from disk, in a reused buffer (see [`recycle`]).
+pub(crate) struct ReadFrame(Vec<u8>);
+
+impl ReadFrame {
+    /// The verified body.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.0[PREFIX_LEN as usize..]
+    }
+
+    /// Give the buffer back for reuse.
+    pub(crate) fn recycle(self) {
+        recycle(self.0);
+    }
+}
+
+/// Read and verify the frame at `entry`.
+pub(crate) fn read_frame(file: &File, entry: &FrameEntry) -> io::Result<ReadFrame> {
+    let mut buf = take_buffer(entry.len as usize);
+    buf.resize(entry.len as usize, 0);
     file.read_exact_at(&mut buf, entry.pos)?;
-    if &buf[..4] != MAGIC {
+    if buf.len() < PREFIX_LEN as usize || &buf[..4] != MAGIC {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "bad frame magic",
         ));
     }
     let crc = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
-    let body = buf.split_off(PREFIX_LEN as usize);
-    if crc32fast::hash(&body) != crc {
+    if crc32fast::hash(&buf[PREFIX_LEN as usize..]) != crc {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "frame checksum mismatch",
         ));
     }
-    Ok(body)
+    Ok(ReadFrame(buf))
 }
 
 /// Decode a verified body into its (single) record batch.
