@@ -108,6 +108,13 @@ pub fn is_change_event_schema(schema: &Schema) -> bool {
         .all(|n| schema.field_with_name(n).is_ok())
 }
 
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Millisecond UTC timestamps, the type sources use for wall-clock instants.
 pub fn timestamp_ms_utc() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))

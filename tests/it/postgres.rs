@@ -46,36 +46,54 @@ async fn topic_events(
     out
 }
 
-#[test]
-fn postgres_cdc_kill_9_loses_no_committed_change() {
-    let Some(pg) = rivven_testkit::require(rivven_testkit::postgres()) else {
-        return;
-    };
+/// The test PostgreSQL with a fresh database made by `setup` (SQL statements, run in order).
+fn database(prefix: &str, setup: &[&str]) -> Option<(rivven_testkit::Postgres, String)> {
+    let pg = rivven_testkit::require(rivven_testkit::postgres())?;
     let db = pg
-        .create_database(&rivven_testkit::unique_name("crash"))
+        .create_database(&rivven_testkit::unique_name(prefix))
         .unwrap();
-    pg.psql(&db, "CREATE TABLE k (id int PRIMARY KEY, v text NOT NULL)")
-        .unwrap();
-    pg.psql(
-        &db,
-        "INSERT INTO k SELECT g, 'seed' FROM generate_series(1, 2000) g",
-    )
-    .unwrap();
-    let p = Pipeline::new(&format!(
+    for sql in setup {
+        pg.psql(&db, sql).unwrap();
+    }
+    Some((pg, db))
+}
+
+/// A `sources:` section with one postgres-cdc source `pg` writing to topic `changes`;
+/// `extra` is more connector config (indented lines).
+fn pg_source(pg: &rivven_testkit::Postgres, db: &str, slot_prefix: &str, extra: &str) -> String {
+    format!(
         "sources:
   pg:
     connector: postgres-cdc
     topic: changes
     config:
       host: 127.0.0.1
-      port: {port}
+      port: {}
       database: {db}
-      user: {user}
-      password: \"{password}\"
-      slot_name: {slot}
-      publication: crash_pub
-      tables: [k]
-sinks:
+      user: {}
+      password: \"{}\"
+      slot_name: {}
+{extra}",
+        pg.port,
+        pg.user,
+        pg.password,
+        rivven_testkit::unique_name(slot_prefix),
+    )
+}
+
+#[test]
+fn postgres_cdc_kill_9_loses_no_committed_change() {
+    let Some((pg, db)) = database(
+        "crash",
+        &[
+            "CREATE TABLE k (id int PRIMARY KEY, v text NOT NULL)",
+            "INSERT INTO k SELECT g, 'seed' FROM generate_series(1, 2000) g",
+        ],
+    ) else {
+        return;
+    };
+    let p = Pipeline::new(&format!(
+        "{}sinks:
   out:
     connector: stdout
     topics: [changes]
@@ -83,10 +101,12 @@ sinks:
     start_offset: earliest
     config: {{format: json}}
 ",
-        port = pg.port,
-        user = pg.user,
-        password = pg.password,
-        slot = rivven_testkit::unique_name("crash_slot"),
+        pg_source(
+            &pg,
+            &db,
+            "crash_slot",
+            "      publication: crash_pub\n      tables: [k]\n"
+        )
     ));
     // The writer commits inserts of increasing ids, 10 per transaction, until stopped.
     let stop = Arc::new(AtomicBool::new(false));
@@ -186,16 +206,15 @@ sinks:
 
 #[test]
 fn legacy_postgres_subcommand_streams_without_a_config_file() {
-    let Some(pg) = rivven_testkit::require(rivven_testkit::postgres()) else {
+    let Some((pg, db)) = database(
+        "legacy",
+        &[
+            "CREATE TABLE items (id int PRIMARY KEY, name text)",
+            "INSERT INTO items VALUES (1, 'snapshot row')",
+        ],
+    ) else {
         return;
     };
-    let db = pg
-        .create_database(&rivven_testkit::unique_name("legacy"))
-        .unwrap();
-    pg.psql(&db, "CREATE TABLE items (id int PRIMARY KEY, name text)")
-        .unwrap();
-    pg.psql(&db, "INSERT INTO items VALUES (1, 'snapshot row')")
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out.jsonl");
     let url = format!(
@@ -268,39 +287,21 @@ fn legacy_postgres_subcommand_streams_without_a_config_file() {
 
 #[test]
 fn snapshot_progress_and_slot_lag_reach_status_and_metrics() {
-    let Some(pg) = rivven_testkit::require(rivven_testkit::postgres()) else {
+    let Some((pg, db)) = database(
+        "progress",
+        &[
+            "CREATE TABLE items (id int PRIMARY KEY, v text)",
+            "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 20000) g",
+            "ANALYZE items",
+        ],
+    ) else {
         return;
     };
-    let db = pg
-        .create_database(&rivven_testkit::unique_name("progress"))
-        .unwrap();
-    pg.psql(&db, "CREATE TABLE items (id int PRIMARY KEY, v text)")
-        .unwrap();
-    pg.psql(
+    let p = Pipeline::new(&pg_source(
+        &pg,
         &db,
-        "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 20000) g",
-    )
-    .unwrap();
-    pg.psql(&db, "ANALYZE items").unwrap();
-    let p = Pipeline::new(&format!(
-        "sources:
-  pg:
-    connector: postgres-cdc
-    topic: changes
-    config:
-      host: 127.0.0.1
-      port: {}
-      database: {db}
-      user: {}
-      password: \"{}\"
-      slot_name: {}
-      tables: [items]
-      status_interval_ms: 200
-",
-        pg.port,
-        pg.user,
-        pg.password,
-        rivven_testkit::unique_name("progress_slot"),
+        "progress_slot",
+        "      tables: [items]\n      status_interval_ms: 200\n",
     ));
     let out = p.dir.path().join("out.jsonl");
     let mut child = p.spawn_run(&out);

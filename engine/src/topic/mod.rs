@@ -24,6 +24,7 @@ mod segment;
 pub use fsutil::write_atomic;
 pub use groups::GroupOffsets;
 
+use crate::batch::now_ms;
 use crate::batch::{Position, SinkBatch};
 use crate::config::{FsyncPolicy, TopicSettings};
 use crate::error::{Error, Result};
@@ -256,12 +257,6 @@ struct Inner {
     groups: GroupOffsets,
     /// Bumped after every append; readers wait on it.
     appended: watch::Sender<u64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -9,6 +9,7 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use async_trait::async_trait;
+use rivven_engine::batch::now_ms;
 use rivven_engine::batch::{self, Position, SourceBatch};
 use rivven_engine::connector::Source;
 use rivven_engine::{Error, Result};
@@ -146,12 +147,6 @@ pub(crate) fn schema_for(cfg: &DatagenConfig) -> SchemaRef {
         all.extend(custom.into_iter().map(|(f, _)| f));
         Arc::new(Schema::new_with_metadata(all, metadata))
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl DatagenSource {

@@ -211,17 +211,22 @@ pub async fn publication_tables(
         .collect())
 }
 
-/// Create the publication when it does not exist: for the configured tables, or for all
-/// tables when none are configured.
-pub async fn ensure_publication(client: &Client, cfg: &PostgresCdcConfig) -> Result<()> {
-    let exists = client
+/// Whether the configured publication exists.
+pub async fn publication_exists(client: &Client, cfg: &PostgresCdcConfig) -> Result<bool> {
+    Ok(client
         .query_opt(
             "SELECT 1 FROM pg_publication WHERE pubname = $1",
             &[&cfg.publication],
         )
         .await
         .map_err(|e| pg_error("read pg_publication", e))?
-        .is_some();
+        .is_some())
+}
+
+/// Create the publication when it does not exist: for the configured tables, or for all
+/// tables when none are configured.
+pub async fn ensure_publication(client: &Client, cfg: &PostgresCdcConfig) -> Result<()> {
+    let exists = publication_exists(client, cfg).await?;
     if exists {
         return Ok(());
     }
@@ -334,14 +339,7 @@ pub async fn prerequisites(client: &Client, cfg: &PostgresCdcConfig) -> Result<V
             quote_ident(&cfg.user)
         ));
     }
-    let pub_exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&cfg.publication],
-        )
-        .await
-        .map_err(|e| pg_error("read pg_publication", e))?
-        .is_some();
+    let pub_exists = publication_exists(client, cfg).await?;
     if pub_exists {
         let in_pub = publication_tables(client, cfg).await?;
         for (s, t) in cfg.table_names() {

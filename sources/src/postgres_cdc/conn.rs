@@ -373,6 +373,13 @@ impl ReplicationConnection {
         }
     }
 
+    /// The server's major version (`server_version` 15.4 → 15), 0 if unknown.
+    pub fn server_major(&self) -> u32 {
+        self.param("server_version")
+            .and_then(|v| v.split(['.', ' ']).next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// A server parameter reported at startup.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
@@ -507,6 +514,7 @@ impl ReplicationConnection {
         }
     }
 
+    /// Read up to ReadyForQuery, so the connection stays usable after an error.
     async fn drain_to_ready(&mut self) -> ConnResult<()> {
         while self.read_message().await?.tag != b'Z' {}
         Ok(())
@@ -539,12 +547,7 @@ impl ReplicationConnection {
                 b'N' => {}
                 b'E' => {
                     let e = parse_error(&m.body);
-                    // Drain to ReadyForQuery so the connection stays usable.
-                    loop {
-                        if self.read_message().await?.tag == b'Z' {
-                            break;
-                        }
-                    }
+                    self.drain_to_ready().await?;
                     return Err(ConnError::Server(e));
                 }
                 t => {

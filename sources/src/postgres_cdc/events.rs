@@ -8,6 +8,7 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, StructArray,
 };
 use arrow::datatypes::{Field, Fields, SchemaRef};
+use rivven_engine::batch::now_ms;
 use rivven_engine::batch::{change_event_schema, change_event_source_fields};
 use std::sync::Arc;
 
@@ -205,13 +206,7 @@ impl TableEvents {
             toast,
             &rel,
         )?;
-        self.op.append_value(op);
-        self.pos.append_value(src.pos);
-        self.txid.append_option(src.txid);
-        self.src_ts.append_option(src.ts_ms);
-        self.snapshot.append_value(src.snapshot);
-        self.ts_ms.append_value(now_ms());
-        self.rows += 1;
+        self.end_row(op, src);
         Ok(())
     }
 
@@ -247,14 +242,19 @@ impl TableEvents {
             }
         }
         self.after_valid.append_non_null();
-        self.op.append_value(rivven_engine::batch::op::READ);
+        self.end_row(rivven_engine::batch::op::READ, src);
+        Ok(())
+    }
+
+    /// Complete a row whose images are appended: op, source metadata, event time.
+    fn end_row(&mut self, op: &str, src: &SourceInfo<'_>) {
+        self.op.append_value(op);
         self.pos.append_value(src.pos);
         self.txid.append_option(src.txid);
         self.src_ts.append_option(src.ts_ms);
         self.snapshot.append_value(src.snapshot);
         self.ts_ms.append_value(now_ms());
         self.rows += 1;
-        Ok(())
     }
 
     /// Take the accumulated events as a batch (None when empty).
@@ -308,10 +308,4 @@ impl TableEvents {
         )
         .map(Some)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -129,15 +129,7 @@ impl SourceFactory for PostgresCdcFactory {
         let cfg: PostgresCdcConfig = config_or_error(config)?;
         let client = catalog::connect(&cfg).await?;
         let types = catalog::load_types(&client).await?;
-        let tables = if client
-            .query_opt(
-                "SELECT 1 FROM pg_publication WHERE pubname = $1",
-                &[&cfg.publication],
-            )
-            .await
-            .map_err(|e| catalog::pg_error("read pg_publication", e))?
-            .is_some()
-        {
+        let tables = if catalog::publication_exists(&client, &cfg).await? {
             catalog::publication_tables(&client, &cfg).await?
         } else {
             let rows = client

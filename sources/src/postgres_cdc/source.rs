@@ -12,6 +12,7 @@ use super::pgoutput::{self, PgOutput, Relation, Value};
 use super::types::TypeCatalog;
 use async_trait::async_trait;
 use bytes::BytesMut;
+use rivven_engine::batch::now_ms;
 use rivven_engine::batch::{op, Position, SourceBatch};
 use rivven_engine::connector::Source;
 use rivven_engine::{Error, Result};
@@ -399,12 +400,10 @@ impl PostgresCdcSource {
                     self.confirmed,
                     lag_bytes,
                 )?;
-                self.emitted_seq += 1;
-                let mut pos = Pos::new(self.last_commit_end, true);
-                pos.seq = self.emitted_seq;
+                let position = self.stream_position(self.last_commit_end, true);
                 self.ready.push_back(SourceBatch {
                     batch,
-                    position: pos.to_position(),
+                    position,
                     stream: Some(Arc::from("__heartbeat")),
                     topic: Some(Arc::from(topic.as_str())),
                 });
@@ -447,9 +446,15 @@ impl PostgresCdcSource {
     }
 
     fn topic_for(&self, schema: &str, table: &str) -> Option<Arc<str>> {
-        self.router
-            .as_ref()
-            .map(|r| Arc::from(r.resolve(&self.cfg.database, schema, table).as_str()))
+        route(self.router.as_ref(), &self.cfg.database, schema, table)
+    }
+
+    /// The position of the next stream batch: its LSN and a new sequence number.
+    fn stream_position(&mut self, lsn: u64, snapshot_done: bool) -> Position {
+        self.emitted_seq += 1;
+        let mut pos = Pos::new(lsn, snapshot_done);
+        pos.seq = self.emitted_seq;
+        pos.to_position()
     }
 
     /// Create the slot on the replication connection; returns (consistent point,
@@ -501,27 +506,24 @@ impl PostgresCdcSource {
             return Ok(());
         };
         let lsn = self.last_commit_end;
-        if let Some(Captured {
-            events,
+        let Some(c) = self.tables.get_mut(&oid) else {
+            return Ok(());
+        };
+        let Some(batch) = c
+            .events
+            .finish()
+            .map_err(|e| Error::internal(format!("build change events: {e}")))?
+        else {
+            return Ok(());
+        };
+        let (stream, topic) = (c.stream.clone(), c.topic.clone());
+        let position = self.stream_position(lsn, snapshot_done);
+        self.ready.push_back(SourceBatch {
+            batch,
+            position,
+            stream: Some(stream),
             topic,
-            stream,
-        }) = self.tables.get_mut(&oid)
-        {
-            if let Some(batch) = events
-                .finish()
-                .map_err(|e| Error::internal(format!("build change events: {e}")))?
-            {
-                self.emitted_seq += 1;
-                let mut pos = Pos::new(lsn, snapshot_done);
-                pos.seq = self.emitted_seq;
-                self.ready.push_back(SourceBatch {
-                    batch,
-                    position: pos.to_position(),
-                    stream: Some(stream.clone()),
-                    topic: topic.clone(),
-                });
-            }
-        }
+        });
         Ok(())
     }
 
@@ -803,12 +805,12 @@ impl PostgresCdcSource {
                         .sql
                         .clone()
                         .ok_or_else(|| Error::internal("postgres-cdc: used before open"))?,
-                    topic: self.router.as_ref().map(|r| {
-                        Arc::from(
-                            r.resolve(&self.cfg.database, &unit.schema, &unit.table)
-                                .as_str(),
-                        )
-                    }),
+                    topic: route(
+                        self.router.as_ref(),
+                        &self.cfg.database,
+                        &unit.schema,
+                        &unit.table,
+                    ),
                     cfg: self.cfg.clone(),
                     catalog: self.catalog.clone(),
                     database: self.database.clone(),
@@ -994,6 +996,8 @@ struct Unit {
     schema: String,
     table: String,
     blocks: Option<(u64, Option<u64>)>,
+    /// Rows expected, from the table's statistics (progress reporting only).
+    estimated: Option<i64>,
 }
 
 impl Unit {
@@ -1038,10 +1042,11 @@ fn plan_units(
             ))
         })
         .collect();
-    let unit = |blocks| Unit {
+    let unit = |blocks, estimated| Unit {
         schema: schema.to_string(),
         table: table.to_string(),
         blocks,
+        estimated,
     };
     if !covered.is_empty() {
         // Resume: read the gaps between finished chunks.
@@ -1050,14 +1055,14 @@ fn plan_units(
         let mut at = 0u64;
         for (a, b) in covered {
             if a > at {
-                units.push(unit(Some((at, Some(a)))));
+                units.push(unit(Some((at, Some(a))), None));
             }
             match b {
                 Some(b) => at = at.max(b),
                 None => return units,
             }
         }
-        units.push(unit(Some((at, None))));
+        units.push(unit(Some((at, None)), None));
         return units;
     }
     match estimate {
@@ -1071,11 +1076,11 @@ fn plan_units(
                     } else {
                         Some((k + 1) * step)
                     };
-                    unit(Some((k * step, end)))
+                    unit(Some((k * step, end)), Some(rows / n as i64))
                 })
                 .collect()
         }
-        _ => vec![unit(None)],
+        _ => vec![unit(None, estimate.map(|(rows, _)| rows))],
     }
 }
 
@@ -1140,15 +1145,7 @@ impl CopyJob {
             &self.catalog,
             self.database.clone(),
         );
-        let estimated: Option<i64> = self
-            .sql
-            .query_one(
-                "SELECT reltuples::int8 FROM pg_class WHERE oid = $1",
-                &[&events.relation.oid],
-            )
-            .await
-            .map(|r| Some(r.get::<_, i64>(0)).filter(|n| *n >= 0))
-            .map_err(|e| catalog::pg_error("read pg_class.reltuples", e))?;
+        let estimated = self.unit.estimated;
         conn.copy_out(&stmt)
             .await
             .map_err(|e| e.into_error(&format!("snapshot {schema}.{table}")))?;
@@ -1203,11 +1200,7 @@ async fn start_replication_on(
     from: u64,
 ) -> Result<bool> {
     let slot = &cfg.slot_name;
-    let server_version = repl
-        .param("server_version")
-        .and_then(|v| v.split(['.', ' ']).next()?.parse::<u32>().ok())
-        .unwrap_or(0);
-    let streaming = cfg.streaming && server_version >= 14;
+    let streaming = cfg.streaming && repl.server_major() >= 14;
     let mut options = vec![
         (
             "proto_version",
@@ -1229,6 +1222,16 @@ async fn start_replication_on(
     Ok(streaming)
 }
 
+/// The topic of a table under `topic_routing`, if set.
+fn route(
+    router: Option<&rivven_engine::routing::TopicResolver>,
+    database: &str,
+    schema: &str,
+    table: &str,
+) -> Option<Arc<str>> {
+    router.map(|r| Arc::from(r.resolve(database, schema, table).as_str()))
+}
+
 /// The (sub)transaction xid a streamed data message carries.
 fn stream_message_xid(m: &PgOutput) -> Option<u32> {
     match m {
@@ -1241,12 +1244,6 @@ fn stream_message_xid(m: &PgOutput) -> Option<u32> {
         | PgOutput::Message { xid, .. } => *xid,
         _ => None,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One heartbeat event: `ts_ms`, `slot`, `received_lsn`, `confirmed_lsn`, `lag_bytes`.
@@ -1424,23 +1421,19 @@ impl Source for PostgresCdcSource {
             };
             // Big tables are read in chunks of heap blocks (TID range scans, PostgreSQL
             // 14+); an interrupted attempt's finished tables and chunks are skipped.
-            let tid_ranges = self
-                .repl()?
-                .param("server_version")
-                .and_then(|v| v.split(['.', ' ']).next()?.parse::<u32>().ok())
-                .is_some_and(|v| v >= 14);
+            let tid_ranges = self.repl()?.server_major() >= 14;
             let mut units = Vec::new();
             for (schema, table) in catalog::publication_tables(self.sql()?, &self.cfg).await? {
-                let estimate = if tid_ranges {
-                    catalog::size_estimate(self.sql()?, &schema, &table).await?
-                } else {
-                    None
-                };
+                let estimate = catalog::size_estimate(self.sql()?, &schema, &table).await?;
                 units.extend(plan_units(
                     &schema,
                     &table,
                     estimate,
-                    self.cfg.snapshot.chunk_rows,
+                    if tid_ranges {
+                        self.cfg.snapshot.chunk_rows
+                    } else {
+                        0
+                    },
                     &tables_done,
                 ));
             }

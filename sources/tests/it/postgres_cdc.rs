@@ -818,14 +818,16 @@ async fn an_interrupted_snapshot_resumes_without_rereading_finished_tables() {
     );
 }
 
-#[tokio::test]
+// Multi-threaded, as in the runtime: the tasks starting other sessions' COPYs run while
+// this one reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_are_snapshotted_in_parallel_sessions_exactly_once() {
     let Some(db) = Db::new() else { return };
     let tables = ["p1", "p2", "p3", "p4", "p5"];
     for t in tables {
         db.sql(&format!(
             "CREATE TABLE {t} (id int PRIMARY KEY, v text); \
-             INSERT INTO {t} SELECT g, md5(g::text) FROM generate_series(1, 5000) g"
+             INSERT INTO {t} SELECT g, md5(g::text) FROM generate_series(1, 20000) g"
         ));
     }
     let cfg = db.config(&format!(
@@ -835,9 +837,9 @@ async fn tables_are_snapshotted_in_parallel_sessions_exactly_once() {
     let mut src = PostgresCdcSource::new(cfg);
     src.open(None).await.unwrap();
     let mut got = Vec::new();
-    collect_until(&mut src, &mut got, |b| rows(b) == 25_000).await;
+    collect_until(&mut src, &mut got, |b| rows(b) == 100_000).await;
     db.sql("INSERT INTO p3 VALUES (9999999, 'after')");
-    collect_until(&mut src, &mut got, |b| rows(b) == 25_001).await;
+    collect_until(&mut src, &mut got, |b| rows(b) == 100_001).await;
     for t in tables {
         let mut state = BTreeMap::new();
         let mine: Vec<SourceBatch> = got
@@ -846,7 +848,7 @@ async fn tables_are_snapshotted_in_parallel_sessions_exactly_once() {
             .cloned()
             .collect();
         apply(&mut state, &mine); // panics on a duplicate key
-        assert_eq!(state.len(), if t == "p3" { 5001 } else { 5000 }, "{t}");
+        assert_eq!(state.len(), if t == "p3" { 20001 } else { 20000 }, "{t}");
     }
     // Positions record finished tables, never fewer than before; streaming positions say
     // the snapshot is done.
