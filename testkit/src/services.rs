@@ -648,7 +648,7 @@ impl MariaDb {
             repl_password: repl_password.clone(),
             version: String::new(),
         };
-        let client = find_client(&mariadbd)?;
+        let client = find_client()?;
         let socket_sql = |sql: &str| {
             run(Command::new(&client)
                 .arg("--no-defaults")
@@ -686,7 +686,7 @@ impl MariaDb {
 
     /// Run SQL as root over TCP with the `mariadb` client; tab-separated rows, no header.
     pub fn sql(&self, sql: &str) -> Result<String, String> {
-        let client = find_client(Path::new("mariadb")).map_err(|e| e.to_string())?;
+        let client = find_client().map_err(|e| e.to_string())?;
         run(Command::new(client)
             .arg("--no-defaults")
             .args([
@@ -708,8 +708,8 @@ impl MariaDb {
     }
 }
 
-/// The `mariadb` command-line client (next to the server's package).
-fn find_client(_server: &Path) -> Result<PathBuf, Unavailable> {
+/// The `mariadb` command-line client (from the server's package).
+fn find_client() -> Result<PathBuf, Unavailable> {
     find_binary(Service::MariaDb, &["mariadb", "mysql"])
         .map_err(|_| Unavailable::new("mariadb", "the mariadb client is not installed"))
 }
