@@ -7,10 +7,11 @@ pub mod cli;
 
 pub use rivven_engine as engine;
 
-/// A registry holding every connector compiled into this build.
+/// A registry holding every connector compiled into this build, and the transform compiler.
 pub fn builtin_registry() -> rivven_engine::Result<rivven_engine::registry::Registry> {
     let mut registry = rivven_engine::registry::Registry::new();
     rivven_sources::register(&mut registry)?;
     rivven_sinks::register(&mut registry)?;
+    rivven_sql::register(&mut registry);
     Ok(registry)
 }

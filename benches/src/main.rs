@@ -118,6 +118,7 @@ fn run(args: &[String]) -> Result<()> {
                 "datagen-topic-null" => scenarios::pipeline::run(&params).await,
                 "pg-stream" => scenarios::postgres::stream(&params).await,
                 "pg-snapshot" => scenarios::postgres::snapshot(&params).await,
+                "transform-chain" => scenarios::transforms::run(&params).await,
                 other => {
                     bail!("unknown scenario {other:?}; `rivven-bench list` shows the scenarios")
                 }

@@ -14,6 +14,10 @@ use std::sync::Arc;
 pub const META_STREAM: &str = "rivven.stream";
 /// Schema metadata key naming the stream's namespace (schema / database).
 pub const META_NAMESPACE: &str = "rivven.namespace";
+/// Schema metadata key listing the record key columns, comma-separated (set by sources that
+/// know the primary key, and by the `value_to_key` transform). For change-event batches the
+/// names are columns of the row images.
+pub const META_KEY: &str = "rivven.key";
 
 /// An opaque, source-defined resume position (LSN, binlog coordinates, Kafka offsets, a
 /// generator's sequence). Serialized as JSON in the topic log and the state dir, so it is
@@ -44,10 +48,15 @@ pub struct SinkBatch {
     pub topic: Arc<str>,
     /// Partition within the topic.
     pub partition: u32,
-    /// Offset of the first row; row `i` has offset `first_offset + i`.
+    /// Offset of the first row; row `i` has offset `first_offset + i` unless sink-side
+    /// transforms dropped or split rows (then it is the offset of the first row of the topic
+    /// batch these rows came from).
     pub first_offset: u64,
     /// Time the batch was appended to the topic (ms since the Unix epoch).
     pub append_time_ms: i64,
+    /// Destination chosen by a sink-side router transform (`None`: none ran). Sinks that
+    /// write per destination (object-storage prefixes, tables) use it in place of `topic`.
+    pub route: Option<Arc<str>>,
 }
 
 impl SinkBatch {

@@ -8,6 +8,7 @@ use crate::error::Result;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// A stream a source can produce, with its Arrow schema (the answer to `discover`).
 #[derive(Debug, Clone)]
@@ -52,15 +53,28 @@ pub trait Source: Send {
     async fn commit(&mut self, position: &Position) -> Result<()>;
 }
 
-/// A stateless transform over batches, compiled once per input schema.
+/// One output of a [`Transform`]: rows, and where a router sent them.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The rows.
+    pub batch: RecordBatch,
+    /// Destination chosen by a router (a topic on the source side; a destination name, such
+    /// as an object-storage prefix, on the sink side). `None`: unchanged.
+    pub topic: Option<Arc<str>>,
+}
+
+/// A chain of transforms over batches, compiled once per input schema.
 ///
 /// # Contract
-/// - Rows keep their relative order within each output batch.
-/// - A transform may drop rows (filters) or split a batch by destination (routers), returning
-///   several batches; it never holds rows back across calls.
+/// - Rows keep their relative order within each output batch, and outputs are returned in
+///   input order: a transform that changes the schema of only some rows (a conditional
+///   transform) splits the batch into consecutive runs rather than reordering.
+/// - A transform may drop rows (filters) or split a batch by destination (routers); it never
+///   holds rows back across calls, so positions and offsets stay exact.
+/// - Errors are data errors naming the transform; they never panic.
 pub trait Transform: Send {
-    /// Transform one batch.
-    fn apply(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
+    /// Transform one batch currently bound for `topic`.
+    fn apply(&mut self, batch: RecordBatch, topic: &str) -> Result<Vec<Routed>>;
 }
 
 /// A sink of batches.

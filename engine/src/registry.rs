@@ -7,7 +7,7 @@
 //! the registry to the CLI.
 
 use crate::config::FieldError;
-use crate::connector::{Sink, Source, StreamInfo};
+use crate::connector::{Sink, Source, StreamInfo, Transform};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -95,11 +95,28 @@ pub trait SinkFactory: Send + Sync {
     fn create(&self, ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Sink>>;
 }
 
+/// Compiles a pipeline's `transforms` list (the `rivven-sql` crate provides the built-in
+/// one). Paths in returned errors are relative to the list (`[0].config.fields`).
+pub trait TransformFactory: Send + Sync {
+    /// Validate the list without I/O and without knowing the data's schema.
+    fn validate(&self, transforms: &serde_yaml::Value) -> Vec<FieldError>;
+    /// Validate the list against the streams a source discovered (fields named by transforms
+    /// exist, SQL compiles against the schema).
+    fn check_streams(
+        &self,
+        transforms: &serde_yaml::Value,
+        streams: &[StreamInfo],
+    ) -> Vec<FieldError>;
+    /// A compiled chain for one pipeline instance.
+    fn create(&self, transforms: &serde_yaml::Value) -> Result<Box<dyn Transform>>;
+}
+
 /// Name → factory.
 #[derive(Default, Clone)]
 pub struct Registry {
     sources: BTreeMap<&'static str, Arc<dyn SourceFactory>>,
     sinks: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
+    transforms: Option<Arc<dyn TransformFactory>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -107,6 +124,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("sources", &self.source_names())
             .field("sinks", &self.sink_names())
+            .field("transforms", &self.transforms.is_some())
             .finish()
     }
 }
@@ -141,6 +159,47 @@ impl Registry {
         Ok(())
     }
 
+    /// Install the transform compiler used for every pipeline's `transforms` list.
+    pub fn set_transforms(&mut self, factory: Arc<dyn TransformFactory>) {
+        self.transforms = Some(factory);
+    }
+
+    /// The transform compiler, if one is installed.
+    pub fn transforms(&self) -> Option<&Arc<dyn TransformFactory>> {
+        self.transforms.as_ref()
+    }
+
+    /// Validate a transform list (`null` or empty: nothing to check). Paths are relative to
+    /// the list.
+    pub fn validate_transforms(&self, transforms: &serde_yaml::Value) -> Vec<FieldError> {
+        if is_empty_list(transforms) {
+            return Vec::new();
+        }
+        match &self.transforms {
+            Some(f) => f.validate(transforms),
+            None => vec![FieldError::new(
+                "",
+                "transforms are not available in this build (no transform compiler registered)",
+            )],
+        }
+    }
+
+    /// A compiled transform chain, or `None` when the list is empty.
+    pub fn create_transforms(
+        &self,
+        transforms: &serde_yaml::Value,
+    ) -> Result<Option<Box<dyn Transform>>> {
+        if is_empty_list(transforms) {
+            return Ok(None);
+        }
+        match &self.transforms {
+            Some(f) => f.create(transforms).map(Some),
+            None => Err(Error::config(
+                "transforms are not available in this build (no transform compiler registered)",
+            )),
+        }
+    }
+
     /// The source factory called `name`.
     pub fn source(&self, name: &str) -> Option<&Arc<dyn SourceFactory>> {
         self.sources.get(name)
@@ -169,6 +228,14 @@ impl Registry {
     /// Every sink factory.
     pub fn sinks(&self) -> impl Iterator<Item = &Arc<dyn SinkFactory>> {
         self.sinks.values()
+    }
+}
+
+fn is_empty_list(v: &serde_yaml::Value) -> bool {
+    match v {
+        serde_yaml::Value::Null => true,
+        serde_yaml::Value::Sequence(s) => s.is_empty(),
+        _ => false,
     }
 }
 

@@ -65,11 +65,39 @@ async fn check(path: &std::path::Path, registry: &Registry) -> ExitCode {
             println!("  skip    source {name} ({}): disabled", s.connector);
             continue;
         }
-        if let Some(f) = registry.source(&s.connector) {
-            report(
-                format!("source {name} ({})", s.connector),
-                f.check(&s.config).await,
-            );
+        let (Some(f), Ok(parts)) = (registry.source(&s.connector), s.parts()) else {
+            continue;
+        };
+        let what = format!("source {name} ({})", s.connector);
+        let reached = f.check(&parts.config).await;
+        let reached_ok = reached.is_ok();
+        report(what, reached);
+        if reached_ok {
+            if let Some(t) = registry.transforms() {
+                if !parts.transforms.is_null() {
+                    let at = format!("sources.{name}.{}", parts.transforms_path);
+                    let r = match f.discover(&parts.config).await {
+                        Err(e) => Err(e),
+                        Ok(streams) => {
+                            let errs = t.check_streams(&parts.transforms, &streams);
+                            if errs.is_empty() {
+                                Ok(format!(
+                                    "compile against {} discovered stream(s)",
+                                    streams.len()
+                                ))
+                            } else {
+                                Err(rivven_engine::Error::config(
+                                    errs.into_iter()
+                                        .map(|e| loaded.error_at(e.under(&at)).to_string())
+                                        .collect::<Vec<_>>()
+                                        .join("\n          "),
+                                ))
+                            }
+                        }
+                    };
+                    report(format!("transforms of source {name}"), r);
+                }
+            }
         }
     }
     for (name, s) in &loaded.config.sinks {
@@ -77,10 +105,10 @@ async fn check(path: &std::path::Path, registry: &Registry) -> ExitCode {
             println!("  skip    sink {name} ({}): disabled", s.connector);
             continue;
         }
-        if let Some(f) = registry.sink(&s.connector) {
+        if let (Some(f), Ok(parts)) = (registry.sink(&s.connector), s.parts()) {
             report(
                 format!("sink {name} ({})", s.connector),
-                f.check(&s.config).await,
+                f.check(&parts.config).await,
             );
         }
     }
@@ -423,7 +451,11 @@ async fn discover(
     let Some(factory) = registry.source(&spec.connector) else {
         return ExitCode::FAILURE;
     };
-    match factory.discover(&spec.config).await {
+    let config = match spec.parts() {
+        Ok(parts) => parts.config,
+        Err(_) => spec.config.clone(),
+    };
+    match factory.discover(&config).await {
         Ok(streams) if json => {
             let doc: Vec<_> = streams
                 .iter()

@@ -5,3 +5,4 @@ mod cli;
 mod crash;
 mod postgres;
 mod support;
+mod transforms;

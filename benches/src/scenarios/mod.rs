@@ -4,6 +4,7 @@
 pub mod log;
 pub mod pipeline;
 pub mod postgres;
+pub mod transforms;
 
 use anyhow::Result;
 use arrow::record_batch::RecordBatch;
@@ -64,6 +65,12 @@ pub const ALL: &[(&str, &str)] = &[
         "pg-snapshot",
         "postgres-cdc snapshot (initial_only) of a table (default 5M rows) into the embedded \
          topic; compared with COPY ... TO STDOUT (FORMAT binary) into /dev/null",
+    ),
+    (
+        "transform-chain",
+        "six-step transform chain (unwrap, mask, filter, cast, insert_field, rename) over \
+         datagen change events (default 1M), one thread; ratio_to_limit here is the \
+         speed-up over the same steps row at a time on serde_json values",
     ),
 ];
 

@@ -29,7 +29,7 @@ fn every_scenario_writes_a_consistent_report() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    for scenario in ["log-append-read", "datagen-topic-null"] {
+    for scenario in ["log-append-read", "datagen-topic-null", "transform-chain"] {
         let path = out.path().join(format!("{scenario}.json"));
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(r["scenario"], scenario);

@@ -2,7 +2,7 @@
 
 use super::env::{substitute, SubstError, Substituted};
 use super::locate::{Location, PositionIndex};
-use super::{FieldError, PipelineConfig};
+use super::{ConnectorParts, FieldError, PipelineConfig};
 use crate::registry::Registry;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -96,11 +96,9 @@ impl LoadedConfig {
                         registry.source_names().join(", ")
                     ),
                 )),
-                Some(f) => errs.extend(
-                    f.validate(&src.config)
-                        .into_iter()
-                        .map(|e| e.under(&format!("{base}.config"))),
-                ),
+                Some(f) => errs.extend(validate_parts(registry, &base, src.parts(), |c| {
+                    f.validate(c)
+                })),
             }
         }
         for (name, sink) in &self.config.sinks {
@@ -114,11 +112,9 @@ impl LoadedConfig {
                         registry.sink_names().join(", ")
                     ),
                 )),
-                Some(f) => errs.extend(
-                    f.validate(&sink.config)
-                        .into_iter()
-                        .map(|e| e.under(&format!("{base}.config"))),
-                ),
+                Some(f) => errs.extend(validate_parts(registry, &base, sink.parts(), |c| {
+                    f.validate(c)
+                })),
             }
         }
         if errs.is_empty() {
@@ -136,6 +132,31 @@ impl LoadedConfig {
         let dir = dir.strip_prefix(".").unwrap_or(dir);
         self.base_dir.join(dir)
     }
+}
+
+/// Validate a pipeline's connector config and its transform list; paths under `base`.
+fn validate_parts(
+    registry: &Registry,
+    base: &str,
+    parts: Result<ConnectorParts, FieldError>,
+    validate_config: impl FnOnce(&serde_yaml::Value) -> Vec<FieldError>,
+) -> Vec<FieldError> {
+    let parts = match parts {
+        Ok(p) => p,
+        Err(e) => return vec![e.under(base)],
+    };
+    let mut errs: Vec<FieldError> = validate_config(&parts.config)
+        .into_iter()
+        .map(|e| e.under(&format!("{base}.config")))
+        .collect();
+    let at = format!("{base}.{}", parts.transforms_path);
+    errs.extend(
+        registry
+            .validate_transforms(&parts.transforms)
+            .into_iter()
+            .map(|e| e.under(&at)),
+    );
+    errs
 }
 
 /// Load and validate a pipeline file, reading `${VAR}`s from the process environment.

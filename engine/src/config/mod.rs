@@ -124,10 +124,17 @@ pub struct SourceSpec {
     /// Whether to run it.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Connector-specific configuration (`rivven-connect spec <connector>`).
+    /// Connector-specific configuration (`rivven-connect spec <connector>`). A
+    /// `transforms` list here is the same as one beside `config` (the spec's CDC examples
+    /// put it inside); it is not passed to the connector.
     #[serde(default)]
     #[schemars(with = "serde_json::Value")]
     pub config: serde_yaml::Value,
+    /// Transforms applied to every batch before it is written to the topic (snapshot rows
+    /// included).
+    #[serde(default)]
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub transforms: serde_yaml::Value,
 }
 
 /// One sink pipeline: a connector consuming topics through a consumer group.
@@ -147,10 +154,71 @@ pub struct SinkSpec {
     /// milliseconds since the Unix epoch). Ignored once the group has committed offsets.
     #[serde(default)]
     pub start_offset: StartOffset,
-    /// Connector-specific configuration.
+    /// Connector-specific configuration. A `transforms` list here is the same as one beside
+    /// `config`; it is not passed to the connector.
     #[serde(default)]
     #[schemars(with = "serde_json::Value")]
     pub config: serde_yaml::Value,
+    /// Transforms applied to every batch read from the topics before the sink sees it.
+    #[serde(default)]
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub transforms: serde_yaml::Value,
+}
+
+/// A pipeline's transform list and the connector's own config, separated.
+#[derive(Debug, Clone)]
+pub struct ConnectorParts {
+    /// The connector's `config` without a `transforms` key.
+    pub config: serde_yaml::Value,
+    /// The transform list (`null` when none), and its key path relative to the pipeline
+    /// (`transforms` or `config.transforms`).
+    pub transforms: serde_yaml::Value,
+    /// Where the list was written, relative to the pipeline's key.
+    pub transforms_path: &'static str,
+}
+
+/// Split `config.transforms` (the spec's CDC examples) or a pipeline-level `transforms` out
+/// of a connector config. Both at once is an error at `config.transforms`.
+pub fn split_transforms(
+    config: &serde_yaml::Value,
+    transforms: &serde_yaml::Value,
+) -> Result<ConnectorParts, FieldError> {
+    let key = serde_yaml::Value::String("transforms".into());
+    let mut config = config.clone();
+    let inner = match &mut config {
+        serde_yaml::Value::Mapping(m) => m.remove(&key),
+        _ => None,
+    };
+    match (inner, transforms.is_null()) {
+        (Some(_), false) => Err(FieldError::new(
+            "config.transforms",
+            "transforms are given both here and beside `config`; keep one list",
+        )),
+        (Some(t), true) => Ok(ConnectorParts {
+            config,
+            transforms: t,
+            transforms_path: "config.transforms",
+        }),
+        (None, _) => Ok(ConnectorParts {
+            config,
+            transforms: transforms.clone(),
+            transforms_path: "transforms",
+        }),
+    }
+}
+
+impl SourceSpec {
+    /// The connector config and the transform list, separated (see [`split_transforms`]).
+    pub fn parts(&self) -> Result<ConnectorParts, FieldError> {
+        split_transforms(&self.config, &self.transforms)
+    }
+}
+
+impl SinkSpec {
+    /// The connector config and the transform list, separated (see [`split_transforms`]).
+    pub fn parts(&self) -> Result<ConnectorParts, FieldError> {
+        split_transforms(&self.config, &self.transforms)
+    }
 }
 
 fn yes() -> bool {

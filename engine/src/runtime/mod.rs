@@ -54,6 +54,29 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
 }
 
+/// A pipeline's transform list with the compiler that builds a fresh chain per attempt.
+#[derive(Clone)]
+pub(crate) struct Transforms {
+    registry: Registry,
+    list: serde_yaml::Value,
+}
+
+impl Transforms {
+    /// Compile once up front so a bad list fails at start, not on the first batch.
+    fn new(registry: &Registry, parts: &crate::config::ConnectorParts) -> Result<Self> {
+        registry.create_transforms(&parts.transforms)?;
+        Ok(Self {
+            registry: registry.clone(),
+            list: parts.transforms.clone(),
+        })
+    }
+
+    /// A new chain (`None`: no transforms).
+    pub(crate) fn create(&self) -> Result<Option<Box<dyn crate::connector::Transform>>> {
+        self.registry.create_transforms(&self.list)
+    }
+}
+
 /// Exponential backoff: `initial * 2^failures`, capped at `max`.
 pub(crate) fn backoff(retry: &RetrySettings, failures: u32) -> Duration {
     let ms = retry
@@ -171,10 +194,16 @@ impl Runtime {
                     s.connector
                 ))
             })?;
+            let parts = s
+                .parts()
+                .map_err(|e| Error::config(e.under(&format!("sources.{name}")).to_string()))?;
+            let transforms = Transforms::new(registry, &parts)
+                .map_err(|e| e.context(format!("sources.{name}.{}", parts.transforms_path)))?;
             sources.push(source_task::SourcePipeline {
                 name: name.clone(),
                 topic: s.topic.clone(),
-                config: s.config.clone(),
+                config: parts.config,
+                transforms,
                 factory,
                 status: status.add(name, PipelineKind::Source, &s.connector),
             });
@@ -184,12 +213,18 @@ impl Runtime {
             let factory = registry.sink(&s.connector).cloned().ok_or_else(|| {
                 Error::config(format!("sinks.{name}.connector: unknown `{}`", s.connector))
             })?;
+            let parts = s
+                .parts()
+                .map_err(|e| Error::config(e.under(&format!("sinks.{name}")).to_string()))?;
+            let transforms = Transforms::new(registry, &parts)
+                .map_err(|e| e.context(format!("sinks.{name}.{}", parts.transforms_path)))?;
             sinks.push(sink_task::SinkPipeline {
                 name: name.clone(),
                 topics: s.topics.clone(),
                 group: s.consumer_group.clone(),
                 start: s.start_offset,
-                config: s.config.clone(),
+                config: parts.config,
+                transforms,
                 factory,
                 status: status.add(name, PipelineKind::Sink, &s.connector),
             });

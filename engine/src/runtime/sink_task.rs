@@ -21,6 +21,7 @@ pub(super) struct SinkPipeline {
     pub group: String,
     pub start: StartOffset,
     pub config: serde_yaml::Value,
+    pub transforms: super::Transforms,
     pub factory: Arc<dyn SinkFactory>,
     pub status: Arc<PipelineStatus>,
 }
@@ -120,6 +121,10 @@ async fn attempt(
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };
+    let mut transforms = match p.transforms.create() {
+        Ok(t) => t,
+        Err(e) => return (Err(e), false),
+    };
     p.status.set_lag(lag(&start, shared));
     p.status.set_state(PipelineState::Running);
     let q = &shared.settings.queue;
@@ -147,13 +152,13 @@ async fn attempt(
         };
         if let Some(item) = item {
             let Some(b) = item else { break Ok(()) };
-            if let Err(e) = sink.write(&b).await {
+            let next = b.next_offset();
+            let key = (b.topic.to_string(), b.partition);
+            if let Err(e) = write(sink.as_mut(), &mut transforms, b, &p.status).await {
                 break Err(e);
             }
             progressed = true;
-            p.status
-                .add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
-            done.insert((b.topic.to_string(), b.partition), b.next_offset());
+            done.insert(key, next);
             pending = true;
             if !rx.is_empty() && last_flush.elapsed() < commit_every {
                 continue;
@@ -182,6 +187,37 @@ async fn attempt(
         Ok(finished) => (Ok(finished), progressed),
         Err(e) => (Err(e), progressed),
     }
+}
+
+/// Transform one topic batch and hand the pieces to the sink. Rows a filter dropped are
+/// simply not written; the caller still advances the offsets past them.
+async fn write(
+    sink: &mut dyn crate::connector::Sink,
+    chain: &mut Option<Box<dyn crate::connector::Transform>>,
+    b: SinkBatch,
+    status: &PipelineStatus,
+) -> Result<()> {
+    let pieces = match chain.as_deref_mut() {
+        None => vec![b],
+        Some(chain) => chain
+            .apply(b.batch.clone(), &b.topic)?
+            .into_iter()
+            .filter(|r| r.batch.num_rows() > 0)
+            .map(|r| SinkBatch {
+                batch: r.batch,
+                route: r.topic,
+                ..b.clone()
+            })
+            .collect(),
+    };
+    for piece in pieces {
+        sink.write(&piece).await?;
+        status.add(
+            piece.batch.num_rows() as u64,
+            batch_bytes(&piece.batch) as u64,
+        );
+    }
+    Ok(())
 }
 
 /// Flush the sink, then commit `done` for the group and refresh the lag: offsets advance

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::registry::{PipelineContext, SourceFactory};
 use crate::status::{PipelineState, PipelineStatus};
 use crate::topic::{write_atomic, SourceMark};
+use arrow::array::RecordBatch;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -15,6 +16,7 @@ pub(super) struct SourcePipeline {
     pub name: String,
     pub topic: String,
     pub config: serde_yaml::Value,
+    pub transforms: super::Transforms,
     pub factory: Arc<dyn SourceFactory>,
     pub status: Arc<PipelineStatus>,
 }
@@ -83,6 +85,10 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };
+    let mut transforms = match p.transforms.create() {
+        Ok(t) => t,
+        Err(e) => return (Err(e), false),
+    };
     let next_seq = mark.as_ref().map_or(0, |m| m.seq + 1);
     if let Some(m) = &mark {
         p.status.set_position(m.position.0.clone());
@@ -94,7 +100,7 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     p.status.set_state(PipelineState::Running);
 
     let q = &shared.settings.queue;
-    let (tx, rx) = bounded::<SourceBatch>(q.max_rows, q.max_bytes);
+    let (tx, rx) = bounded::<Piece>(q.max_rows, q.max_bytes);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Position>();
     let writer_failed = tokio_util::sync::CancellationToken::new();
     let writer = {
@@ -144,13 +150,26 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
             Ev::Next(Err(e)) => break Err(e),
             Ev::Next(Ok(Next::Exhausted)) => break Ok(Attempt::Exhausted),
             Ev::Next(Ok(Next::Batch(b))) => {
-                let (rows, bytes) = (b.batch.num_rows(), batch_bytes(&b.batch));
-                // The writer only stops early on error; its result is collected below.
-                let sent = tokio::select! {
-                    r = tx.send(b, rows, bytes) => r.is_ok(),
-                    _ = shared.cancel.cancelled() => break Ok(Attempt::Cancelled),
+                let pieces = match transform(&mut transforms, b, &p.topic) {
+                    Ok(pieces) => pieces,
+                    Err(e) => break Err(e),
                 };
-                if !sent {
+                let mut sent = true;
+                for piece in pieces {
+                    let (rows, bytes) = (
+                        piece.batch.batch.num_rows(),
+                        batch_bytes(&piece.batch.batch),
+                    );
+                    // The writer only stops early on error; its result is collected below.
+                    sent = tokio::select! {
+                        r = tx.send(piece, rows, bytes) => r.is_ok(),
+                        _ = shared.cancel.cancelled() => break,
+                    };
+                    if !sent {
+                        break;
+                    }
+                }
+                if !sent || shared.cancel.is_cancelled() {
                     break Ok(Attempt::Cancelled);
                 }
             }
@@ -174,12 +193,62 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     }
 }
 
+/// A batch on its way to the topic. A transform may split one source batch into several
+/// pieces; only the last carries the source position, so a crash between pieces replays the
+/// batch instead of skipping the pieces not yet written.
+struct Piece {
+    batch: SourceBatch,
+    marks: bool,
+}
+
+/// Run the pipeline's transforms over one source batch. Pieces keep the batch's stream (its
+/// partition, hence its order); routers may change their topic. A batch whose rows were all
+/// filtered out still carries its position, as a zero-row piece.
+fn transform(
+    chain: &mut Option<Box<dyn crate::connector::Transform>>,
+    b: SourceBatch,
+    default_topic: &str,
+) -> Result<Vec<Piece>> {
+    let Some(chain) = chain.as_deref_mut() else {
+        return Ok(vec![Piece {
+            batch: b,
+            marks: true,
+        }]);
+    };
+    let topic = b.topic.clone();
+    let routed = chain.apply(b.batch.clone(), topic.as_deref().unwrap_or(default_topic))?;
+    let mut pieces: Vec<Piece> = routed
+        .into_iter()
+        .filter(|r| r.batch.num_rows() > 0)
+        .map(|r| Piece {
+            batch: SourceBatch {
+                batch: r.batch,
+                position: b.position.clone(),
+                stream: b.stream.clone(),
+                topic: r.topic.or_else(|| topic.clone()),
+            },
+            marks: false,
+        })
+        .collect();
+    match pieces.last_mut() {
+        Some(last) => last.marks = true,
+        None => pieces.push(Piece {
+            batch: SourceBatch {
+                batch: RecordBatch::new_empty(b.batch.schema()),
+                ..b
+            },
+            marks: true,
+        }),
+    }
+    Ok(pieces)
+}
+
 /// Appends queued batches with their position marks; acknowledges each after it is durable.
 async fn writer(
     name: String,
     default_topic: String,
     mut seq: u64,
-    mut rx: QueueReceiver<SourceBatch>,
+    mut rx: QueueReceiver<Piece>,
     acks: mpsc::UnboundedSender<Position>,
     shared: Arc<Shared>,
     status: Arc<PipelineStatus>,
@@ -189,7 +258,16 @@ async fn writer(
         .join("sources")
         .join(format!("{name}.json"));
     let mut last_file_write = std::time::Instant::now();
-    while let Some(b) = rx.recv().await {
+    while let Some(Piece { batch: b, marks }) = rx.recv().await {
+        if !marks {
+            let topic = b.topic.as_deref().unwrap_or(&default_topic);
+            shared.log.ensure_topic(topic)?;
+            let parts = shared.log.partitions(topic)?;
+            let partition = partition_for(b.stream.as_deref().unwrap_or(&name), parts);
+            shared.log.append(topic, partition, &b.batch, None).await?;
+            status.add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
+            continue;
+        }
         let mark = SourceMark {
             source: name.clone(),
             seq,

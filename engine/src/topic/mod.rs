@@ -560,6 +560,7 @@ impl EmbeddedLog {
                     partition,
                     first_offset: first,
                     append_time_ms: fb.1,
+                    route: None,
                 });
             }
             Ok(out)

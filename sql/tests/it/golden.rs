@@ -1,0 +1,298 @@
+//! One golden test per transform, predicate and notable option. Inputs: `flat()` (four
+//! users) and `changes()` (read, insert, update, delete, truncate on `public.users`).
+
+use crate::support::{changes, changes_for, flat, golden};
+
+macro_rules! golden {
+    ($name:ident, $input:expr, $yaml:expr) => {
+        #[test]
+        fn $name() {
+            golden(stringify!($name), $yaml, $input, "cdc.users");
+        }
+    };
+}
+
+// extract_new_record_state / unwrap_envelope
+golden!(
+    unwrap_default_drops_deletes,
+    changes(),
+    "- type: extract_new_record_state"
+);
+golden!(
+    unwrap_rewrite_deletes_with_metadata,
+    changes(),
+    r#"
+- type: unwrap_envelope
+  config: { drop_tombstones: false, add_op: true, add_table: true, add_schema: true, add_ts: true, add_fields: "source.ts_ms,pos" }
+"#
+);
+golden!(
+    unwrap_flat_passes_through,
+    flat(),
+    "- type: extract_new_record_state"
+);
+
+// value_to_key
+golden!(
+    value_to_key_sets_key,
+    flat(),
+    "- type: value_to_key\n  config: { fields: [id, email] }"
+);
+
+// mask_field
+golden!(
+    mask_replacement,
+    flat(),
+    "- type: mask_field\n  config: { fields: [email, name] }"
+);
+golden!(
+    mask_keep_last,
+    flat(),
+    "- type: mask_field\n  config: { fields: [email], keep_last: 4, mask_char: '#' }"
+);
+golden!(
+    mask_hash,
+    flat(),
+    "- type: mask_field\n  config: { fields: [email], hash: sha256 }"
+);
+golden!(mask_number_zero_and_text_replacement, flat(), "- type: mask_field\n  config: { fields: [amount] }\n- type: mask_field\n  config: { fields: [id], replacement: 'X' }");
+golden!(
+    mask_change_event_both_images,
+    changes(),
+    "- type: mask_field\n  config: { fields: [email], keep_last: 3 }"
+);
+
+// insert_field
+golden!(
+    insert_static,
+    flat(),
+    "- type: insert_field\n  config: { static_field: region, static_value: eu-west }"
+);
+golden!(
+    insert_static_number_into_change_event,
+    changes(),
+    "- type: insert_field\n  config: { static_field: tenant, static_value: 42 }"
+);
+
+// replace_field / rename_field
+golden!(
+    replace_rename_include,
+    flat(),
+    "- type: replace_field\n  config: { include: [id, name, email], renames: { name: full_name } }"
+);
+golden!(
+    rename_exclude_list_form,
+    flat(),
+    "- type: rename_field\n  config: { exclude: [created, amount], renames: ['email:mail'] }"
+);
+
+// routers
+golden!(
+    regex_router,
+    flat(),
+    "- type: regex_router\n  config: { regex: 'cdc\\.(.*)', replacement: 'lake.$1' }"
+);
+golden!(
+    regex_router_no_match,
+    flat(),
+    "- type: regex_router\n  config: { regex: 'other\\.(.*)', replacement: 'x' }"
+);
+golden!(
+    content_router,
+    flat(),
+    r#"
+- type: content_router
+  config:
+    field: status
+    routes: { active: users.active }
+    patterns: [{ pattern: 'in.*', topic: users.dormant }]
+    default_topic: users.unknown
+"#
+);
+golden!(
+    content_router_change_event_current_image,
+    changes(),
+    "- type: content_router\n  config: { field: status, routes: { active: users.active } }"
+);
+golden!(timestamp_router, flat(), "- type: timestamp_router\n  config: { field: created, topic_format: '${topic}-${timestamp}', timestamp_format: 'yyyy-MM-dd' }");
+golden!(
+    timestamp_router_record_time,
+    changes(),
+    "- type: timestamp_router\n  config: { timestamp_format: 'yyyyMMddHH' }"
+);
+
+// time
+golden!(
+    timestamp_converter_to_string,
+    flat(),
+    "- type: timestamp_converter\n  config: { fields: [created], format: iso8601 }"
+);
+golden!(timestamp_converter_to_unix_and_back, flat(), "- type: timestamp_converter\n  config: { field: created, target_type: unix, unix_precision: seconds }\n- type: timestamp_converter\n  config: { field: created, target_type: timestamp, unix_precision: seconds }");
+golden!(timestamp_converter_date_and_pattern, flat(), "- type: timestamp_converter\n  config: { fields: [created], target_type: string, format: 'dd/MM/yyyy HH:mm' }");
+golden!(timestamp_converter_parse_text, flat(), "- type: timestamp_converter\n  config: { fields: [created], format: 'yyyy-MM-dd HH:mm:ss' }\n- type: timestamp_converter\n  config: { fields: [created], format: 'yyyy-MM-dd HH:mm:ss', target_type: date }");
+golden!(timezone_converter, flat(), "- type: timezone_converter\n  config: { target_timezone: Asia/Tokyo }\n- type: cast\n  config: { spec: { created: string } }");
+golden!(
+    convert_timezone_alias_fields,
+    flat(),
+    "- type: convert_timezone\n  config: { target_timezone: '-05:00', fields: [created] }"
+);
+
+// filter
+golden!(
+    filter_shorthand,
+    flat(),
+    "- type: filter\n  config: { condition: 'status = active' }"
+);
+golden!(
+    filter_sql_drop,
+    flat(),
+    "- type: filter\n  config: { condition: \"email LIKE '%.com' AND amount > 0\", drop: true }"
+);
+golden!(filter_in_and_null, flat(), "- type: filter\n  config: { condition: \"status IN ('active', 'inactive') AND name IS NOT NULL\" }");
+golden!(filter_regex_and_nested, changes(), "- type: filter\n  config: { condition: \"source.table = 'users' AND email ~ '@example\\\\.(com|org)$'\" }");
+golden!(
+    filter_change_event_uses_before_for_deletes,
+    changes(),
+    "- type: filter\n  config: { condition: 'id >= 2' }"
+);
+
+// cast
+golden!(
+    cast_map,
+    flat(),
+    "- type: cast\n  config: { spec: { id: string, amount: 'DECIMAL(10,2)', created: date } }"
+);
+golden!(
+    cast_text_form,
+    flat(),
+    "- type: cast\n  config: { spec: 'id:int32,amount:int64' }"
+);
+golden!(
+    cast_bad_value_is_error,
+    flat(),
+    "- type: cast\n  config: { spec: { name: int64 } }"
+);
+
+// flatten, unwrap
+golden!(
+    flatten_change_event,
+    changes(),
+    "- type: flatten\n  config: { delimiter: _ }"
+);
+golden!(
+    unwrap_struct_field,
+    changes(),
+    "- type: unwrap\n  config: { field: source }"
+);
+
+// headers
+golden!(header_to_value_change_event, changes(), "- type: header_to_value\n  config: { headers: [op, source.table, pos], fields: [event_op, event_table, lsn] }");
+golden!(header_from_move_flat, changes(), "- type: extract_new_record_state\n  config: { add_op: true, add_table: true }\n- type: header_from\n  config: { headers: [op], fields: [operation], operation: move }");
+golden!(drop_headers, changes(), "- type: extract_new_record_state\n  config: { add_op: true, add_table: true }\n- type: drop_headers\n  config: { headers: [table, missing] }");
+golden!(
+    drop_headers_change_event_is_error,
+    changes(),
+    "- type: drop_headers\n  config: { headers: [op] }"
+);
+golden!(
+    message_timestamp_change_event,
+    changes(),
+    "- type: message_timestamp\n  config: { field: created }"
+);
+golden!(
+    message_timestamp_flat,
+    flat(),
+    "- type: message_timestamp\n  config: { field: created }"
+);
+
+// set_null, drop_null
+golden!(
+    set_null_all,
+    flat(),
+    "- type: set_null\n  config: { fields: [email] }"
+);
+golden!(
+    set_null_condition,
+    flat(),
+    "- type: set_null\n  config: { fields: [email, amount], condition: \"status = 'inactive'\" }"
+);
+golden!(
+    drop_null_fields,
+    flat(),
+    "- type: drop_null\n  config: { fields: [name, email] }"
+);
+
+// compute_field
+golden!(
+    compute_concat_upper_lower,
+    flat(),
+    r#"
+- type: compute_field
+  config: { field: label, operation: concat, fields: [id, name, status], separator: '|' }
+- type: compute_field
+  config: { field: shout, operation: upper, fields: [name] }
+- type: compute_field
+  config: { field: name, operation: lower, fields: [name] }
+"#
+);
+golden!(
+    compute_hash_coalesce_expression,
+    flat(),
+    r#"
+- type: compute_field
+  config: { field: digest, operation: hash, fields: [id, email], algorithm: md5 }
+- type: compute_field
+  config: { field: contact, operation: coalesce, fields: [email, name] }
+- type: compute_field
+  config: { field: cents, operation: expression, expression: 'CAST(round(amount * 100) AS BIGINT)' }
+"#
+);
+
+// sql
+golden!(sql_select_where, flat(), "- type: sql\n  config: { query: \"SELECT id, upper(name) AS name, amount * 2 AS doubled FROM input WHERE status = 'active'\" }");
+golden!(sql_over_change_events, changes(), "- type: sql\n  config: { query: \"SELECT op, source.table AS tbl, id, email FROM input WHERE op <> 't'\" }");
+golden!(
+    sql_aggregate_rejected,
+    flat(),
+    "- type: sql\n  config: { query: 'SELECT count(*) FROM input' }"
+);
+
+// predicates
+golden!(
+    predicate_table_match,
+    changes(),
+    "- type: mask_field\n  predicate: { table: users }\n  config: { fields: [email] }"
+);
+golden!(predicate_table_no_match, changes(), "- type: mask_field\n  predicate: { tables: ['orders', 'public\\.items'] }\n  config: { fields: [email] }");
+golden!(predicate_qualified_table_and_schema, changes_for("sales", "users"), "- type: mask_field\n  predicate: { tables: ['sales\\.users'], schemas: ['sal.*'] }\n  config: { fields: [name] }");
+golden!(predicate_operations_zip, changes(), "- type: mask_field\n  predicate: { operations: [update, delete] }\n  config: { fields: [email] }");
+golden!(predicate_operations_snapshot_truncate, changes(), "- type: filter\n  predicate: { operations: [snapshot, truncate] }\n  config: { condition: 'false' }");
+golden!(predicate_field_value, flat(), "- type: mask_field\n  predicate: { field_value: { field: status, value: active } }\n  config: { fields: [name] }");
+golden!(predicate_field_value_text_negate, flat(), "- type: set_null\n  predicate: { field_value: 'status=active', negate: true }\n  config: { fields: [amount] }");
+golden!(predicate_field_exists, flat(), "- type: insert_field\n  predicate: { field_exists: email }\n  config: { static_field: has_email, static_value: true }\n- type: insert_field\n  predicate: { field_exists: phone }\n  config: { static_field: has_phone, static_value: true }");
+golden!(predicate_schema_changing_runs, flat(), "- type: cast\n  predicate: { field_value: 'status=active' }\n  config: { spec: { id: string } }");
+golden!(predicate_router_selected_rows_only, changes(), "- type: regex_router\n  predicate: { operations: [delete] }\n  config: { regex: 'cdc\\.(.*)', replacement: 'deletes.$1' }");
+golden!(predicate_flat_operations_from_op_column, changes(), "- type: extract_new_record_state\n  config: { add_op: true, drop_tombstones: false }\n- type: filter\n  predicate: { operations: [delete] }\n  config: { condition: 'false' }");
+
+// config errors
+golden!(error_unknown_type, flat(), "- type: mangle\n  config: {}");
+golden!(
+    error_unknown_key,
+    flat(),
+    "- type: mask_field\n  config: { fields: [email], replace: x }"
+);
+golden!(
+    error_missing_field,
+    flat(),
+    "- type: mask_field\n  config: { fields: [ssn] }"
+);
+golden!(
+    error_bad_sql,
+    flat(),
+    "- type: filter\n  config: { condition: 'status = = 1' }"
+);
+golden!(
+    error_bad_regex_predicate,
+    flat(),
+    "- type: filter\n  predicate: { table: '(' }\n  config: { condition: 'true' }"
+);

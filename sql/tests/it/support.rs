@@ -1,0 +1,260 @@
+//! Input batches and the golden-file harness.
+//!
+//! `golden(name, transforms_yaml, input, topic)` runs the chain and compares every output
+//! (its topic and its rows, pretty-printed) with `tests/golden/<name>.txt`. With
+//! `RIVVEN_GOLDEN=update` the file is (re)written instead; review the diff before committing.
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, StructArray,
+    TimestampMillisecondArray,
+};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use rivven_engine::batch::{
+    change_event_schema, change_event_source_fields, META_NAMESPACE, META_STREAM,
+};
+use rivven_engine::registry::TransformFactory;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Columns of the `users` table used throughout.
+pub fn user_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new(
+            "created",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+    ])
+}
+
+type Row = (
+    i64,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<f64>,
+    Option<i64>,
+);
+
+fn rows() -> Vec<Row> {
+    vec![
+        (
+            1,
+            Some("Ada"),
+            Some("ada@example.com"),
+            Some("active"),
+            Some(10.5),
+            Some(1_700_000_000_000),
+        ),
+        (
+            2,
+            Some("Bob"),
+            None,
+            Some("inactive"),
+            Some(-3.25),
+            Some(1_700_086_400_000),
+        ),
+        (3, None, Some("cy@example.org"), Some("active"), None, None),
+        (
+            4,
+            Some("Dee"),
+            Some("dee@example.com"),
+            None,
+            Some(0.0),
+            Some(1_700_172_800_123),
+        ),
+    ]
+}
+
+fn columns(rows: &[Row]) -> Vec<ArrayRef> {
+    vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.3))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.4))),
+        Arc::new(
+            TimestampMillisecondArray::from_iter(rows.iter().map(|r| r.5)).with_timezone("UTC"),
+        ),
+    ]
+}
+
+/// A flat batch of four users, with stream metadata `public.users`.
+pub fn flat() -> RecordBatch {
+    let meta = HashMap::from([
+        (META_STREAM.to_owned(), "users".to_owned()),
+        (META_NAMESPACE.to_owned(), "public".to_owned()),
+    ]);
+    let schema = Arc::new(Schema::new_with_metadata(user_fields(), meta));
+    RecordBatch::try_new(schema, columns(&rows())).unwrap()
+}
+
+/// Change events on `public.users`: a snapshot read, an insert, an update (with before), a
+/// delete (before only) and a truncate (no images).
+pub fn changes() -> RecordBatch {
+    changes_for("public", "users")
+}
+
+/// [`changes`] for another table.
+pub fn changes_for(schema: &str, table: &str) -> RecordBatch {
+    let r = rows();
+    let ops = ["r", "c", "u", "d", "t"];
+    // Images per event: (before row index, after row index).
+    let images: [(Option<usize>, Option<usize>); 5] = [
+        (None, Some(0)),
+        (None, Some(1)),
+        (Some(1), Some(2)),
+        (Some(3), None),
+        (None, None),
+    ];
+    let image = |pick: &dyn Fn(&(Option<usize>, Option<usize>)) -> Option<usize>| -> ArrayRef {
+        let chosen: Vec<Row> = images
+            .iter()
+            .map(|im| {
+                pick(im)
+                    .map(|i| r[i])
+                    .unwrap_or((0, None, None, None, None, None))
+            })
+            .collect();
+        let valid = NullBuffer::from(
+            images
+                .iter()
+                .map(|im| pick(im).is_some())
+                .collect::<Vec<_>>(),
+        );
+        Arc::new(StructArray::new(
+            user_fields(),
+            columns(&chosen),
+            Some(valid),
+        ))
+    };
+    let n = ops.len();
+    let source = StructArray::new(
+        change_event_source_fields(),
+        vec![
+            Arc::new(StringArray::from(vec!["postgres-cdc"; n])),
+            Arc::new(StringArray::from(vec!["shop"; n])),
+            Arc::new(StringArray::from(vec![schema; n])),
+            Arc::new(StringArray::from(vec![table; n])),
+            Arc::new(StringArray::from(vec![
+                "0/16B3748",
+                "0/16B3800",
+                "0/16B3900",
+                "0/16B3A00",
+                "0/16B3B00",
+            ])),
+            Arc::new(Int64Array::from(vec![
+                Some(700),
+                Some(701),
+                Some(702),
+                Some(703),
+                Some(704),
+            ])),
+            Arc::new(Int64Array::from(vec![1_700_000_000_000i64; n])),
+            Arc::new(BooleanArray::from(vec![true, false, false, false, false])),
+        ],
+        None,
+    );
+    RecordBatch::try_new(
+        change_event_schema(user_fields()),
+        vec![
+            Arc::new(StringArray::from(ops.to_vec())),
+            image(&|im| im.0),
+            image(&|im| im.1),
+            Arc::new(source),
+            Arc::new(Int64Array::from(vec![
+                1_700_000_001_000i64,
+                1_700_000_002_000,
+                1_700_000_003_000,
+                1_700_000_004_000,
+                1_700_000_005_000,
+            ])),
+        ],
+    )
+    .unwrap()
+}
+
+/// Run `yaml` (a transforms list) over `input` bound for `topic`; render every output.
+pub fn run(yaml: &str, input: RecordBatch, topic: &str) -> Result<String, String> {
+    let list: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+    let errs = rivven_sql::SqlTransforms.validate(&list);
+    if !errs.is_empty() {
+        return Err(errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"));
+    }
+    let mut chain = rivven_sql::SqlTransforms
+        .create(&list)
+        .map_err(|e| e.to_string())?;
+    let outs = chain.apply(input, topic).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    for o in outs {
+        let schema = o.batch.schema();
+        let types: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}: {}{}",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { "" } else { " not null" }
+                )
+            })
+            .collect();
+        text.push_str(&format!(
+            "topic: {}\n",
+            o.topic.as_deref().unwrap_or("(unchanged)")
+        ));
+        text.push_str(&format!("schema: {}\n", types.join(", ")));
+        let mut meta: Vec<_> = schema
+            .metadata()
+            .iter()
+            .filter(|(k, _)| k.as_str() == "rivven.key")
+            .collect();
+        meta.sort();
+        for (k, v) in meta {
+            text.push_str(&format!("metadata: {k}={v}\n"));
+        }
+        text.push_str(
+            &arrow::util::pretty::pretty_format_batches(&[o.batch])
+                .unwrap()
+                .to_string(),
+        );
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Compare the rendered outputs with `tests/golden/<name>.txt`.
+pub fn golden(name: &str, yaml: &str, input: RecordBatch, topic: &str) {
+    let got = match run(yaml, input, topic) {
+        Ok(t) => t,
+        Err(e) => format!("error: {e}\n"),
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.txt"));
+    if std::env::var("RIVVEN_GOLDEN").as_deref() == Ok("update") {
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with RIVVEN_GOLDEN=update to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        got, want,
+        "golden {name} differs (RIVVEN_GOLDEN=update rewrites it)"
+    );
+}
