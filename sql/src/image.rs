@@ -104,7 +104,7 @@ pub fn view_schema(schema: &SchemaRef) -> SchemaRef {
     let Some(image) = image_fields(schema) else {
         return schema.clone();
     };
-    let mut fields: Vec<FieldRef> = image.iter().map(|f| nullable(f)).collect();
+    let mut fields: Vec<FieldRef> = image.iter().map(nullable).collect();
     for name in ENVELOPE {
         if image.find(name).is_none() {
             if let Ok(f) = schema.field_with_name(name) {

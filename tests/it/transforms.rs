@@ -3,7 +3,7 @@
 //! transform configs with their key path and line.
 
 use crate::support::{stderr, stdout, Pipeline};
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 
 const CHAIN: &str = "sources:
   gen:
@@ -15,6 +15,7 @@ const CHAIN: &str = "sources:
       events_per_second: 0
       max_events: 2000
       seed: 7
+      stream_name: users
       transforms:
         - type: mask_field
           predicate: { operations: [insert, update, snapshot, delete] }

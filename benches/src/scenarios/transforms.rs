@@ -8,7 +8,6 @@
 use super::{generate, Params};
 use crate::measure::{Figure, Machine, Probe, Report};
 use anyhow::{ensure, Result};
-use rivven_engine::connector::Transform;
 use rivven_engine::registry::TransformFactory;
 use serde_json::{Map, Value};
 

@@ -209,6 +209,7 @@ mod tests {
             partition: 0,
             first_offset: 10,
             append_time_ms: 0,
+            route: None,
         }
     }
 

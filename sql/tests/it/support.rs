@@ -85,6 +85,9 @@ fn columns(rows: &[Row]) -> Vec<ArrayRef> {
     ]
 }
 
+/// (before row index, after row index) of one change event.
+type Images = (Option<usize>, Option<usize>);
+
 /// A flat batch of four users, with stream metadata `public.users`.
 pub fn flat() -> RecordBatch {
     let meta = HashMap::from([
@@ -106,14 +109,14 @@ pub fn changes_for(schema: &str, table: &str) -> RecordBatch {
     let r = rows();
     let ops = ["r", "c", "u", "d", "t"];
     // Images per event: (before row index, after row index).
-    let images: [(Option<usize>, Option<usize>); 5] = [
+    let images: [Images; 5] = [
         (None, Some(0)),
         (None, Some(1)),
         (Some(1), Some(2)),
         (Some(3), None),
         (None, None),
     ];
-    let image = |pick: &dyn Fn(&(Option<usize>, Option<usize>)) -> Option<usize>| -> ArrayRef {
+    let image = |pick: &dyn Fn(&Images) -> Option<usize>| -> ArrayRef {
         let chosen: Vec<Row> = images
             .iter()
             .map(|im| {
