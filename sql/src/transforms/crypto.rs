@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::envelope::images_schema;
-use super::{require_fields, Names, Spec};
+use super::{non_empty, require_fields, Names, Spec};
 use crate::chain::{Ctx, Op};
 use crate::image::{image_schema, map_images};
 use crate::Result;
@@ -251,9 +251,7 @@ impl EncryptField {
 impl Spec for EncryptField {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = self.key_config().validate();
-        if self.fields.is_empty() {
-            errs.push(FieldError::new("fields", "list at least one field"));
-        }
+        errs.extend(non_empty("fields", &self.fields));
         errs
     }
 
@@ -378,9 +376,7 @@ impl DecryptField {
 impl Spec for DecryptField {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = self.key_config().validate();
-        if self.fields.is_empty() {
-            errs.push(FieldError::new("fields", "list at least one field"));
-        }
+        errs.extend(non_empty("fields", &self.fields));
         errs
     }
 

@@ -17,7 +17,7 @@ use rivven_engine::config::FieldError;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use super::{require_fields, Names, Spec};
+use super::{non_empty, require_fields, Names, Spec};
 use crate::chain::{Ctx, Op};
 use crate::image::{self, image_fields, image_schema, map_images, path_column, path_type};
 use crate::Result;
@@ -247,10 +247,7 @@ pub struct ValueToKey {
 
 impl Spec for ValueToKey {
     fn validate(&self) -> Vec<FieldError> {
-        if self.fields.is_empty() {
-            return vec![FieldError::new("fields", "list at least one field")];
-        }
-        Vec::new()
+        non_empty("fields", &self.fields)
     }
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         require_fields("fields", &self.fields, &image_schema(input))?;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::project::{col, Builder, Value};
-use super::{require_fields, Names, Spec};
+use super::{non_empty, require_fields, Names, Spec};
 use crate::chain::Op;
 
 /// A SQL identifier for `name` (double-quoted, quotes doubled).
@@ -109,9 +109,7 @@ impl MaskField {
 impl Spec for MaskField {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        if self.fields.is_empty() {
-            errs.push(FieldError::new("fields", "list at least one field"));
-        }
+        errs.extend(non_empty("fields", &self.fields));
         let modes = [
             self.replacement.is_some(),
             self.keep_last.is_some(),
@@ -372,10 +370,7 @@ pub struct SetNull {
 
 impl Spec for SetNull {
     fn validate(&self) -> Vec<FieldError> {
-        if self.fields.is_empty() {
-            return vec![FieldError::new("fields", "list at least one field")];
-        }
-        Vec::new()
+        non_empty("fields", &self.fields)
     }
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;

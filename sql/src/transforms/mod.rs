@@ -139,6 +139,15 @@ impl std::ops::Deref for Names {
     }
 }
 
+/// An error at `key` when `names` is empty.
+fn non_empty(key: &str, names: &[String]) -> Vec<FieldError> {
+    if names.is_empty() {
+        vec![FieldError::new(key, "list at least one field")]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Every name in `names` is a field of `schema`; the error names the list key and index.
 fn require_fields(key: &str, names: &[String], schema: &SchemaRef) -> Result<(), FieldError> {
     for (i, n) in names.iter().enumerate() {
