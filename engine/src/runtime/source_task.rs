@@ -243,6 +243,25 @@ fn transform(
     Ok(pieces)
 }
 
+/// Append one batch to its topic's partition for its stream (the pipeline's name when it
+/// has none), with `mark` when it carries the source position.
+async fn append(
+    shared: &Shared,
+    status: &PipelineStatus,
+    name: &str,
+    default_topic: &str,
+    b: &SourceBatch,
+    mark: Option<&SourceMark>,
+) -> Result<()> {
+    let topic = b.topic.as_deref().unwrap_or(default_topic);
+    shared.log.ensure_topic(topic)?;
+    let parts = shared.log.partitions(topic)?;
+    let partition = partition_for(b.stream.as_deref().unwrap_or(name), parts);
+    shared.log.append(topic, partition, &b.batch, mark).await?;
+    status.add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
+    Ok(())
+}
+
 /// Appends queued batches with their position marks; acknowledges each after it is durable.
 async fn writer(
     name: String,
@@ -260,12 +279,7 @@ async fn writer(
     let mut last_file_write = std::time::Instant::now();
     while let Some(Piece { batch: b, marks }) = rx.recv().await {
         if !marks {
-            let topic = b.topic.as_deref().unwrap_or(&default_topic);
-            shared.log.ensure_topic(topic)?;
-            let parts = shared.log.partitions(topic)?;
-            let partition = partition_for(b.stream.as_deref().unwrap_or(&name), parts);
-            shared.log.append(topic, partition, &b.batch, None).await?;
-            status.add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
+            append(&shared, &status, &name, &default_topic, &b, None).await?;
             continue;
         }
         let mark = SourceMark {
@@ -276,15 +290,7 @@ async fn writer(
         seq += 1;
         let rows = b.batch.num_rows();
         if rows > 0 {
-            let topic = b.topic.as_deref().unwrap_or(&default_topic);
-            shared.log.ensure_topic(topic)?;
-            let parts = shared.log.partitions(topic)?;
-            let partition = partition_for(b.stream.as_deref().unwrap_or(&name), parts);
-            shared
-                .log
-                .append(topic, partition, &b.batch, Some(&mark))
-                .await?;
-            status.add(rows as u64, batch_bytes(&b.batch) as u64);
+            append(&shared, &status, &name, &default_topic, &b, Some(&mark)).await?;
         }
         // The log holds the authoritative mark; the file covers position-only advances and
         // positions whose frames retention deleted. Written at most once per commit interval.
