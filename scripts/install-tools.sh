@@ -4,7 +4,7 @@
 #   - cargo tools, built once into $RIVVEN_CACHE/tools/bin: tansu (Kafka-protocol broker)
 #     and s3s-fs (S3 server that checks SigV4 signatures);
 #   - a Python venv at $RIVVEN_CACHE/venv with independent readers: pyarrow, duckdb,
-#     pyiceberg, deltalake, fastavro.
+#     pyiceberg, deltalake, fastavro, cramjam (snappy, zstd, lz4 frames), backports.zstd (fastavro's zstd codec).
 # Everything lands outside the clone and is reused by later runs.
 #
 # Usage: scripts/install-tools.sh [apt|cargo|python ...]   (default: all three)
@@ -17,7 +17,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 S3S_FS_VERSION="${S3S_FS_VERSION:-0.14.1}"
-PY_PACKAGES=(pyarrow duckdb "pyiceberg[sql-sqlite,pyarrow]" deltalake fastavro)
+PY_PACKAGES=(pyarrow duckdb "pyiceberg[sql-sqlite,pyarrow]" deltalake fastavro cramjam backports.zstd)
 
 install_apt() {
   for c in rustfmt clippy; do

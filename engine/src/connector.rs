@@ -89,11 +89,55 @@ pub trait Transform: Send {
 ///   in their own commit).
 /// - On error the runtime drops the sink, waits with backoff, creates a new one and
 ///   re-delivers from the last committed offsets.
+///
+/// # Flush cadence
+/// By default ([`FlushWhen::Idle`]) the runtime flushes whenever the sink's queue drains and
+/// at least every `settings.commit_interval_ms`. Sinks whose output unit is costly to cut
+/// (files, table commits) report their own cadence through [`Sink::flush_when`], asked after
+/// every write.
 #[async_trait]
 pub trait Sink: Send {
+    /// Called once per attempt, before the first write, with the committed offset of every
+    /// assigned topic partition: re-delivery starts exactly there. Sinks that commit their
+    /// own output use it to discard output of a commit that had not completed (its rows
+    /// will be delivered again). Default: nothing to do.
+    async fn open(&mut self, committed: &[Committed]) -> Result<()> {
+        let _ = committed;
+        Ok(())
+    }
+
     /// Accept one batch.
     async fn write(&mut self, batch: &SinkBatch) -> Result<()>;
 
     /// Make everything accepted so far durable.
     async fn flush(&mut self) -> Result<()>;
+
+    /// When the sink wants its next flush, asked after every write. Default:
+    /// [`FlushWhen::Idle`].
+    fn flush_when(&self) -> FlushWhen {
+        FlushWhen::Idle
+    }
+}
+
+/// The committed consumer offset of one topic partition, handed to [`Sink::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset of the next row to deliver.
+    pub offset: u64,
+}
+
+/// A sink's answer to "when should the runtime flush next?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushWhen {
+    /// The runtime's cadence: when the queue drains, and at least every commit interval.
+    Idle,
+    /// As soon as the current write returns (an output unit is full).
+    Now,
+    /// No later than this instant (for example, when the oldest open file reaches its age
+    /// limit); not earlier unless the queue closes.
+    At(std::time::Instant),
 }

@@ -61,6 +61,10 @@ pub struct PipelineContext {
     /// The pipeline's live status: connectors report their own gauges and details here
     /// (`set_gauge`, `set_detail`), shown in `/metrics` and `/status`.
     pub status: std::sync::Arc<crate::status::PipelineStatus>,
+    /// A directory private to this pipeline (`<state_dir>/sources/<name>.d` or
+    /// `<state_dir>/sinks/<name>`), for connector state that must survive restarts next to
+    /// the topic log and consumer offsets. Created on demand by the connector.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Creates sources of one connector type.

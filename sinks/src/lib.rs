@@ -2,6 +2,10 @@
 //!
 //! [`register`] adds every compiled-in sink to a [`Registry`].
 
+#[cfg(feature = "format")]
+pub mod format;
+#[cfg(feature = "object-storage")]
+pub mod object_storage;
 #[cfg(feature = "stdout")]
 pub mod stdout;
 
@@ -11,6 +15,10 @@ use rivven_engine::registry::Registry;
 pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     #[cfg(feature = "stdout")]
     registry.register_sink(std::sync::Arc::new(stdout::StdoutFactory))?;
+    #[cfg(feature = "object-storage")]
+    for f in object_storage::ObjectStorageFactory::all() {
+        registry.register_sink(std::sync::Arc::new(f))?;
+    }
     let _ = &registry;
     Ok(())
 }

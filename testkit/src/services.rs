@@ -966,7 +966,14 @@ pub fn nats_info(port: u16) -> std::io::Result<serde_json::Value> {
 // Python readers
 
 /// The modules the readers venv must import.
-pub const PYTHON_READERS: [&str; 5] = ["pyarrow", "duckdb", "pyiceberg", "deltalake", "fastavro"];
+pub const PYTHON_READERS: [&str; 6] = [
+    "pyarrow",
+    "duckdb",
+    "pyiceberg",
+    "deltalake",
+    "fastavro",
+    "cramjam",
+];
 
 /// The Python interpreter of the readers venv (`$RIVVEN_CACHE/venv`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod object_storage;
 mod postgres;
 mod support;
 mod transforms;

@@ -4,6 +4,7 @@ use super::queue::{bounded, QueueSender};
 use super::{Shared, TaskEnd};
 use crate::batch::{batch_bytes, SinkBatch};
 use crate::config::StartOffset;
+use crate::connector::{Committed, FlushWhen};
 use crate::error::{Error, Result};
 use crate::registry::{PipelineContext, SinkFactory};
 use crate::status::{PipelineState, PipelineStatus};
@@ -116,11 +117,23 @@ async fn attempt(
     let ctx = PipelineContext {
         name: p.name.clone(),
         status: p.status.clone(),
+        state_dir: shared.state_dir.join("sinks").join(&p.name),
     };
     let mut sink = match p.factory.create(&ctx, &p.config) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };
+    let committed: Vec<Committed> = start
+        .iter()
+        .map(|((topic, partition), offset)| Committed {
+            topic: topic.clone(),
+            partition: *partition,
+            offset: *offset,
+        })
+        .collect();
+    if let Err(e) = sink.open(&committed).await {
+        return (Err(e), false);
+    }
     let mut transforms = match p.transforms.create() {
         Ok(t) => t,
         Err(e) => return (Err(e), false),
@@ -146,9 +159,14 @@ async fn attempt(
     // Batches already taken from the topic are always written and flushed, even on shutdown:
     // the loop ends only when the reader has stopped and the queue is empty.
     let result: Result<()> = loop {
+        let deadline = match sink.flush_when() {
+            FlushWhen::Idle => last_flush + commit_every,
+            FlushWhen::Now => Instant::now(),
+            FlushWhen::At(t) => t,
+        };
         let item = tokio::select! {
             item = rx.recv() => Some(item),
-            _ = tokio::time::sleep(commit_every), if pending => None,
+            _ = tokio::time::sleep_until(deadline.into()), if pending => None,
         };
         if let Some(item) = item {
             let Some(b) = item else { break Ok(()) };
@@ -160,7 +178,12 @@ async fn attempt(
             progressed = true;
             done.insert(key, next);
             pending = true;
-            if !rx.is_empty() && last_flush.elapsed() < commit_every {
+            let due = match sink.flush_when() {
+                FlushWhen::Idle => rx.is_empty() || last_flush.elapsed() >= commit_every,
+                FlushWhen::Now => true,
+                FlushWhen::At(t) => Instant::now() >= t,
+            };
+            if !due {
                 continue;
             }
         }

@@ -80,6 +80,10 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     let ctx = PipelineContext {
         name: p.name.clone(),
         status: p.status.clone(),
+        state_dir: shared
+            .state_dir
+            .join("sources")
+            .join(format!("{}.d", p.name)),
     };
     let mut source = match p.factory.create(&ctx, &p.config) {
         Ok(s) => s,

@@ -1,0 +1,193 @@
+use super::*;
+use arrow::array::{Array, ArrayRef, Int64Array, StringArray, StructArray};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Field, Fields, Schema};
+use std::io::Read;
+
+fn flat(ids: &[i64]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let names: Vec<Option<String>> = ids
+        .iter()
+        .map(|i| (i % 3 != 0).then(|| format!("n{i}")))
+        .collect();
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef,
+            Arc::new(StringArray::from(names)),
+        ],
+    )
+    .unwrap()
+}
+
+/// A change-event-like batch: `op` and a nullable `before` struct.
+fn nested() -> RecordBatch {
+    let fields = Fields::from(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+    ]);
+    let before = StructArray::try_new(
+        fields.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["a", "b"])),
+        ],
+        Some(NullBuffer::from(vec![false, true])),
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("op", DataType::Utf8, false),
+        Field::new("before", DataType::Struct(fields), true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["c", "u"])) as ArrayRef,
+            Arc::new(before),
+        ],
+    )
+    .unwrap()
+}
+
+/// Encode in two writes, draining between them as the sink does.
+fn encode(options: FormatOptions, batches: &[RecordBatch]) -> (Vec<u8>, String) {
+    let w = writer(&options);
+    let mut enc = w.open(batches[0].schema()).unwrap();
+    let mut out = Vec::new();
+    for b in batches {
+        enc.write(b).unwrap();
+        out.extend(enc.take());
+    }
+    assert!(enc.size() >= out.len() as u64);
+    out.extend(enc.finish().unwrap());
+    (out, w.extension())
+}
+
+fn opts(format: Format, compression: Compression) -> FormatOptions {
+    FormatOptions {
+        format,
+        compression,
+        ..FormatOptions::default()
+    }
+}
+
+#[test]
+fn parquet_round_trip_with_nested_columns() {
+    let mut o = opts(Format::Parquet, Compression::None);
+    o.parquet.compression = ParquetCompression::Zstd;
+    o.parquet.row_group_size = 1;
+    let (bytes, ext) = encode(o, &[nested(), nested()]);
+    assert_eq!(ext, ".parquet");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(bytes),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let got: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+    let want = arrow::compute::concat_batches(&nested().schema(), &[nested(), nested()]).unwrap();
+    assert_eq!(got.columns(), want.columns());
+}
+
+#[test]
+fn avro_round_trip() {
+    let mut o = opts(Format::Avro, Compression::None);
+    o.avro.codec = AvroCodec::Snappy;
+    let (bytes, ext) = encode(o, &[flat(&[1, 2, 3]), flat(&[4])]);
+    assert_eq!(ext, ".avro");
+    let reader = arrow_avro::reader::ReaderBuilder::new()
+        .build(std::io::Cursor::new(bytes))
+        .unwrap();
+    let got: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+    assert_eq!(got.num_rows(), 4);
+    assert_eq!(
+        got.column(0).as_ref(),
+        &Int64Array::from(vec![1, 2, 3, 4]) as &dyn Array
+    );
+}
+
+fn decompress(c: Compression, bytes: &[u8]) -> String {
+    let mut out = String::new();
+    match c {
+        Compression::None => out = String::from_utf8(bytes.to_vec()).unwrap(),
+        Compression::Gzip => {
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_string(&mut out)
+                .unwrap();
+        }
+        Compression::Zstd => {
+            zstd::stream::read::Decoder::new(bytes)
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+        }
+        Compression::Snappy => {
+            snap::read::FrameDecoder::new(bytes)
+                .read_to_string(&mut out)
+                .unwrap();
+        }
+        Compression::Lz4 => {
+            lz4_flex::frame::FrameDecoder::new(bytes)
+                .read_to_string(&mut out)
+                .unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn jsonl_in_every_compression() {
+    for c in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Snappy,
+        Compression::Lz4,
+    ] {
+        let (bytes, ext) = encode(opts(Format::Jsonl, c), &[flat(&[1, 2, 3]), flat(&[4])]);
+        assert_eq!(ext, format!(".jsonl{}", c.extension()));
+        assert_eq!(
+            decompress(c, &bytes),
+            "{\"id\":1,\"name\":\"n1\"}\n{\"id\":2,\"name\":\"n2\"}\n{\"id\":3,\"name\":null}\n\
+             {\"id\":4,\"name\":\"n4\"}\n",
+            "{c:?}"
+        );
+    }
+}
+
+#[test]
+fn json_is_one_array_across_batches() {
+    let (bytes, _) = encode(
+        opts(Format::Json, Compression::None),
+        &[flat(&[1]), flat(&[2])],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([{"id": 1, "name": "n1"}, {"id": 2, "name": "n2"}])
+    );
+}
+
+#[test]
+fn csv_flattens_structs_and_nulls_fields_of_null_structs() {
+    let mut o = opts(Format::Csv, Compression::None);
+    o.csv.delimiter = CsvDelimiter(b';');
+    let (bytes, ext) = encode(o, &[nested()]);
+    assert_eq!(ext, ".csv");
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "op;before.id;before.name\nc;;\nu;2;b\n"
+    );
+}
+
+#[test]
+fn delimiter_names() {
+    let d: CsvDelimiter = serde_yaml::from_str("tab").unwrap();
+    assert_eq!(d.0, b'\t');
+    assert!(serde_yaml::from_str::<CsvDelimiter>("ab").is_err());
+}
