@@ -119,6 +119,7 @@ fn run(args: &[String]) -> Result<()> {
                 "pg-stream" => scenarios::postgres::stream(&params).await,
                 "pg-snapshot" => scenarios::postgres::snapshot(&params).await,
                 "transform-chain" => scenarios::transforms::run(&params).await,
+                "object-storage-parquet" => scenarios::storage::run(&params).await,
                 other => {
                     bail!("unknown scenario {other:?}; `rivven-bench list` shows the scenarios")
                 }

@@ -4,6 +4,7 @@
 pub mod log;
 pub mod pipeline;
 pub mod postgres;
+pub mod storage;
 pub mod transforms;
 
 use anyhow::Result;
@@ -71,6 +72,12 @@ pub const ALL: &[(&str, &str)] = &[
         "six-step transform chain (unwrap, mask, filter, cast, insert_field, rename) over \
          datagen change events (default 1M), one thread; ratio_to_limit here is the \
          speed-up over the same steps row at a time on serde_json values",
+    ),
+    (
+        "object-storage-parquet",
+        "object-storage sink writing Parquet (zstd, snappy) from the embedded topic to a \
+         local directory (default 1M change events); compared with a bare arrow-rs \
+         ArrowWriter writing the same batches to the same directory",
     ),
 ];
 

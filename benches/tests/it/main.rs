@@ -29,7 +29,12 @@ fn every_scenario_writes_a_consistent_report() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    for scenario in ["log-append-read", "datagen-topic-null", "transform-chain"] {
+    for scenario in [
+        "log-append-read",
+        "datagen-topic-null",
+        "transform-chain",
+        "object-storage-parquet",
+    ] {
         let path = out.path().join(format!("{scenario}.json"));
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(r["scenario"], scenario);
