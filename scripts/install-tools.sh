@@ -3,11 +3,12 @@
 #   - Debian packages: mold, curl, PostgreSQL 15, MariaDB, mosquitto, NATS;
 #   - cargo tools, built once into $RIVVEN_CACHE/tools/bin: tansu (Kafka-protocol broker)
 #     and s3s-fs (S3 server that checks SigV4 signatures);
+#   - npm packages into $RIVVEN_CACHE/tools/npm: azurite (Azure Blob emulator);
 #   - a Python venv at $RIVVEN_CACHE/venv with independent readers: pyarrow, duckdb,
 #     pyiceberg, deltalake, fastavro, cramjam (snappy, zstd, lz4 frames), backports.zstd (fastavro's zstd codec).
 # Everything lands outside the clone and is reused by later runs.
 #
-# Usage: scripts/install-tools.sh [apt|cargo|python ...]   (default: all three)
+# Usage: scripts/install-tools.sh [apt|cargo|npm|python ...]   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/env.sh
@@ -17,7 +18,8 @@ log() { printf '\n==> %s\n' "$*"; }
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 S3S_FS_VERSION="${S3S_FS_VERSION:-0.14.1}"
-PY_PACKAGES=(pyarrow duckdb "pyiceberg[sql-sqlite,pyarrow]" deltalake fastavro cramjam backports.zstd)
+AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
+PY_PACKAGES=(pyarrow duckdb "pyiceberg[sql-sqlite,pyarrow]" deltalake fastavro cramjam backports.zstd azure-storage-blob)
 
 install_apt() {
   for c in rustfmt clippy; do
@@ -35,6 +37,7 @@ install_apt() {
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   if [ ${#missing[@]} -eq 0 ]; then return; fi
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "warning: missing ${missing[*]} and no apt-get here" >&2
@@ -71,6 +74,16 @@ install_cargo() {
   rm -rf "$RIVVEN_CACHE/tools-target"
 }
 
+install_npm() {
+  local root="$RIVVEN_CACHE/tools"
+  if [ -x "$root/bin/azurite-blob" ] && [ -f "$root/.azurite-$AZURITE_VERSION" ]; then return; fi
+  log "installing azurite $AZURITE_VERSION with npm (into $root/npm)"
+  npm install --silent --no-audit --no-fund --prefix "$root/npm" "azurite@$AZURITE_VERSION"
+  mkdir -p "$root/bin"
+  ln -sf "../npm/node_modules/.bin/azurite-blob" "$root/bin/azurite-blob"
+  touch "$root/.azurite-$AZURITE_VERSION"
+}
+
 install_python() {
   local venv="$RIVVEN_CACHE/venv"
   local stamp="$venv/.packages"
@@ -83,12 +96,13 @@ install_python() {
 }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(apt cargo python)
+[ ${#parts[@]} -gt 0 ] || parts=(apt cargo npm python)
 for p in "${parts[@]}"; do
   case "$p" in
     apt) install_apt ;;
     cargo) install_cargo ;;
+    npm) install_npm ;;
     python) install_python ;;
-    *) echo "unknown part: $p (apt, cargo, python)" >&2; exit 2 ;;
+    *) echo "unknown part: $p (apt, cargo, npm, python)" >&2; exit 2 ;;
   esac
 done

@@ -27,11 +27,11 @@ mod process;
 mod services;
 
 pub use process::{free_port, stop_all, wait_for_port};
-pub use services::{kafka_api_versions, mqtt_connect, nats_info, PYTHON_READERS};
 pub use services::{
-    mariadb, mosquitto, nats, postgres, python, s3, tansu, MariaDb, Mosquitto, Nats, Postgres,
-    Python, Service, ServiceFile, Tansu, S3,
+    azurite, mariadb, mosquitto, nats, postgres, python, s3, tansu, Azurite, MariaDb, Mosquitto,
+    Nats, Postgres, Python, Service, ServiceFile, Tansu, S3,
 };
+pub use services::{kafka_api_versions, mqtt_connect, nats_info, PYTHON_READERS};
 
 #[cfg(test)]
 mod tests;

@@ -20,17 +20,19 @@ pub enum Service {
     MariaDb,
     Tansu,
     S3,
+    Azurite,
     Mosquitto,
     Nats,
     Python,
 }
 
 impl Service {
-    pub const ALL: [Service; 7] = [
+    pub const ALL: [Service; 8] = [
         Service::Postgres,
         Service::MariaDb,
         Service::Tansu,
         Service::S3,
+        Service::Azurite,
         Service::Mosquitto,
         Service::Nats,
         Service::Python,
@@ -42,6 +44,7 @@ impl Service {
             Service::MariaDb => "mariadb",
             Service::Tansu => "tansu",
             Service::S3 => "s3",
+            Service::Azurite => "azurite",
             Service::Mosquitto => "mosquitto",
             Service::Nats => "nats",
             Service::Python => "python",
@@ -59,6 +62,7 @@ impl Service {
             Service::MariaDb => "RIVVEN_MARIADBD",
             Service::Tansu => "RIVVEN_TANSU",
             Service::S3 => "RIVVEN_S3S_FS",
+            Service::Azurite => "RIVVEN_AZURITE_BLOB",
             Service::Mosquitto => "RIVVEN_MOSQUITTO",
             Service::Nats => "RIVVEN_NATS_SERVER",
             Service::Python => "RIVVEN_PYTHON",
@@ -73,6 +77,7 @@ pub struct ServiceFile {
     pub mariadb: Option<MariaDb>,
     pub tansu: Option<Tansu>,
     pub s3: Option<S3>,
+    pub azurite: Option<Azurite>,
     pub mosquitto: Option<Mosquitto>,
     pub nats: Option<Nats>,
     pub python: Option<Python>,
@@ -89,6 +94,7 @@ impl ServiceFile {
                 Service::MariaDb => MariaDb::start().map(|v| f.mariadb = Some(v)),
                 Service::Tansu => Tansu::start().map(|v| f.tansu = Some(v)),
                 Service::S3 => S3::start().map(|v| f.s3 = Some(v)),
+                Service::Azurite => Azurite::start().map(|v| f.azurite = Some(v)),
                 Service::Mosquitto => Mosquitto::start().map(|v| f.mosquitto = Some(v)),
                 Service::Nats => Nats::start().map(|v| f.nats = Some(v)),
                 Service::Python => Python::find().map(|v| f.python = Some(v)),
@@ -170,6 +176,10 @@ accessor!(
 accessor!(
     /// s3s-fs, an S3-compatible server that checks SigV4 signatures.
     s3, S3, S3, s3, S3::start
+);
+accessor!(
+    /// Azurite's Blob service (Azure Storage emulator, from npm).
+    azurite, Azurite, Azurite, azurite, Azurite::start
 );
 accessor!(
     /// mosquitto, an MQTT broker.
@@ -864,6 +874,49 @@ impl S3 {
 // mosquitto
 
 /// A private mosquitto broker (MQTT 3.1.1 / 5), anonymous, no persistence.
+/// Azurite's Blob service, with the emulator's well-known account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Azurite {
+    /// `http://127.0.0.1:<port>`: the value for `AZURITE_BLOB_STORAGE_URL`.
+    pub blob_url: String,
+    pub port: u16,
+    pub account: String,
+    pub key: String,
+}
+
+impl Azurite {
+    pub fn start() -> Result<Azurite, Unavailable> {
+        let svc = Service::Azurite;
+        let binary = find_binary(svc, &["azurite-blob"])?;
+        let dir = service_dir(svc)?;
+        let port = free_port();
+        let mut cmd = Command::new(&binary);
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(dir.join("data"))
+            .args(["--silent", "--skipApiVersionCheck", "--loose"]);
+        // Azurite shuts down promptly on SIGINT (SIGTERM waits for open connections).
+        launch(svc, cmd, libc::SIGINT, &dir, || {
+            wait_for_port(port, Duration::from_millis(100))
+        })?;
+        Ok(Azurite {
+            blob_url: format!("http://127.0.0.1:{port}"),
+            port,
+            account: "devstoreaccount1".into(),
+            // The emulator's published development key (not a secret).
+            key: "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
+        })
+    }
+
+    /// A connection string for Azure SDKs.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}/{};",
+            self.account, self.key, self.blob_url, self.account
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mosquitto {
     pub host: String,

@@ -118,7 +118,10 @@ fn misspelled_key_names_path_and_line() {
     let p = Pipeline::new(&GEN_TO_STDOUT.replace("connector: stdout", "connector: stdot"));
     let err = stderr(&p.cmd(&["check"]));
     assert!(
-        err.contains("sinks.out.connector: unknown sink connector `stdot`; available: stdout"),
+        err.contains(
+            "sinks.out.connector: unknown sink connector `stdot`; available: azure-blob, gcs, \
+             object-storage, s3, stdout"
+        ),
         "{err}"
     );
 }

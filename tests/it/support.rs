@@ -58,6 +58,17 @@ impl Pipeline {
             .unwrap()
     }
 
+    /// `rivven-connect <args> -c p.yaml` with extra environment variables, waiting for it.
+    pub fn cmd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .arg("-c")
+            .arg(self.config())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
     /// Start `run` with stdout appended to `out`.
     pub fn spawn_run(&self, out: &Path) -> std::process::Child {
         let file = std::fs::OpenOptions::new()

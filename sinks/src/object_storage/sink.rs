@@ -387,8 +387,16 @@ mod tests {
     use rivven_engine::status::{PipelineKind, StatusRegistry};
 
     fn sink(root: &std::path::Path, state: &std::path::Path) -> ObjectStorageSink {
+        sink_with(root, state, "batch_size: 3")
+    }
+
+    fn sink_with(
+        root: &std::path::Path,
+        state: &std::path::Path,
+        extra: &str,
+    ) -> ObjectStorageSink {
         let yaml = format!(
-            "{{provider: local, local: {{root: {}}}, format: csv, batch_size: 3}}",
+            "{{provider: local, local: {{root: {}}}, format: csv, {extra}}}",
             root.display()
         );
         let cfg: ObjectStorageConfig = serde_yaml::from_str(&yaml).unwrap();
@@ -452,6 +460,20 @@ mod tests {
         );
         let last = std::fs::read_to_string(root.join("t/t+0+00000000000000000006.csv")).unwrap();
         assert_eq!(last, "v\n6\n");
+    }
+
+    #[tokio::test]
+    async fn rolls_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, state) = (dir.path().join("out"), dir.path().join("state"));
+        let mut s = sink_with(&root, &state, "max_file_bytes: 10");
+        s.open(&committed(0)).await.unwrap();
+        s.write(&batch(0, 2)).await.unwrap();
+        assert!(matches!(s.flush_when(), FlushWhen::At(_)), "6 bytes so far");
+        s.write(&batch(2, 2)).await.unwrap();
+        assert_eq!(s.flush_when(), FlushWhen::Now, "past 10 bytes");
+        s.flush().await.unwrap();
+        assert_eq!(names(&root), ["t+0+00000000000000000000.csv"]);
     }
 
     /// A flush whose offsets were never committed is undone on the next start; one whose

@@ -93,7 +93,9 @@ pub fn backend(r: &Resolved, sink: &str) -> Result<Arc<dyn Backend>> {
                 b = b.with_service_account_path(f);
             }
             if let Some(ep) = &o.endpoint_url {
-                b = b.with_base_url(ep);
+                b = b.with_base_url(ep).with_client_options(
+                    object_store::ClientOptions::new().with_allow_http(ep.starts_with("http://")),
+                );
             }
             Arc::new(b.build().map_err(store_err("configure gcs"))?)
         }
@@ -316,6 +318,7 @@ impl Backend for Local {
             std::fs::write(&probe, b"ok")
                 .map_err(|e| Error::io(format!("write {}", probe.display()), e))?;
             let _ = std::fs::remove_file(&probe);
+            let _ = std::fs::remove_dir(&staging);
             Ok(())
         })
         .await
