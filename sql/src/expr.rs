@@ -23,7 +23,9 @@ pub fn session() -> &'static SessionContext {
         config.options_mut().sql_parser.enable_ident_normalization = false;
         // Strings are Arrow `Utf8` throughout the engine.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-        SessionContext::new_with_config(config)
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_udf(crate::udf::MaskLast::udf());
+        ctx
     })
 }
 

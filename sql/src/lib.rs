@@ -29,6 +29,7 @@ pub mod expr;
 pub mod image;
 pub mod predicate;
 mod transforms;
+pub mod udf;
 
 pub use transforms::KINDS;
 

@@ -191,6 +191,9 @@ impl Op for ExtractOp {
         &self.schema
     }
 
+    /// Builds the flat row columns for every event first and filters once at the end, so
+    /// the filter copies only the output columns, not the `before`/`after`/`source`
+    /// structs of the envelope.
     fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
         let ops = op_codes(batch)?;
         let truncate = StringArray::new_scalar(op::TRUNCATE);
@@ -199,16 +202,13 @@ impl Op for ExtractOp {
         if !self.rewrite {
             keep = and(&keep, &neq(&ops, &delete)?)?;
         }
-        let batch = if keep.true_count() == keep.len() {
-            batch.clone()
-        } else {
-            filter_record_batch(batch, &keep)?
-        };
         let n = batch.num_rows();
         let after = batch
             .column_by_name("after")
             .ok_or_else(|| rivven_engine::Error::internal("change event without `after`"))?;
-        let row = if after.null_count() == 0 {
+        // Only a rewritten delete takes its `before` image; dropped rows are filtered out
+        // below, whatever their image holds.
+        let row = if !self.rewrite || after.null_count() == 0 {
             after.clone()
         } else {
             let before = batch
@@ -219,20 +219,24 @@ impl Op for ExtractOp {
         let row = row.as_struct();
         let mut columns: Vec<ArrayRef> = row.columns().to_vec();
         if self.rewrite {
-            let ops = op_codes(&batch)?;
             let deleted: BooleanArray = eq(&ops, &delete)?;
             columns.push(Arc::new(deleted));
         }
         for (name, path) in &self.added {
-            columns.push(path_column(&batch, path).ok_or_else(|| {
+            columns.push(path_column(batch, path).ok_or_else(|| {
                 rivven_engine::Error::internal(format!("no envelope field `{path}` for `{name}`"))
             })?);
         }
-        Ok(RecordBatch::try_new_with_options(
+        let out = RecordBatch::try_new_with_options(
             self.schema.clone(),
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
-        )?)
+        )?;
+        if keep.true_count() == n {
+            Ok(out)
+        } else {
+            Ok(filter_record_batch(&out, &keep)?)
+        }
     }
 }
 

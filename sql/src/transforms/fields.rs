@@ -146,7 +146,8 @@ impl Spec for MaskField {
                 let c = sql_str(self.mask_char.as_deref().unwrap_or("*"));
                 let t = format!("CAST({x} AS VARCHAR)");
                 format!(
-                    "concat(repeat({c}, CAST(greatest(character_length({t}) - {n}, 0) AS INT)), right({t}, {n}))"
+                    "{}({t}, CAST({n} AS BIGINT), {c})",
+                    crate::udf::MaskLast::NAME
                 )
             } else if is_text(&ty) || self.replacement.is_some() {
                 sql_str(self.replacement.as_deref().unwrap_or("****"))
