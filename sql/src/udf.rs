@@ -1,9 +1,10 @@
 //! Scalar functions of our own, registered in the planning session: single-pass kernels for
 //! transforms whose SQL spelling would build several intermediate arrays per batch.
 
-use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::DataType;
-use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::common::{exec_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -64,34 +65,43 @@ impl ScalarUDFImpl for MaskLast {
         let keep = usize::try_from(*n).unwrap_or(0);
         let input = value.to_array(args.number_rows)?;
         let text = input.as_string::<i32>();
-        let mut out =
-            StringBuilder::with_capacity(text.len(), text.value_data().len() * mask.len());
-        let mut buf = String::new();
+        // Values and offsets are written directly: one memset for the mask run and one
+        // copy for the kept tail per value.
+        let mask = mask.as_bytes();
+        let mut values: Vec<u8> = Vec::with_capacity(text.value_data().len() * mask.len().max(1));
+        let mut offsets: Vec<i32> = Vec::with_capacity(text.len() + 1);
+        offsets.push(0);
         for i in 0..text.len() {
-            if text.is_null(i) {
-                out.append_null();
-                continue;
+            if text.is_valid(i) {
+                let s = text.value(i);
+                let (hide, tail) = if s.is_ascii() {
+                    let hide = s.len().saturating_sub(keep);
+                    (hide, hide)
+                } else {
+                    let hide = s.chars().count().saturating_sub(keep);
+                    let tail = s.char_indices().nth(hide).map_or(s.len(), |(b, _)| b);
+                    (hide, tail)
+                };
+                if let [byte] = mask {
+                    values.resize(values.len() + hide, *byte);
+                } else {
+                    for _ in 0..hide {
+                        values.extend_from_slice(mask);
+                    }
+                }
+                values.extend_from_slice(&s.as_bytes()[tail..]);
             }
-            let s = text.value(i);
-            let chars = if s.is_ascii() {
-                s.len()
-            } else {
-                s.chars().count()
-            };
-            let hide = chars.saturating_sub(keep);
-            let tail = if s.is_ascii() {
-                hide
-            } else {
-                s.char_indices().nth(hide).map_or(s.len(), |(b, _)| b)
-            };
-            buf.clear();
-            for _ in 0..hide {
-                buf.push_str(mask);
-            }
-            buf.push_str(&s[tail..]);
-            out.append_value(&buf);
+            let end = i32::try_from(values.len()).map_err(|_| {
+                DataFusionError::Execution(format!("{}: output over 2 GiB", Self::NAME))
+            })?;
+            offsets.push(end);
         }
-        let out: ArrayRef = Arc::new(out.finish());
+        let out = StringArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            Buffer::from_vec(values),
+            text.nulls().cloned(),
+        )?;
+        let out: ArrayRef = Arc::new(out);
         Ok(ColumnarValue::Array(out))
     }
 }
@@ -99,7 +109,6 @@ impl ScalarUDFImpl for MaskLast {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::StringArray;
     use arrow::datatypes::Field;
 
     #[test]

@@ -895,8 +895,9 @@ impl Azurite {
             .arg("--location")
             .arg(dir.join("data"))
             .args(["--silent", "--skipApiVersionCheck", "--loose"]);
-        // Azurite shuts down promptly on SIGINT (SIGTERM waits for open connections).
-        launch(svc, cmd, libc::SIGINT, &dir, || {
+        // Azurite's graceful stop waits for idle keep-alive connections; its data is a
+        // throwaway temp dir, so it is stopped with SIGKILL.
+        launch(svc, cmd, libc::SIGKILL, &dir, || {
             wait_for_port(port, Duration::from_millis(100))
         })?;
         Ok(Azurite {

@@ -156,10 +156,8 @@ fn datagen(topic: &str, pattern: &str, max: u64, extra: &str) -> String {
     )
 }
 
-/// Every format and compression on the local provider, several files each.
-#[tokio::test]
-async fn every_format_and_compression_reads_back_exactly_locally() {
-    let py = rivven_testkit::require!(rivven_testkit::python());
+/// Every format, every text compression, every Parquet codec and option, every Avro codec.
+fn every_case() -> Vec<Case> {
     let mut cases = Vec::new();
     for c in ["none", "gzip", "zstd", "snappy", "lz4"] {
         cases.push(case("jsonl", c, ""));
@@ -183,6 +181,14 @@ async fn every_format_and_compression_reads_back_exactly_locally() {
     for c in ["null", "deflate", "snappy", "zstd", "bzip2", "xz"] {
         cases.push(case("avro", c, &format!("avro: {{codec: {c}}}")));
     }
+    cases
+}
+
+/// Every format and compression on the local provider, several files each.
+#[tokio::test]
+async fn every_format_and_compression_reads_back_exactly_locally() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let cases = every_case();
     let p = Pipeline::new("");
     let root = p.dir.path().join("out");
     let body = format!(
@@ -300,7 +306,7 @@ print(len(seen), len(hours))
     assert_eq!(out.trim(), format!("{rows} {rows}"));
 }
 
-/// The same formats through a real S3-compatible server, including a multipart upload
+/// Every format and compression through a real S3-compatible server, plus a multipart upload
 /// (a file larger than one 5 MiB part); objects are read from the server's storage.
 #[tokio::test]
 async fn formats_read_back_exactly_from_s3() {
@@ -309,18 +315,13 @@ async fn formats_read_back_exactly_from_s3() {
     let bucket = s3
         .create_bucket(&rivven_testkit::unique_name("os"))
         .unwrap();
-    let cases = vec![
-        case("jsonl", "gzip", ""),
-        case("csv", "none", ""),
-        case("parquet", "zstd", "parquet: {compression: zstd}"),
-        case("avro", "snappy", "avro: {codec: snappy}"),
-        // ~9 MB of JSON in one file: two parts of 5 MiB.
-        case(
-            "jsonl",
-            "none",
-            "batch_size: 1000000, part_size_bytes: 5242880",
-        ),
-    ];
+    let mut cases = every_case();
+    // ~9 MB of JSON in one file: two parts of 5 MiB.
+    cases.push(case(
+        "jsonl",
+        "none",
+        "batch_size: 1000000, part_size_bytes: 5242880",
+    ));
     let store = |c: &Case| {
         // 12000 rows per file, unless the case sets its own batch_size.
         let rows = if c.extra.contains("batch_size") {
