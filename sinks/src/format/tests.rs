@@ -191,3 +191,28 @@ fn delimiter_names() {
     assert_eq!(d.0, b'\t');
     assert!(serde_yaml::from_str::<CsvDelimiter>("ab").is_err());
 }
+
+#[test]
+fn json_extension_columns_are_embedded_not_quoted() {
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("ARROW:extension:name".to_string(), "arrow.json".to_string());
+    let doc = Field::new("doc", DataType::Utf8, true).with_metadata(meta);
+    let fields = Fields::from(vec![doc]);
+    let after = StructArray::try_new(
+        fields.clone(),
+        vec![Arc::new(StringArray::from(vec![Some(r#"{"a": [1, 2]}"#), None])) as ArrayRef],
+        None,
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "after",
+        DataType::Struct(fields),
+        true,
+    )]));
+    let b = RecordBatch::try_new(schema, vec![Arc::new(after) as ArrayRef]).unwrap();
+    let (bytes, _) = encode(opts(Format::Jsonl, Compression::None), &[b]);
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "{\"after\":{\"doc\":{\"a\": [1, 2]}}}\n{\"after\":{\"doc\":null}}\n"
+    );
+}
