@@ -160,7 +160,9 @@ async fn attempt(
     // the loop ends only when the reader has stopped and the queue is empty.
     let result: Result<()> = loop {
         let deadline = match sink.flush_when() {
-            FlushWhen::Idle => last_flush + commit_every,
+            FlushWhen::Idle => last_flush
+                .checked_add(commit_every)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
             FlushWhen::Now => Instant::now(),
             FlushWhen::At(t) => t,
         };
@@ -175,7 +177,6 @@ async fn attempt(
             if let Err(e) = write(sink.as_mut(), &mut transforms, b, &p.status).await {
                 break Err(e);
             }
-            progressed = true;
             done.insert(key, next);
             pending = true;
             let due = match sink.flush_when() {
@@ -190,6 +191,9 @@ async fn attempt(
         if let Err(e) = make_durable(sink.as_mut(), p, &done, shared).await {
             break Err(e);
         }
+        // Progress is what became durable: an attempt that writes but never flushes does
+        // not reset the restart budget.
+        progressed = true;
         pending = false;
         last_flush = Instant::now();
     };
@@ -205,6 +209,7 @@ async fn attempt(
         if let Err(e) = make_durable(sink.as_mut(), p, &done, shared).await {
             return (Err(e), progressed);
         }
+        progressed = true;
     }
     match read {
         Ok(finished) => (Ok(finished), progressed),

@@ -60,7 +60,10 @@ impl GroupOffsets {
             .groups
             .lock()
             .map_err(|_| Error::internal("group lock poisoned"))?;
-        let entry = groups.entry(group.to_owned()).or_default();
+        // The new offsets replace the in-memory ones only once they are on disk: a failed
+        // write leaves memory equal to the file, so a retry in this process resumes from
+        // what a restart would.
+        let mut entry = groups.get(group).cloned().unwrap_or_default();
         let mut changed = false;
         for (topic, partition, offset) in offsets {
             let slot = entry
@@ -76,8 +79,10 @@ impl GroupOffsets {
         if !changed {
             return Ok(());
         }
-        let data = serde_json::to_vec_pretty(entry).map_err(|e| Error::internal(e.to_string()))?;
+        let data = serde_json::to_vec_pretty(&entry).map_err(|e| Error::internal(e.to_string()))?;
         write_atomic(&self.dir.join(format!("{group}.json")), &data)
-            .map_err(|e| Error::io(format!("commit offsets of group `{group}`"), e))
+            .map_err(|e| Error::io(format!("commit offsets of group `{group}`"), e))?;
+        groups.insert(group.to_owned(), entry);
+        Ok(())
     }
 }

@@ -156,6 +156,23 @@ pub fn writer(options: &FormatOptions) -> Arc<dyn FormatWriter> {
     }
 }
 
+/// `col` with the rows null where `parent` (the nulls of an enclosing struct) is null: a
+/// field of a null struct is null. Works for sliced arrays of any type; `Null` columns are
+/// returned as they are.
+pub(crate) fn with_parent_nulls(
+    col: &arrow::array::ArrayRef,
+    parent: Option<&arrow::buffer::NullBuffer>,
+) -> Result<arrow::array::ArrayRef> {
+    let Some(parent) = parent.filter(|p| p.null_count() > 0) else {
+        return Ok(col.clone());
+    };
+    if col.data_type() == &arrow::datatypes::DataType::Null {
+        return Ok(col.clone());
+    }
+    let parent_is_null = arrow::array::BooleanArray::new(!parent.inner(), None);
+    Ok(arrow::compute::nullif(col.as_ref(), &parent_is_null)?)
+}
+
 /// An output buffer shared between a format's writer (which owns one handle) and the file
 /// encoder (which drains it), counting every byte that went through.
 #[derive(Debug, Clone, Default)]

@@ -216,3 +216,33 @@ fn json_extension_columns_are_embedded_not_quoted() {
         "{\"after\":{\"doc\":{\"a\": [1, 2]}}}\n{\"after\":{\"doc\":null}}\n"
     );
 }
+
+/// A struct with a boolean field, sliced mid-batch (as a rolled file does): the parent's
+/// nulls still reach the flattened columns.
+#[test]
+fn csv_flattens_sliced_structs_with_booleans() {
+    let fields = Fields::from(vec![Field::new("ok", DataType::Boolean, true)]);
+    let s = StructArray::try_new(
+        fields.clone(),
+        vec![Arc::new(arrow::array::BooleanArray::from(vec![true; 10])) as ArrayRef],
+        Some(NullBuffer::from(
+            (0..10).map(|i| i % 3 != 0).collect::<Vec<bool>>(),
+        )),
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "s",
+        DataType::Struct(fields),
+        true,
+    )]));
+    let b = RecordBatch::try_new(schema, vec![Arc::new(s) as ArrayRef])
+        .unwrap()
+        .slice(5, 4);
+    let (bytes, _) = encode(opts(Format::Csv, Compression::None), &[b]);
+    // Rows 5 to 8 of the batch; row 6 (a multiple of 3) is a null struct, so its field is
+    // empty (quoted, as a one-column record must be to stay a record).
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "s.ok\ntrue\n\"\"\ntrue\ntrue\n"
+    );
+}

@@ -1,7 +1,7 @@
 //! The text formats (`jsonl`, `json`, `csv`) and their output compression.
 
 use super::{Compression, FileEncoder, Format, FormatWriter, SharedBuf};
-use arrow::array::{make_array, Array, ArrayRef, RecordBatch, StringArray, StructArray};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::json::writer::{JsonArray, LineDelimited};
@@ -344,7 +344,7 @@ fn flat_columns(
     parent: Option<&NullBuffer>,
     out: &mut Vec<ArrayRef>,
 ) -> Result<()> {
-    let nulls = NullBuffer::union(parent, col.logical_nulls().as_ref());
+    let col = super::with_parent_nulls(col, parent)?;
     match col.data_type() {
         DataType::Struct(_) => {
             let s = col
@@ -352,29 +352,17 @@ fn flat_columns(
                 .downcast_ref::<StructArray>()
                 .ok_or_else(|| Error::internal("struct column is not a StructArray"))?;
             for child in s.columns() {
-                flat_columns(child, nulls.as_ref(), out)?;
+                flat_columns(child, s.nulls(), out)?;
             }
         }
         t if t.is_nested() => {
             let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())?;
             let text: StringArray = (0..col.len())
-                .map(|i| {
-                    nulls
-                        .as_ref()
-                        .is_none_or(|n| n.is_valid(i))
-                        .then(|| fmt.value(i).to_string())
-                })
+                .map(|i| col.is_valid(i).then(|| fmt.value(i).to_string()))
                 .collect();
             out.push(Arc::new(text));
         }
-        _ => {
-            if parent.is_none() {
-                out.push(col.clone());
-            } else {
-                let data = col.to_data().into_builder().nulls(nulls).build()?;
-                out.push(make_array(data));
-            }
-        }
+        _ => out.push(col),
     }
     Ok(())
 }

@@ -157,6 +157,9 @@ fn default_part_size() -> u64 {
     8 << 20
 }
 
+/// The longest file age limit accepted (one year).
+const MAX_FLUSH_INTERVAL_SECS: u64 = 365 * 86_400;
+
 fn default_concurrency() -> usize {
     4
 }
@@ -336,6 +339,12 @@ impl ObjectStorageConfig {
                         "part_size_bytes",
                         "must be at least 5242880 (5 MiB) for cloud object stores",
                     ));
+                } else if self.max_file_bytes / self.part_size_bytes >= 10_000 {
+                    errs.push(FieldError::new(
+                        "max_file_bytes",
+                        "needs more than 10000 parts of part_size_bytes, the multipart limit of \
+                         cloud object stores; lower it or raise part_size_bytes",
+                    ));
                 }
             }
         }
@@ -419,6 +428,12 @@ impl ObjectStorageConfig {
             errs.push(FieldError::new(
                 "timestamp_field",
                 "applies to partitioning: day or hour",
+            ));
+        }
+        if self.flush_interval_secs > MAX_FLUSH_INTERVAL_SECS {
+            errs.push(FieldError::new(
+                "flush_interval_secs",
+                format!("at most {MAX_FLUSH_INTERVAL_SECS} (one year)"),
             ));
         }
         for (key, v) in [

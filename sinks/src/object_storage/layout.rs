@@ -102,6 +102,9 @@ impl Layout {
                     (0..b.batch.num_rows())
                         .map(|i| match ms[i] {
                             Some(ms) => time_dirs(ms, self.partitioning),
+                            None if self.partitioning == Partitioning::Hour => {
+                                format!("dt={HIVE_NULL}/hour={HIVE_NULL}/")
+                            }
                             None => format!("dt={HIVE_NULL}/"),
                         })
                         .collect()
@@ -207,6 +210,10 @@ fn column(batch: &RecordBatch, path: &[String]) -> Result<ArrayRef> {
                 .join(", ")
         ))
     };
+    // A column literally named `a.b` (a flattened field) wins over the path a → b.
+    if let Some(c) = batch.column_by_name(&path.join(".")) {
+        return Ok(c.clone());
+    }
     let (first, rest) = path.split_first().ok_or_else(missing)?;
     let mut col = batch.column_by_name(first).ok_or_else(missing)?.clone();
     for name in rest {
@@ -216,8 +223,7 @@ fn column(batch: &RecordBatch, path: &[String]) -> Result<ArrayRef> {
             .ok_or_else(missing)?;
         let child = s.column_by_name(name).ok_or_else(missing)?;
         // A field of a null struct is null.
-        let nulls = arrow::buffer::NullBuffer::union(s.nulls(), child.nulls());
-        col = arrow::array::make_array(child.to_data().into_builder().nulls(nulls).build()?);
+        col = crate::format::with_parent_nulls(child, s.nulls())?;
     }
     Ok(col)
 }
@@ -240,12 +246,20 @@ fn epoch_ms(col: &ArrayRef) -> Result<Vec<Option<i64>>> {
     };
     let as_i64 = arrow::compute::cast(col, &DataType::Int64)?;
     let v = as_i64.as_primitive::<Int64Type>();
-    Ok((0..v.len())
+    (0..v.len())
         .map(|i| {
-            v.is_valid(i)
-                .then(|| (v.value(i) * scale.0).div_euclid(scale.1))
+            if v.is_null(i) {
+                return Ok(None);
+            }
+            let ms = v.value(i).checked_mul(scale.0).ok_or_else(|| {
+                Error::data(format!(
+                    "timestamp_field value {} is out of range",
+                    v.value(i)
+                ))
+            })?;
+            Ok(Some(ms.div_euclid(scale.1)))
         })
-        .collect())
+        .collect()
 }
 
 /// Hive path escaping of a partition name or value.

@@ -8,7 +8,7 @@ use crate::format::{FileEncoder, FormatWriter};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{self, StreamExt};
 use rivven_engine::batch::SinkBatch;
 use rivven_engine::connector::{Committed, FlushWhen, Sink};
 use rivven_engine::status::PipelineStatus;
@@ -224,6 +224,7 @@ impl ObjectStorageSink {
                     self.open.insert(key.clone(), f);
                 } else {
                     self.seal(&key, f).await?;
+                    self.roll_now = true;
                 }
             }
             let mut f = match self.open.remove(&key) {
@@ -292,9 +293,15 @@ impl Sink for ObjectStorageSink {
             );
         }
         match std::fs::remove_file(&self.journal) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("remove {}", self.journal.display()), e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("remove {}", self.journal.display()), e)),
+        }
+        match self.journal.parent() {
+            Some(dir) => std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(format!("sync {}", dir.display()), e)),
+            None => Ok(()),
         }
     }
 
@@ -344,10 +351,13 @@ impl Sink for ObjectStorageSink {
         let count = sealed.len() as u64;
         let rows: u64 = sealed.iter().map(|s| s.rows).sum();
         let last = sealed.last().map(|s| s.name.clone());
-        stream::iter(sealed.into_iter().map(|s| s.staging.commit()))
+        // Every commit runs to its end before an error is returned: an abandoned request
+        // could otherwise still complete after the next attempt has cleaned up its name.
+        let results: Vec<Result<()>> = stream::iter(sealed.into_iter().map(|s| s.staging.commit()))
             .buffer_unordered(self.limits.concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
         self.objects += count;
         self.object_rows += rows;
         self.status

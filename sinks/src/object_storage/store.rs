@@ -237,19 +237,17 @@ impl RemoteStaging {
     }
 }
 
-#[async_trait]
-impl Staging for RemoteStaging {
-    async fn append(&mut self, bytes: Vec<u8>) -> Result<()> {
-        self.buf.extend_from_slice(&bytes);
-        while self.buf.len() >= self.part_size {
-            let rest = self.buf.split_off(self.part_size);
-            let part = std::mem::replace(&mut self.buf, rest);
-            self.send_part(part).await?;
+impl Drop for RemoteStaging {
+    fn drop(&mut self) {
+        // Parts still uploading for an object that will never be completed.
+        for h in &self.inflight {
+            h.abort();
         }
-        Ok(())
     }
+}
 
-    async fn commit(mut self: Box<Self>) -> Result<()> {
+impl RemoteStaging {
+    async fn finish(&mut self) -> Result<()> {
         if self.upload.is_none() {
             let body = PutPayload::from(Bytes::from(std::mem::take(&mut self.buf)));
             self.store
@@ -274,6 +272,33 @@ impl Staging for RemoteStaging {
     }
 }
 
+#[async_trait]
+impl Staging for RemoteStaging {
+    async fn append(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.buf.extend_from_slice(&bytes);
+        while self.buf.len() >= self.part_size {
+            let rest = self.buf.split_off(self.part_size);
+            let part = std::mem::replace(&mut self.buf, rest);
+            self.send_part(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        let result = self.finish().await;
+        if result.is_err() {
+            for h in self.inflight.drain(..) {
+                h.abort();
+            }
+            if let Some(up) = self.upload.as_mut() {
+                // Best effort: an aborted upload leaves no billed parts behind.
+                let _ = up.abort().await;
+            }
+        }
+        result
+    }
+}
+
 struct Local {
     root: PathBuf,
     staging: PathBuf,
@@ -292,7 +317,10 @@ impl Backend for Local {
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.root.join(key);
         match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
+            Ok(()) => match path.parent() {
+                Some(dir) => sync_dir(dir),
+                None => Ok(()),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
         }
@@ -387,11 +415,20 @@ impl Staging for LocalStaging {
                 .map_err(|e| Error::io(format!("sync {}", path.display()), e))?;
             drop(f);
             let dir = dest.parent().unwrap_or(Path::new("."));
+            // Directories created here are synced into their parents too, so a machine
+            // crash cannot lose a committed file with its new partition directory.
+            let created: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
             std::fs::rename(&path, &dest)
                 .map_err(|e| Error::io(format!("rename into {}", dest.display()), e))?;
-            sync_dir(dir)
+            sync_dir(dir)?;
+            for d in created {
+                if let Some(parent) = d.parent() {
+                    sync_dir(parent)?;
+                }
+            }
+            Ok(())
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))?
