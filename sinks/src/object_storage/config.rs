@@ -160,6 +160,10 @@ fn default_part_size() -> u64 {
 /// The longest file age limit accepted (one year).
 const MAX_FLUSH_INTERVAL_SECS: u64 = 365 * 86_400;
 
+fn default_open_files() -> usize {
+    64
+}
+
 fn default_concurrency() -> usize {
     4
 }
@@ -211,6 +215,10 @@ pub struct ObjectStorageConfig {
     /// Parts and objects uploaded at once (default 4).
     #[serde(default = "default_concurrency")]
     pub max_concurrent_uploads: usize,
+    /// Files open at once (default 64; one per directory and topic partition). Opening one
+    /// more closes the oldest and flushes, which bounds memory with many partitions.
+    #[serde(default = "default_open_files")]
+    pub max_open_files: usize,
     /// Parquet options (`format: parquet`).
     #[serde(default)]
     pub parquet: Option<ParquetOptions>,
@@ -442,6 +450,7 @@ impl ObjectStorageConfig {
             ("flush_interval_secs", self.flush_interval_secs),
             ("part_size_bytes", self.part_size_bytes),
             ("max_concurrent_uploads", self.max_concurrent_uploads as u64),
+            ("max_open_files", self.max_open_files as u64),
         ] {
             if v == 0 {
                 errs.push(FieldError::new(key, "must be at least 1"));

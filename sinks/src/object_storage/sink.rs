@@ -26,6 +26,7 @@ struct Limits {
     bytes: u64,
     age: Duration,
     concurrency: usize,
+    open_files: usize,
 }
 
 /// Files are kept apart per directory and per topic partition (one partition's rows stay
@@ -125,6 +126,7 @@ impl ObjectStorageSink {
                 bytes: c.max_file_bytes,
                 age: Duration::from_secs(c.flush_interval_secs),
                 concurrency: c.max_concurrent_uploads,
+                open_files: c.max_open_files,
             },
             open: HashMap::new(),
             sealed: Vec::new(),
@@ -186,6 +188,23 @@ impl ObjectStorageSink {
         Ok(())
     }
 
+    /// Seal the longest-open file and ask for a flush: keeps at most `max_open_files` files
+    /// (and their buffers) open.
+    async fn seal_oldest(&mut self) -> Result<()> {
+        let oldest = self
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.opened)
+            .map(|(k, _)| k.clone());
+        if let Some(key) = oldest {
+            if let Some(f) = self.open.remove(&key) {
+                self.seal(&key, f).await?;
+            }
+        }
+        self.roll_now = true;
+        Ok(())
+    }
+
     /// Start a file in `key.dir` whose first row has `offset`.
     fn start(&mut self, key: &FileKey, offset: u64, schema: SchemaRef) -> Result<OpenFile> {
         let mut seq = 0;
@@ -229,7 +248,12 @@ impl ObjectStorageSink {
             }
             let mut f = match self.open.remove(&key) {
                 Some(f) => f,
-                None => self.start(&key, b.first_offset + g.source_row(done), schema.clone())?,
+                None => {
+                    if self.open.len() >= self.limits.open_files {
+                        self.seal_oldest().await?;
+                    }
+                    self.start(&key, b.first_offset + g.source_row(done), schema.clone())?
+                }
             };
             let n = (total - done).min((self.limits.rows - f.rows) as usize);
             let slice: RecordBatch = g.batch.slice(done, n);
@@ -484,6 +508,29 @@ mod tests {
         assert_eq!(s.flush_when(), FlushWhen::Now, "past 10 bytes");
         s.flush().await.unwrap();
         assert_eq!(names(&root), ["t+0+00000000000000000000.csv"]);
+    }
+
+    #[tokio::test]
+    async fn caps_open_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, state) = (dir.path().join("out"), dir.path().join("state"));
+        let mut s = sink_with(
+            &root,
+            &state,
+            "partitioning: field, partition_fields: [v], max_open_files: 2",
+        );
+        s.open(&committed(0)).await.unwrap();
+        s.write(&batch(0, 2)).await.unwrap();
+        assert_eq!((s.open.len(), s.sealed.len()), (2, 0));
+        s.write(&batch(2, 1)).await.unwrap();
+        assert_eq!(
+            (s.open.len(), s.sealed.len()),
+            (2, 1),
+            "the oldest was sealed"
+        );
+        assert_eq!(s.flush_when(), FlushWhen::Now);
+        s.flush().await.unwrap();
+        assert_eq!(std::fs::read_dir(root.join("t")).unwrap().count(), 3);
     }
 
     /// A flush whose offsets were never committed is undone on the next start; one whose
