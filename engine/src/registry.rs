@@ -292,12 +292,16 @@ pub fn parse_config<T: DeserializeOwned + ValidateConfig>(
 pub fn config_or_error<T: DeserializeOwned + ValidateConfig>(
     value: &serde_yaml::Value,
 ) -> Result<T> {
-    parse_config(value).map_err(|errs| {
-        Error::config(
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })
+    parse_config(value).map_err(|errs| config_error(&errs))
+}
+
+/// Field errors as one configuration [`Error`] (for `create`/`check`, after the loader has
+/// reported them with positions).
+pub fn config_error(errs: &[FieldError]) -> Error {
+    Error::config(
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }

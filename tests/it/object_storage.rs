@@ -109,9 +109,10 @@ fn sinks_yaml(cases: &[Case], topic: &str, store: &dyn Fn(&Case) -> String) -> S
     y
 }
 
-/// Run `body` (sources + sinks) to completion and return the reference IPC path.
-async fn run_to_end(p: &Pipeline, topic: &str) -> (PathBuf, usize) {
-    let out = p.cmd(&["run"]);
+/// Run the pipeline (with extra environment variables) to completion; the reference IPC
+/// path and its row count.
+async fn run_to_end(p: &Pipeline, topic: &str, env: &[(&str, &str)]) -> (PathBuf, usize) {
+    let out = p.cmd_env(&["run"], env);
     assert!(out.status.success(), "run failed: {}", stderr(&out));
     let ipc = p.dir.path().join("reference.arrow");
     let rows = reference(&p.log(), topic, &ipc).await;
@@ -184,6 +185,48 @@ fn every_case() -> Vec<Case> {
     cases
 }
 
+/// One file of ~9 MB of JSON: a multipart upload of two 5 MiB parts. Goes last in a list.
+fn multipart_case() -> Case {
+    case(
+        "jsonl",
+        "none",
+        "batch_size: 1000000, part_size_bytes: 5242880",
+    )
+}
+
+/// The `batch_size` key for cases that do not set their own: 12000 rows per file.
+fn rows_per_file(c: &Case) -> &'static str {
+    if c.extra.contains("batch_size") {
+        ""
+    } else {
+        "batch_size: 12000, "
+    }
+}
+
+/// Check every case of a remote run whose last case is [`multipart_case`]: at least four
+/// rolled files each, and one file of more than one part for the last.
+fn check_remote_cases(
+    py: &rivven_testkit::Python,
+    cases: &[Case],
+    ipc: &Path,
+    rows: usize,
+    files_of: &dyn Fn(&Case) -> Vec<PathBuf>,
+) {
+    for (i, c) in cases.iter().enumerate() {
+        let files = files_of(c);
+        let last = i == cases.len() - 1;
+        check_case(py, c, ipc, rows, files.clone(), if last { 1 } else { 4 });
+        if last {
+            let size = std::fs::metadata(&files[0]).unwrap().len();
+            assert!(
+                size > 5 << 20,
+                "{}: the multipart case wrote one part only ({size} bytes)",
+                c.name
+            );
+        }
+    }
+}
+
 /// Every format and compression on the local provider, several files each.
 #[tokio::test]
 async fn every_format_and_compression_reads_back_exactly_locally() {
@@ -200,7 +243,7 @@ async fn every_format_and_compression_reads_back_exactly_locally() {
         ))
     );
     let p = Pipeline::new(&body);
-    let (ipc, rows) = run_to_end(&p, "orders").await;
+    let (ipc, rows) = run_to_end(&p, "orders", &[]).await;
     assert_eq!(rows, 5000);
     for c in &cases {
         let files = files_under(&root.join(&c.name));
@@ -236,7 +279,7 @@ async fn change_events_keep_their_structure() {
         ))
     );
     let p = Pipeline::new(&body);
-    let (ipc, rows) = run_to_end(&p, "users").await;
+    let (ipc, rows) = run_to_end(&p, "users", &[]).await;
     assert_eq!(rows, 3000);
     for c in &cases {
         check_case(&py, c, &ipc, rows, files_under(&root.join(&c.name)), 1);
@@ -269,7 +312,7 @@ async fn partitioned_directories_hold_their_rows() {
         root = root.display()
     );
     let p = Pipeline::new(&body);
-    let (ipc, rows) = run_to_end(&p, "orders").await;
+    let (ipc, rows) = run_to_end(&p, "orders", &[]).await;
     let script = r#"
 import json, sys, os, datetime
 import pyarrow as pa, pyarrow.ipc as ipc, pyarrow.parquet as pq, pyarrow.json as pj
@@ -316,22 +359,12 @@ async fn formats_read_back_exactly_from_s3() {
         .create_bucket(&rivven_testkit::unique_name("os"))
         .unwrap();
     let mut cases = every_case();
-    // ~9 MB of JSON in one file: two parts of 5 MiB.
-    cases.push(case(
-        "jsonl",
-        "none",
-        "batch_size: 1000000, part_size_bytes: 5242880",
-    ));
+    cases.push(multipart_case());
     let store = |c: &Case| {
-        // 12000 rows per file, unless the case sets its own batch_size.
-        let rows = if c.extra.contains("batch_size") {
-            ""
-        } else {
-            "batch_size: 12000, "
-        };
         format!(
             "provider: s3, bucket: {bucket}, prefix: {name}/, {rows}s3: {{endpoint_url: '{ep}', region: us-east-1, access_key_id: {ak}, secret_access_key: {sk}}}, ",
             name = c.name,
+            rows = rows_per_file(c),
             ep = s3.endpoint,
             ak = s3.access_key,
             sk = s3.secret_key,
@@ -345,19 +378,10 @@ async fn formats_read_back_exactly_from_s3() {
     let p = Pipeline::new(&body);
     let check = p.cmd(&["check"]);
     assert!(check.status.success(), "check: {}", stderr(&check));
-    let (ipc, rows) = run_to_end(&p, "orders").await;
-    for (i, c) in cases.iter().enumerate() {
-        let files = files_under(&s3.root.join(&bucket).join(&c.name));
-        let min = if i == cases.len() - 1 { 1 } else { 4 };
-        check_case(&py, c, &ipc, rows, files.clone(), min);
-        if i == cases.len() - 1 {
-            let size = std::fs::metadata(&files[0]).unwrap().len();
-            assert!(
-                size > 5 << 20,
-                "the multipart case wrote one part only ({size} bytes)"
-            );
-        }
-    }
+    let (ipc, rows) = run_to_end(&p, "orders", &[]).await;
+    check_remote_cases(&py, &cases, &ipc, rows, &|c| {
+        files_under(&s3.root.join(&bucket).join(&c.name))
+    });
 }
 
 /// kill -9 while files are being written and committed, five times, then a run to the
@@ -537,21 +561,13 @@ else:
         case("csv", "none", ""),
         case("parquet", "snappy", "parquet: {compression: snappy}"),
         case("avro", "deflate", "avro: {codec: deflate}"),
-        case(
-            "jsonl",
-            "none",
-            "batch_size: 1000000, part_size_bytes: 5242880",
-        ),
+        multipart_case(),
     ];
     let store = |c: &Case| {
-        let rows = if c.extra.contains("batch_size") {
-            ""
-        } else {
-            "batch_size: 12000, "
-        };
         format!(
-            "container: {container}, prefix: {}/, {rows}azure: {{use_emulator: true}}, ",
-            c.name
+            "container: {container}, prefix: {}/, {}azure: {{use_emulator: true}}, ",
+            c.name,
+            rows_per_file(c)
         )
     };
     let body = format!(
@@ -564,34 +580,17 @@ else:
     let env = [("AZURITE_BLOB_STORAGE_URL", az.blob_url.as_str())];
     let check = p.cmd_env(&["check"], &env);
     assert!(check.status.success(), "check: {}", stderr(&check));
-    let out = p.cmd_env(&["run"], &env);
-    assert!(out.status.success(), "run failed: {}", stderr(&out));
-    let ipc = p.dir.path().join("reference.arrow");
-    let rows = reference(&p.log(), "orders", &ipc).await;
-    for (i, c) in cases.iter().enumerate() {
+    let (ipc, rows) = run_to_end(&p, "orders", &env).await;
+    check_remote_cases(&py, &cases, &ipc, rows, &|c| {
         let dl = p.dir.path().join(format!("dl-{}", c.name));
         std::fs::create_dir_all(&dl).unwrap();
+        let prefix = format!("{}/", c.name);
         let listed = py
             .run(
                 admin,
-                &[
-                    &cs,
-                    "get",
-                    &container,
-                    &format!("{}/", c.name),
-                    dl.to_str().unwrap(),
-                ],
+                &[&cs, "get", &container, &prefix, dl.to_str().unwrap()],
             )
             .unwrap();
-        let files: Vec<PathBuf> = serde_json::from_str(listed.trim()).unwrap();
-        let last = i == cases.len() - 1;
-        check_case(&py, c, &ipc, rows, files.clone(), if last { 1 } else { 4 });
-        if last {
-            let size = std::fs::metadata(&files[0]).unwrap().len();
-            assert!(
-                size > 5 << 20,
-                "the block-list case wrote one block only ({size} bytes)"
-            );
-        }
-    }
+        serde_json::from_str(listed.trim()).unwrap()
+    });
 }

@@ -50,12 +50,7 @@ impl Pipeline {
 
     /// `rivven-connect <args> -c p.yaml`, waiting for it.
     pub fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(args)
-            .arg("-c")
-            .arg(self.config())
-            .output()
-            .unwrap()
+        self.cmd_env(args, &[])
     }
 
     /// `rivven-connect <args> -c p.yaml` with extra environment variables, waiting for it.

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// fsync a directory, making created, renamed or deleted entries durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -21,7 +21,7 @@ mod fsutil;
 mod groups;
 mod segment;
 
-pub use fsutil::write_atomic;
+pub use fsutil::{sync_dir, write_atomic};
 pub use groups::GroupOffsets;
 
 use crate::batch::now_ms;

@@ -46,6 +46,17 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format's name in configs and file extensions (`"parquet"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+            Format::Avro => "avro",
+        }
+    }
+
     /// Whether the format is text (and so takes an output [`Compression`]).
     pub fn is_text(self) -> bool {
         matches!(self, Format::Jsonl | Format::Json | Format::Csv)

@@ -133,11 +133,7 @@ impl TextFormat {
 
 impl FormatWriter for TextFormat {
     fn name(&self) -> &'static str {
-        match self.format {
-            Format::Json => "json",
-            Format::Csv => "csv",
-            _ => "jsonl",
-        }
+        self.format.name()
     }
 
     fn extension(&self) -> String {

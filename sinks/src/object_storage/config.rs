@@ -2,7 +2,6 @@
 
 use crate::format::{AvroOptions, Compression, CsvOptions, Format, FormatOptions, ParquetOptions};
 use rivven_engine::config::FieldError;
-use rivven_engine::registry::ValidateConfig;
 use rivven_engine::secret::SecretString;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -389,7 +388,7 @@ impl ObjectStorageConfig {
                 "compression",
                 format!(
                     "applies to jsonl, json and csv; {} compresses internally (use {})",
-                    format_name(format),
+                    format.name(),
                     if format == Format::Parquet {
                         "parquet.compression"
                     } else {
@@ -406,10 +405,7 @@ impl ObjectStorageConfig {
             if present && format != owner {
                 errs.push(FieldError::new(
                     key,
-                    format!(
-                        "applies to format {key}, but format is {}",
-                        format_name(format)
-                    ),
+                    format!("applies to format {key}, but format is {}", format.name()),
                 ));
             }
         }
@@ -558,15 +554,3 @@ impl S3Options {
         }
     }
 }
-
-fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Jsonl => "jsonl",
-        Format::Json => "json",
-        Format::Csv => "csv",
-        Format::Parquet => "parquet",
-        Format::Avro => "avro",
-    }
-}
-
-impl ValidateConfig for ObjectStorageConfig {}

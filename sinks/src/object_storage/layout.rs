@@ -45,6 +45,7 @@ impl Group {
 pub struct Layout {
     prefix: String,
     partitioning: Partitioning,
+    /// (escaped directory name, column path) per partition field.
     fields: Vec<(String, Vec<String>)>,
     timestamp: Option<Vec<String>>,
     extension: String,
@@ -70,7 +71,7 @@ impl Layout {
             partitioning,
             fields: partition_fields
                 .iter()
-                .map(|f| (f.rsplit('.').next().unwrap_or(f).to_owned(), split(f)))
+                .map(|f| (escape(f.rsplit('.').next().unwrap_or(f)), split(f)))
                 .collect(),
             timestamp: timestamp_field.map(split),
             extension,
@@ -116,7 +117,7 @@ impl Layout {
                     let col = column(&b.batch, path)?;
                     let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())?;
                     for (i, key) in keys.iter_mut().enumerate() {
-                        key.push_str(&escape(name));
+                        key.push_str(name);
                         key.push('=');
                         if col.is_null(i) {
                             key.push_str(HIVE_NULL);

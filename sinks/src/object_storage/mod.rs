@@ -55,9 +55,9 @@ use async_trait::async_trait;
 use rivven_engine::config::FieldError;
 use rivven_engine::connector::Sink;
 use rivven_engine::registry::{
-    parse_config, Category, ConnectorInfo, PipelineContext, SinkFactory,
+    config_error, parse_value, Category, ConnectorInfo, PipelineContext, SinkFactory,
 };
-use rivven_engine::{Error, Result};
+use rivven_engine::Result;
 
 /// Factory of one of the object-storage connector names.
 #[derive(Debug, Clone, Copy)]
@@ -75,18 +75,11 @@ impl ObjectStorageFactory {
         &self,
         config: &serde_yaml::Value,
     ) -> std::result::Result<Resolved, Vec<FieldError>> {
-        parse_config::<ObjectStorageConfig>(config)?.resolve(self.name)
+        parse_value::<ObjectStorageConfig>(config)?.resolve(self.name)
     }
 
     fn resolved(&self, config: &serde_yaml::Value) -> Result<Resolved> {
-        self.resolve(config).map_err(|errs| {
-            Error::config(
-                errs.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })
+        self.resolve(config).map_err(|errs| config_error(&errs))
     }
 }
 

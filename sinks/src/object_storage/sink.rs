@@ -12,6 +12,7 @@ use futures_util::stream::{self, StreamExt};
 use rivven_engine::batch::SinkBatch;
 use rivven_engine::connector::{Committed, FlushWhen, Sink};
 use rivven_engine::status::PipelineStatus;
+use rivven_engine::topic::{sync_dir, write_atomic};
 use rivven_engine::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -151,22 +152,9 @@ impl ObjectStorageSink {
     }
 
     fn write_journal(&self, j: &Journal) -> Result<()> {
-        let dir = self
-            .journal
-            .parent()
-            .ok_or_else(|| Error::internal("journal path has no directory"))?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let tmp = self.journal.with_extension("json.tmp");
         let data = serde_json::to_vec(j).map_err(|e| Error::internal(e.to_string()))?;
-        let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
-        std::io::Write::write_all(&mut f, &data).map_err(|e| io("write", e))?;
-        f.sync_all().map_err(|e| io("sync", e))?;
-        std::fs::rename(&tmp, &self.journal).map_err(|e| io("rename", e))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(format!("sync {}", dir.display()), e))
+        write_atomic(&self.journal, &data)
+            .map_err(|e| Error::io(format!("write {}", self.journal.display()), e))
     }
 
     /// Finish `f`'s encoding and queue it for the next flush.
@@ -322,9 +310,7 @@ impl Sink for ObjectStorageSink {
             Err(e) => return Err(Error::io(format!("remove {}", self.journal.display()), e)),
         }
         match self.journal.parent() {
-            Some(dir) => std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(format!("sync {}", dir.display()), e)),
+            Some(dir) => sync_dir(dir).map_err(|e| Error::io(format!("sync {}", dir.display()), e)),
             None => Ok(()),
         }
     }

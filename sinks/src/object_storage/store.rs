@@ -386,9 +386,7 @@ fn rand_u64() -> u64 {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("sync {}", dir.display()), e))
+    rivven_engine::topic::sync_dir(dir).map_err(|e| Error::io(format!("sync {}", dir.display()), e))
 }
 
 #[async_trait]
