@@ -61,6 +61,37 @@ pub struct Routed {
     /// Destination chosen by a router (a topic on the source side; a destination name, such
     /// as an object-storage prefix, on the sink side). `None`: unchanged.
     pub topic: Option<Arc<str>>,
+    /// Partition chosen by a partitioner (source side). `None`: the runtime's default,
+    /// one partition per stream.
+    pub partition: Option<PartitionChoice>,
+    /// Rows a transform failed on, bound for the dead-letter topic named by `topic`. The
+    /// runtime appends them to that topic of its own log (on the sink side too) instead of
+    /// handing them on.
+    pub dead_letter: bool,
+}
+
+impl Routed {
+    /// Rows bound for `topic` (`None`: unchanged), with no partition choice.
+    pub fn new(batch: RecordBatch, topic: Option<Arc<str>>) -> Self {
+        Self {
+            batch,
+            topic,
+            partition: None,
+            dead_letter: false,
+        }
+    }
+}
+
+/// A partitioner's choice for a batch: partition `partition` of a topic that has `of`
+/// partitions. The runtime creates a missing topic with `of` partitions and refuses to
+/// write to an existing topic with a different count (rows would land where readers of the
+/// key do not expect them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionChoice {
+    /// Partition index, below `of`.
+    pub partition: u32,
+    /// The partition count the choice was made for.
+    pub of: u32,
 }
 
 /// A chain of transforms over batches, compiled once per input schema.

@@ -6,7 +6,7 @@
 //! way, by calling [`Registry::register_source`] / [`Registry::register_sink`] before handing
 //! the registry to the CLI.
 
-use crate::config::FieldError;
+use crate::config::{FieldError, TransformSpec};
 use crate::connector::{Sink, Source, StreamInfo, Transform};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
@@ -99,20 +99,34 @@ pub trait SinkFactory: Send + Sync {
     fn create(&self, ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Sink>>;
 }
 
-/// Compiles a pipeline's `transforms` list (the `rivven-sql` crate provides the built-in
-/// one). Paths in returned errors are relative to the list (`[0].config.fields`).
+/// Compiles a pipeline's transforms (the `rivven-sql` crate provides the built-in one):
+/// the `transforms` list, a source's `config.cdc_features` and the dead-letter topic. Paths
+/// in returned errors are relative to the pipeline's key (`config.transforms[0].config.fields`,
+/// `config.cdc_features.router.rules[1]`).
 pub trait TransformFactory: Send + Sync {
-    /// Validate the list without I/O and without knowing the data's schema.
-    fn validate(&self, transforms: &serde_yaml::Value) -> Vec<FieldError>;
-    /// Validate the list against the streams a source discovered (fields named by transforms
-    /// exist, SQL compiles against the schema).
-    fn check_streams(
-        &self,
-        transforms: &serde_yaml::Value,
-        streams: &[StreamInfo],
-    ) -> Vec<FieldError>;
+    /// Validate without I/O and without knowing the data's schema.
+    fn validate(&self, spec: &TransformSpec) -> Vec<FieldError>;
+    /// Validate against the streams a source discovered (fields named by transforms exist,
+    /// SQL compiles against the schema).
+    fn check_streams(&self, spec: &TransformSpec, streams: &[StreamInfo]) -> Vec<FieldError>;
     /// A compiled chain for one pipeline instance.
-    fn create(&self, transforms: &serde_yaml::Value) -> Result<Box<dyn Transform>>;
+    fn create(&self, spec: &TransformSpec) -> Result<Box<dyn Transform>>;
+    /// When the chain chooses partitions: how many it spreads rows over, and the topics it
+    /// is known to write besides the pipeline's own (router destinations). The runtime
+    /// creates those topics with that many partitions before sinks subscribe to them.
+    fn topic_layout(&self, spec: &TransformSpec) -> Option<TopicLayout> {
+        let _ = spec;
+        None
+    }
+}
+
+/// See [`TransformFactory::topic_layout`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicLayout {
+    /// Partitions per topic.
+    pub partitions: u32,
+    /// Topics written besides the pipeline's own.
+    pub topics: Vec<String>,
 }
 
 /// Name → factory.
@@ -173,31 +187,33 @@ impl Registry {
         self.transforms.as_ref()
     }
 
-    /// Validate a transform list (`null` or empty: nothing to check). Paths are relative to
-    /// the list.
-    pub fn validate_transforms(&self, transforms: &serde_yaml::Value) -> Vec<FieldError> {
-        if is_empty_list(transforms) {
+    /// Validate a pipeline's transforms (none: nothing to check). Paths are relative to
+    /// the pipeline's key.
+    pub fn validate_transforms(&self, spec: &TransformSpec) -> Vec<FieldError> {
+        if spec.is_empty() {
             return Vec::new();
         }
         match &self.transforms {
-            Some(f) => f.validate(transforms),
+            Some(f) => f.validate(spec),
             None => vec![FieldError::new(
-                "",
+                spec.list_path,
                 "transforms are not available in this build (no transform compiler registered)",
             )],
         }
     }
 
-    /// A compiled transform chain, or `None` when the list is empty.
-    pub fn create_transforms(
-        &self,
-        transforms: &serde_yaml::Value,
-    ) -> Result<Option<Box<dyn Transform>>> {
-        if is_empty_list(transforms) {
+    /// See [`TransformFactory::topic_layout`] (`None` without a transform compiler).
+    pub fn topic_layout(&self, spec: &TransformSpec) -> Option<TopicLayout> {
+        self.transforms.as_ref()?.topic_layout(spec)
+    }
+
+    /// A compiled transform chain, or `None` when there is nothing to compile.
+    pub fn create_transforms(&self, spec: &TransformSpec) -> Result<Option<Box<dyn Transform>>> {
+        if spec.is_empty() {
             return Ok(None);
         }
         match &self.transforms {
-            Some(f) => f.create(transforms).map(Some),
+            Some(f) => f.create(spec).map(Some),
             None => Err(Error::config(
                 "transforms are not available in this build (no transform compiler registered)",
             )),
@@ -232,14 +248,6 @@ impl Registry {
     /// Every sink factory.
     pub fn sinks(&self) -> impl Iterator<Item = &Arc<dyn SinkFactory>> {
         self.sinks.values()
-    }
-}
-
-fn is_empty_list(v: &serde_yaml::Value) -> bool {
-    match v {
-        serde_yaml::Value::Null => true,
-        serde_yaml::Value::Sequence(s) => s.is_empty(),
-        _ => false,
     }
 }
 

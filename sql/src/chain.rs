@@ -103,7 +103,7 @@ pub fn apply_runs<O: Op + ?Sized>(
         let batch = if on { op.map(&part, ctx)? } else { part };
         out.push(Routed {
             batch,
-            topic: input.topic.clone(),
+            ..input.clone()
         });
     }
     Ok(())
@@ -133,7 +133,7 @@ fn types_match(a: &arrow::datatypes::DataType, b: &arrow::datatypes::DataType) -
 }
 
 /// `a` with the type `to`, which differs from its own at most in struct-field nullability.
-fn retype(
+pub(crate) fn retype(
     a: &arrow::array::ArrayRef,
     to: &arrow::datatypes::DataType,
 ) -> Result<arrow::array::ArrayRef> {
@@ -182,10 +182,14 @@ struct Compiled {
 
 /// One step of the chain.
 pub struct Step {
-    /// Position in the list, for error messages (`transforms[2]`).
-    pub index: usize,
-    /// The transform's `type`.
-    pub kind: String,
+    /// Key path of the step's config relative to the pipeline (`config.transforms[2]`,
+    /// `config.cdc_features.router`), for `check` errors.
+    pub path: String,
+    /// How messages name the step (`transforms[2] (mask_field)`).
+    pub label: String,
+    /// Where the spec's keys sit below `path`: `config` for list entries, `""` for
+    /// `cdc_features` blocks.
+    pub config_key: &'static str,
     /// The parsed config.
     pub spec: Box<dyn Spec>,
     /// The parsed predicate.
@@ -200,14 +204,16 @@ const CACHE: usize = 256;
 impl Step {
     /// A step with an empty cache.
     pub fn new(
-        index: usize,
-        kind: String,
+        path: String,
+        label: String,
+        config_key: &'static str,
         spec: Box<dyn Spec>,
         predicate: Option<PredicateConfig>,
     ) -> Self {
         Self {
-            index,
-            kind,
+            path,
+            label,
+            config_key,
             spec,
             predicate,
             cache: Vec::new(),
@@ -215,7 +221,7 @@ impl Step {
     }
 
     fn what(&self) -> String {
-        format!("transforms[{}] ({})", self.index, self.kind)
+        self.label.clone()
     }
 
     /// Compile for `schema` without caching; errors are [`rivven_engine::config::FieldError`]s
@@ -224,7 +230,10 @@ impl Step {
         &self,
         schema: &SchemaRef,
     ) -> std::result::Result<(Arc<dyn Op>, SchemaRef), rivven_engine::config::FieldError> {
-        let op = self.spec.compile(schema).map_err(|e| e.under("config"))?;
+        let op = self
+            .spec
+            .compile(schema)
+            .map_err(|e| e.under(self.config_key))?;
         if let Some(p) = &self.predicate {
             let view = image::view_schema(schema);
             p.compile(schema, &view).map_err(|e| e.under("predicate"))?;
@@ -248,7 +257,7 @@ impl Step {
         let op = self
             .spec
             .compile(schema)
-            .map_err(|e| fail(e.under("config")))?;
+            .map_err(|e| fail(e.under(self.config_key)))?;
         let view_schema = image::view_schema(schema);
         let predicate = match &self.predicate {
             None => None,
@@ -305,14 +314,22 @@ fn brief(schema: &SchemaRef) -> String {
 }
 
 /// A compiled chain of steps: the engine's [`Transform`].
+///
+/// With a dead-letter topic, a step that fails on a batch with a data error is retried on
+/// halves of the batch until the failing rows are isolated; those rows (as they entered the
+/// failing step) go to the dead-letter topic with `__dlq_error`, `__dlq_transform` and
+/// `__dlq_topic` columns, and the other rows go on. Errors that are not about the data
+/// (I/O, connections) still fail the batch, so the runtime retries it.
 pub struct Chain {
     steps: Vec<Step>,
+    dead_letter: Option<Arc<str>>,
 }
 
 impl Chain {
-    /// A chain of steps, applied in order.
-    pub fn new(steps: Vec<Step>) -> Self {
-        Self { steps }
+    /// A chain of steps, applied in order, sending rows a step fails on to `dead_letter`
+    /// (`None`: the failure fails the batch).
+    pub fn new(steps: Vec<Step>, dead_letter: Option<Arc<str>>) -> Self {
+        Self { steps, dead_letter }
     }
 
     /// The steps.
@@ -321,22 +338,137 @@ impl Chain {
     }
 }
 
+/// Whether a failure is about the rows (a dead-letter candidate) rather than the system.
+fn is_row_error(e: &Error) -> bool {
+    e.kind() == rivven_engine::error::ErrorKind::Data && !e.is_retryable()
+}
+
+/// Run `step` over `input`; with a dead-letter topic, isolate the rows it fails on by
+/// halving (a batch where every row fails costs about twice the rows in step calls).
+fn run_isolating(
+    step: &mut Step,
+    input: Routed,
+    topic: &str,
+    dead_letter: Option<&Arc<str>>,
+    out: &mut Vec<Routed>,
+    dead: &mut Vec<Routed>,
+) -> Result<()> {
+    let mut tmp = Vec::new();
+    let err = match step.run(input.clone(), topic, &mut tmp) {
+        Ok(()) => {
+            out.append(&mut tmp);
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    let Some(dlq) = dead_letter.filter(|_| is_row_error(&err)) else {
+        return Err(err);
+    };
+    let n = input.batch.num_rows();
+    // A compile error (the schema, not a row) fails every row alike: no halving.
+    let schema_level = step.compiled(&input.batch.schema()).is_err();
+    if n == 1 || schema_level {
+        dead.push(dead_letter_rows(&input, topic, &step.label, &err, dlq)?);
+        return Ok(());
+    }
+    let half = n / 2;
+    for (start, len) in [(0, half), (half, n - half)] {
+        let part = Routed {
+            batch: input.batch.slice(start, len),
+            ..input.clone()
+        };
+        run_isolating(step, part, topic, dead_letter, out, dead)?;
+    }
+    Ok(())
+}
+
+/// `input`'s rows with the dead-letter columns, bound for `dlq`.
+pub(crate) fn dead_letter_rows(
+    input: &Routed,
+    topic: &str,
+    label: &str,
+    err: &Error,
+    dlq: &Arc<str>,
+) -> Result<Routed> {
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    let n = input.batch.num_rows();
+    let schema = input.batch.schema();
+    // Rows that fail a second time (a dead-letter topic read back) replace their columns.
+    let kept: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| !DLQ_COLUMNS.contains(&schema.field(i).name().as_str()))
+        .collect();
+    let mut fields: Vec<arrow::datatypes::FieldRef> =
+        kept.iter().map(|&i| schema.fields()[i].clone()).collect();
+    let mut columns: Vec<arrow::array::ArrayRef> = kept
+        .iter()
+        .map(|&i| input.batch.column(i).clone())
+        .collect();
+    let to = input.topic.as_deref().unwrap_or(topic);
+    for (name, value) in [
+        (DLQ_ERROR, err.to_string()),
+        (DLQ_TRANSFORM, label.to_owned()),
+        (DLQ_TOPIC, to.to_owned()),
+    ] {
+        fields.push(Arc::new(Field::new(name, DataType::Utf8, false)));
+        columns.push(Arc::new(StringArray::from(vec![value; n])));
+    }
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        columns,
+    )?;
+    tracing::warn!(
+        transform = label,
+        rows = n,
+        dead_letter_topic = %dlq,
+        error = %err,
+        "rows sent to the dead-letter topic"
+    );
+    Ok(Routed {
+        batch,
+        topic: Some(dlq.clone()),
+        partition: None,
+        dead_letter: true,
+    })
+}
+
+/// Dead-letter column: the error.
+pub const DLQ_ERROR: &str = "__dlq_error";
+/// Dead-letter column: the step that failed (`transforms[2] (cast)`).
+pub const DLQ_TRANSFORM: &str = "__dlq_transform";
+/// Dead-letter column: the topic (or destination) the rows were bound for.
+pub const DLQ_TOPIC: &str = "__dlq_topic";
+const DLQ_COLUMNS: [&str; 3] = [DLQ_ERROR, DLQ_TRANSFORM, DLQ_TOPIC];
+
 impl Transform for Chain {
     fn apply(&mut self, batch: RecordBatch, topic: &str) -> Result<Vec<Routed>> {
-        let mut cur = vec![Routed { batch, topic: None }];
+        let mut cur = vec![Routed::new(batch, None)];
+        let mut dead = Vec::new();
         for step in &mut self.steps {
             let mut next = Vec::with_capacity(cur.len());
             for r in cur {
                 if r.batch.num_rows() == 0 {
                     continue;
                 }
-                step.run(r, topic, &mut next)?;
+                if r.dead_letter {
+                    dead.push(r);
+                    continue;
+                }
+                run_isolating(
+                    step,
+                    r,
+                    topic,
+                    self.dead_letter.as_ref(),
+                    &mut next,
+                    &mut dead,
+                )?;
             }
             cur = next;
             if cur.is_empty() {
                 break;
             }
         }
+        cur.append(&mut dead);
         Ok(cur)
     }
 }

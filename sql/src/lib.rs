@@ -20,12 +20,15 @@
 //! - [`chain`]: steps, per-schema compilation, predicates (`CASE WHEN` merge or runs).
 //! - [`predicate`]: `predicate:` keys.
 //! - [`image`]: how transforms see flat and change-event batches.
+//! - [`features`]: a source's `cdc_features` block (deduplication, encryption, tombstones,
+//!   event router, partitioner) as steps around the list.
 //! - `transforms`: the built-in transforms (module docs of each list its keys).
 //!
 //! [`register`] installs the compiler in a connector registry.
 
 pub mod chain;
 pub mod expr;
+pub mod features;
 pub mod image;
 pub mod predicate;
 mod transforms;
@@ -33,7 +36,7 @@ pub mod udf;
 
 pub use transforms::KINDS;
 
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, TransformSpec};
 use rivven_engine::connector::{StreamInfo, Transform};
 use rivven_engine::registry::{Registry, TransformFactory};
 use serde::Deserialize;
@@ -54,17 +57,27 @@ struct RawStep {
     config: serde_yaml::Value,
 }
 
-/// Parse and validate a `transforms:` list into steps. Error paths are relative to the list.
-pub fn parse(list: &serde_yaml::Value) -> std::result::Result<Vec<chain::Step>, Vec<FieldError>> {
+/// Parse and validate a `transforms:` list into steps. Error paths are relative to the
+/// list's parent: `list_path` (`transforms`, `config.transforms`, or `""` for paths relative
+/// to the list itself).
+pub fn parse_list(
+    list: &serde_yaml::Value,
+    list_path: &str,
+) -> std::result::Result<Vec<chain::Step>, Vec<FieldError>> {
     let items: Vec<serde_yaml::Value> = match list {
         serde_yaml::Value::Null => return Ok(Vec::new()),
         serde_yaml::Value::Sequence(s) => s.clone(),
-        _ => return Err(vec![FieldError::new("", "expected a list of transforms")]),
+        _ => {
+            return Err(vec![FieldError::new(
+                list_path,
+                "expected a list of transforms",
+            )])
+        }
     };
     let mut steps = Vec::new();
     let mut errs = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let at = format!("[{i}]");
+        let at = FieldError::new(format!("[{i}]"), "").under(list_path).path;
         let raw: RawStep = match rivven_engine::registry::parse_value(item) {
             Ok(r) => r,
             Err(e) => {
@@ -82,8 +95,9 @@ pub fn parse(list: &serde_yaml::Value) -> std::result::Result<Vec<chain::Step>, 
         }
         match transforms::parse(&raw.kind, &raw.config) {
             Ok(spec) if step_errs.is_empty() => steps.push(chain::Step::new(
-                i,
-                raw.kind.clone(),
+                at.clone(),
+                format!("transforms[{i}] ({})", raw.kind),
+                "config",
                 spec,
                 raw.predicate.clone(),
             )),
@@ -105,17 +119,32 @@ pub fn parse(list: &serde_yaml::Value) -> std::result::Result<Vec<chain::Step>, 
     }
 }
 
+/// Parse and validate everything a pipeline asks for: `cdc_features` steps before and
+/// after the `transforms` list (see [`features`]). Error paths are relative to the
+/// pipeline's key.
+pub fn parse(spec: &TransformSpec) -> std::result::Result<Vec<chain::Step>, Vec<FieldError>> {
+    let list = parse_list(&spec.list, spec.list_path);
+    let plan = features::parse(&spec.features, features::PATH);
+    match (list, plan) {
+        (Ok(list), Ok(plan)) => Ok(plan.around(list)),
+        (list, plan) => Err(list
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(plan.err().unwrap_or_default())
+            .collect()),
+    }
+}
+
 /// Compile `steps` in order against `schema`; the first error, with its path relative to
-/// the list, or the output schema.
+/// the pipeline, or the output schema.
 pub fn check_schema(
     steps: &[chain::Step],
     schema: &arrow::datatypes::SchemaRef,
 ) -> std::result::Result<arrow::datatypes::SchemaRef, FieldError> {
     let mut schema = schema.clone();
     for step in steps {
-        let (_, out) = step
-            .compile_for(&schema)
-            .map_err(|e| e.under(&format!("[{}]", step.index)))?;
+        let (_, out) = step.compile_for(&schema).map_err(|e| e.under(&step.path))?;
         schema = out;
     }
     Ok(schema)
@@ -125,17 +154,32 @@ pub fn check_schema(
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SqlTransforms;
 
-impl TransformFactory for SqlTransforms {
-    fn validate(&self, transforms: &serde_yaml::Value) -> Vec<FieldError> {
-        parse(transforms).err().unwrap_or_default()
+impl SqlTransforms {
+    /// A chain for a bare `transforms:` list (tests, benchmarks); error paths are relative
+    /// to the list.
+    pub fn create_list(&self, list: &serde_yaml::Value) -> Result<Box<dyn Transform>> {
+        self.create(&TransformSpec {
+            list: list.clone(),
+            ..TransformSpec::default()
+        })
     }
 
-    fn check_streams(
-        &self,
-        transforms: &serde_yaml::Value,
-        streams: &[StreamInfo],
-    ) -> Vec<FieldError> {
-        let steps = match parse(transforms) {
+    /// Validate a bare `transforms:` list; error paths are relative to the list.
+    pub fn validate_list(&self, list: &serde_yaml::Value) -> Vec<FieldError> {
+        self.validate(&TransformSpec {
+            list: list.clone(),
+            ..TransformSpec::default()
+        })
+    }
+}
+
+impl TransformFactory for SqlTransforms {
+    fn validate(&self, spec: &TransformSpec) -> Vec<FieldError> {
+        parse(spec).err().unwrap_or_default()
+    }
+
+    fn check_streams(&self, spec: &TransformSpec, streams: &[StreamInfo]) -> Vec<FieldError> {
+        let steps = match parse(spec) {
             Ok(s) => s,
             Err(e) => return e,
         };
@@ -153,8 +197,12 @@ impl TransformFactory for SqlTransforms {
         errs
     }
 
-    fn create(&self, transforms: &serde_yaml::Value) -> Result<Box<dyn Transform>> {
-        let steps = parse(transforms).map_err(|errs| {
+    fn topic_layout(&self, spec: &TransformSpec) -> Option<rivven_engine::registry::TopicLayout> {
+        features::topic_layout(&spec.features)
+    }
+
+    fn create(&self, spec: &TransformSpec) -> Result<Box<dyn Transform>> {
+        let steps = parse(spec).map_err(|errs| {
             rivven_engine::Error::config(
                 errs.iter()
                     .map(ToString::to_string)
@@ -162,7 +210,10 @@ impl TransformFactory for SqlTransforms {
                     .join("; "),
             )
         })?;
-        Ok(Box::new(chain::Chain::new(steps)))
+        Ok(Box::new(chain::Chain::new(
+            steps,
+            spec.dead_letter_topic.as_deref().map(Arc::from),
+        )))
     }
 }
 

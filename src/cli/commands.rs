@@ -74,8 +74,8 @@ async fn check(path: &std::path::Path, registry: &Registry) -> ExitCode {
         report(what, reached);
         if reached_ok {
             if let Some(t) = registry.transforms() {
-                if !parts.transforms.is_null() {
-                    let at = format!("sources.{name}.{}", parts.transforms_path);
+                if !parts.transforms.is_empty() {
+                    let at = format!("sources.{name}");
                     let r = match f.discover(&parts.config).await {
                         Err(e) => Err(e),
                         Ok(streams) => {

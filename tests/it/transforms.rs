@@ -252,3 +252,281 @@ fn encrypted_fields_decrypt_in_a_later_process_across_a_key_rotation() {
     let clear = emails(&p);
     assert_eq!(clear, plain);
 }
+
+/// Every batch of every partition of `topic`, with its partition, in offset order.
+async fn read_topic(
+    log: &rivven_engine::topic::EmbeddedLog,
+    topic: &str,
+) -> Vec<(u32, arrow::array::RecordBatch)> {
+    let mut out = Vec::new();
+    for part in 0..log.partitions(topic).unwrap() {
+        let end = log.end_offset(topic, part).unwrap();
+        let mut from = 0;
+        while from < end {
+            for b in log.read(topic, part, from, 1 << 24).await.unwrap() {
+                from = b.next_offset();
+                out.push((part, b.batch));
+            }
+        }
+    }
+    out
+}
+
+/// `id` of the current image of each change event (`after`, or `before` for deletes and
+/// tombstones), with its op (`None`: a tombstone).
+fn ids_and_ops(b: &arrow::array::RecordBatch) -> Vec<(i64, Option<String>)> {
+    use arrow::array::Array;
+    let ops = b.column_by_name("op").unwrap().as_string::<i32>().clone();
+    let id_of = |image: &str| {
+        let s = b.column_by_name(image).unwrap().as_struct().clone();
+        let ids = arrow::compute::cast(
+            s.column_by_name("id").unwrap(),
+            &arrow::datatypes::DataType::Int64,
+        )
+        .unwrap();
+        (s, ids)
+    };
+    let (after, after_ids) = id_of("after");
+    let (_, before_ids) = id_of("before");
+    let after_ids = after_ids.as_primitive::<arrow::datatypes::Int64Type>();
+    let before_ids = before_ids.as_primitive::<arrow::datatypes::Int64Type>();
+    (0..b.num_rows())
+        .map(|i| {
+            let id = if after.is_valid(i) {
+                after_ids.value(i)
+            } else {
+                before_ids.value(i)
+            };
+            (id, ops.is_valid(i).then(|| ops.value(i).to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn cdc_features_route_tombstone_partition_encrypt_and_dead_letter() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("k");
+    std::fs::write(&key, "ef".repeat(32)).unwrap();
+    let p = Pipeline::new(&format!(
+        "sources:
+  gen:
+    connector: datagen
+    topic: users
+    config:
+      pattern: users
+      cdc_mode: true
+      events_per_second: 0
+      max_events: 3000
+      seed: 11
+      stream_name: users
+      cdc_features:
+        deduplication: {{ enabled: true, ttl_seconds: 600, max_entries: 10000 }}
+        encryption: {{ enabled: true, fields: [email], keys: [{{ id: k, file: {key} }}] }}
+        tombstones: {{ enabled: true, emit_tombstone_after_delete: true }}
+        router:
+          enabled: true
+          default_destination: users.main
+          rules:
+            - {{ condition_type: operation, condition_value: delete, destination: users.deletes, priority: 10 }}
+            - {{ condition_type: field_equals, condition_value: country=nowhere, destination: users.never }}
+        partitioner: {{ enabled: true, num_partitions: 4, strategy: key_hash, key_columns: [id] }}
+sinks:
+  out:
+    connector: stdout
+    topics: [users.main]
+    consumer_group: out
+    start_offset: earliest
+    config: {{ format: json }}
+    dead_letter_topic: users.bad
+    transforms:
+      - type: extract_new_record_state
+      - type: sql
+        config:
+          query: \"SELECT id, CAST(CASE WHEN age < 25 THEN 'young' ELSE CAST(age AS VARCHAR) END AS INT) AS age FROM input\"
+",
+        key = key.display()
+    ));
+    let check = p.cmd(&["check"]);
+    assert!(
+        check.status.success(),
+        "{}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+    let run = p.cmd(&["run"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let log = p.log();
+
+    // Deletes went to their own topic, each followed by its tombstone, in one partition
+    // per key.
+    let mut partition_of: std::collections::HashMap<i64, u32> = Default::default();
+    let mut same_partition = |id: i64, part: u32| {
+        assert_eq!(*partition_of.entry(id).or_insert(part), part, "id {id}");
+    };
+    let (mut deletes, mut tombstones) = (0, 0);
+    for (part, b) in read_topic(&log, "users.deletes").await {
+        let rows = ids_and_ops(&b);
+        for (i, (id, op)) in rows.iter().enumerate() {
+            same_partition(*id, part);
+            match op.as_deref() {
+                Some("d") => {
+                    deletes += 1;
+                    assert_eq!(rows.get(i + 1), Some(&(*id, None)), "tombstone follows");
+                }
+                None => tombstones += 1,
+                other => panic!("{other:?} in users.deletes"),
+            }
+        }
+    }
+    assert!(
+        deletes > 0 && deletes == tombstones,
+        "{deletes} {tombstones}"
+    );
+
+    // Everything else went to the default destination, encrypted, partitioned by key.
+    let mut main_rows = 0usize;
+    let mut young = 0usize;
+    for (part, b) in read_topic(&log, "users.main").await {
+        for (id, op) in ids_and_ops(&b) {
+            same_partition(id, part);
+            assert!(matches!(op.as_deref(), Some("c" | "u" | "r")), "{op:?}");
+        }
+        let after = b.column_by_name("after").unwrap().as_struct().clone();
+        let emails = after
+            .column_by_name("email")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let ages = arrow::compute::cast(
+            after.column_by_name("age").unwrap(),
+            &arrow::datatypes::DataType::Int64,
+        )
+        .unwrap();
+        let ages = ages.as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..b.num_rows() {
+            assert!(emails.value(i).starts_with("rivven:enc:1:aes256gcm:k:"));
+            if ages.value(i) < 25 {
+                young += 1;
+            }
+        }
+        main_rows += b.num_rows();
+    }
+    assert_eq!(
+        main_rows + deletes,
+        3000,
+        "every event routed once, none dropped"
+    );
+    assert!(read_topic(&log, "users.never").await.is_empty());
+    assert_eq!(log.partitions("users.main").unwrap(), 4, "created with num_partitions");
+    assert!(
+        partition_of
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1
+    );
+
+    // The sink's chain failed on young users: they are in the dead-letter topic with the
+    // reason; the others reached the sink.
+    let printed = stdout(&run).lines().count();
+    let mut dead = 0usize;
+    for (_, b) in read_topic(&log, "users.bad").await {
+        let err = b
+            .column_by_name("__dlq_error")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let step = b
+            .column_by_name("__dlq_transform")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let from = b
+            .column_by_name("__dlq_topic")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        for i in 0..b.num_rows() {
+            assert!(err.value(i).contains("young"), "{}", err.value(i));
+            assert_eq!(step.value(i), "transforms[1] (sql)");
+            assert_eq!(from.value(i), "users.main");
+        }
+        dead += b.num_rows();
+    }
+    assert!(young > 0);
+    assert_eq!(dead, young);
+    assert_eq!(printed + dead, main_rows);
+}
+
+#[test]
+fn check_rejects_bad_cdc_features_with_path_and_line() {
+    let p = Pipeline::new(
+        "sources:
+  gen:
+    connector: datagen
+    topic: users
+    config:
+      pattern: users
+      cdc_mode: true
+      cdc_features:
+        router:
+          enabled: true
+          rules:
+            - { condition_type: colour, destination: x }
+",
+    );
+    let o = p.cmd(&["check"]);
+    assert!(!o.status.success());
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        out.contains(&format!(":{}:", line_of(&p, "condition_type: colour")))
+            && out.contains("sources.gen.config.cdc_features.router.rules[0].condition_type"),
+        "{out}"
+    );
+
+    let p = Pipeline::new(
+        "sources:
+  gen:
+    connector: datagen
+    topic: users
+    config:
+      pattern: users
+      cdc_features:
+        tombstones: { enabled: true }
+        partitioner: { enabled: true, num_partitions: 0 }
+",
+    );
+    let o = p.cmd(&["check"]);
+    assert!(!o.status.success());
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        out.contains(&format!(":{}:", line_of(&p, "num_partitions: 0")))
+            && out.contains(
+                "sources.gen.config.cdc_features.partitioner.num_partitions: between 1 and 1000"
+            ),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_compiles_cdc_features_against_discovered_streams() {
+    // Tombstones need change events; datagen without cdc_mode emits flat rows.
+    let p = Pipeline::new(
+        "sources:
+  gen:
+    connector: datagen
+    topic: users
+    config:
+      pattern: users
+      cdc_features:
+        tombstones: { enabled: true }
+",
+    );
+    let o = p.cmd(&["check"]);
+    assert!(!o.status.success());
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        out.contains("sources.gen.config.cdc_features.tombstones: tombstones need change events"),
+        "{out}"
+    );
+}

@@ -8,7 +8,6 @@
 use super::{generate, Params};
 use crate::measure::{Figure, Machine, Probe, Report};
 use anyhow::{ensure, Result};
-use rivven_engine::registry::TransformFactory;
 use serde_json::{Map, Value};
 
 /// The chain, as a pipeline would configure it.
@@ -87,7 +86,7 @@ pub async fn run(p: &Params) -> Result<Report> {
     let list: serde_yaml::Value = serde_yaml::from_str(CHAIN)?;
 
     // Ours: compile on the first batch, then apply per batch (one thread).
-    let mut chain = rivven_sql::SqlTransforms.create(&list)?;
+    let mut chain = rivven_sql::SqlTransforms.create_list(&list)?;
     let probe = Probe::start();
     let mut out_rows = 0u64;
     for b in &batches {

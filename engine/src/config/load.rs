@@ -149,12 +149,11 @@ fn validate_parts(
         .into_iter()
         .map(|e| e.under(&format!("{base}.config")))
         .collect();
-    let at = format!("{base}.{}", parts.transforms_path);
     errs.extend(
         registry
             .validate_transforms(&parts.transforms)
             .into_iter()
-            .map(|e| e.under(&at)),
+            .map(|e| e.under(base)),
     );
     errs
 }

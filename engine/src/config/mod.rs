@@ -135,6 +135,10 @@ pub struct SourceSpec {
     #[serde(default)]
     #[schemars(with = "Vec<serde_json::Value>")]
     pub transforms: serde_yaml::Value,
+    /// Topic for rows a transform fails on, each with the reason (`__dlq_*` columns).
+    /// Without it, such a row fails its batch (the pipeline retries, then stops).
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 /// One sink pipeline: a connector consuming topics through a consumer group.
@@ -163,61 +167,119 @@ pub struct SinkSpec {
     #[serde(default)]
     #[schemars(with = "Vec<serde_json::Value>")]
     pub transforms: serde_yaml::Value,
+    /// Topic (in the pipeline's own log) for rows a transform fails on, each with the
+    /// reason. Without it, such a row fails its batch.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
-/// A pipeline's transform list and the connector's own config, separated.
-#[derive(Debug, Clone)]
-pub struct ConnectorParts {
-    /// The connector's `config` without a `transforms` key.
-    pub config: serde_yaml::Value,
-    /// The transform list (`null` when none), and its key path relative to the pipeline
-    /// (`transforms` or `config.transforms`).
-    pub transforms: serde_yaml::Value,
-    /// Where the list was written, relative to the pipeline's key.
-    pub transforms_path: &'static str,
+/// What a pipeline asks of its transform compiler: the `transforms` list, a source's
+/// `config.cdc_features` block and the dead-letter topic.
+#[derive(Debug, Clone, Default)]
+pub struct TransformSpec {
+    /// The transform list (`null` when none).
+    pub list: serde_yaml::Value,
+    /// Where the list was written, relative to the pipeline's key (`transforms` or
+    /// `config.transforms`).
+    pub list_path: &'static str,
+    /// A source's `config.cdc_features` (`null` when none; always `null` for sinks).
+    pub features: serde_yaml::Value,
+    /// `dead_letter_topic`.
+    pub dead_letter_topic: Option<String>,
 }
 
-/// Split `config.transforms` (the spec's CDC examples) or a pipeline-level `transforms` out
-/// of a connector config. Both at once is an error at `config.transforms`.
-pub fn split_transforms(
-    config: &serde_yaml::Value,
-    transforms: &serde_yaml::Value,
-) -> Result<ConnectorParts, FieldError> {
-    let key = serde_yaml::Value::String("transforms".into());
-    let mut config = config.clone();
-    let inner = match &mut config {
-        serde_yaml::Value::Mapping(m) => m.remove(&key),
-        _ => None,
-    };
-    match (inner, transforms.is_null()) {
-        (Some(_), false) => Err(FieldError::new(
-            "config.transforms",
-            "transforms are given both here and beside `config`; keep one list",
-        )),
-        (Some(t), true) => Ok(ConnectorParts {
-            config,
-            transforms: t,
-            transforms_path: "config.transforms",
-        }),
-        (None, _) => Ok(ConnectorParts {
-            config,
-            transforms: transforms.clone(),
-            transforms_path: "transforms",
-        }),
+impl TransformSpec {
+    /// Nothing to compile: no transforms and no CDC features.
+    pub fn is_empty(&self) -> bool {
+        let empty = |v: &serde_yaml::Value| match v {
+            serde_yaml::Value::Null => true,
+            serde_yaml::Value::Sequence(s) => s.is_empty(),
+            serde_yaml::Value::Mapping(m) => m.is_empty(),
+            _ => false,
+        };
+        empty(&self.list) && empty(&self.features)
     }
 }
 
+/// A pipeline's transforms and the connector's own config, separated.
+#[derive(Debug, Clone)]
+pub struct ConnectorParts {
+    /// The connector's `config` without the `transforms` (and, for sources, `cdc_features`)
+    /// keys.
+    pub config: serde_yaml::Value,
+    /// What the transform compiler builds.
+    pub transforms: TransformSpec,
+}
+
+/// Split `config.transforms` (the spec's CDC examples) or a pipeline-level `transforms` out
+/// of a connector config, and `config.cdc_features` when `features` is set (sources). Both
+/// lists at once is an error at `config.transforms`.
+pub fn split_transforms(
+    config: &serde_yaml::Value,
+    transforms: &serde_yaml::Value,
+    features: bool,
+    dead_letter_topic: &Option<String>,
+) -> Result<ConnectorParts, FieldError> {
+    let mut config = config.clone();
+    let mut take = |key: &str| match &mut config {
+        serde_yaml::Value::Mapping(m) => m.remove(serde_yaml::Value::String(key.into())),
+        _ => None,
+    };
+    let inner = take("transforms");
+    let cdc = if features { take("cdc_features") } else { None };
+    let (list, list_path) = match (inner, transforms.is_null()) {
+        (Some(_), false) => {
+            return Err(FieldError::new(
+                "config.transforms",
+                "transforms are given both here and beside `config`; keep one list",
+            ))
+        }
+        (Some(t), true) => (t, "config.transforms"),
+        (None, _) => (transforms.clone(), "transforms"),
+    };
+    let spec = TransformSpec {
+        list,
+        list_path,
+        features: cdc.unwrap_or_default(),
+        dead_letter_topic: dead_letter_topic.clone(),
+    };
+    if spec.is_empty() && spec.dead_letter_topic.is_some() {
+        return Err(FieldError::new(
+            "dead_letter_topic",
+            "no transforms or cdc_features that could fail a row; remove it",
+        ));
+    }
+    if let Some(t) = &spec.dead_letter_topic {
+        valid_name(t)
+            .map_err(|e| FieldError::new("dead_letter_topic", format!("topic name `{t}` {e}")))?;
+    }
+    Ok(ConnectorParts {
+        config,
+        transforms: spec,
+    })
+}
+
 impl SourceSpec {
-    /// The connector config and the transform list, separated (see [`split_transforms`]).
+    /// The connector config and its transforms, separated (see [`split_transforms`]).
     pub fn parts(&self) -> Result<ConnectorParts, FieldError> {
-        split_transforms(&self.config, &self.transforms)
+        split_transforms(
+            &self.config,
+            &self.transforms,
+            true,
+            &self.dead_letter_topic,
+        )
     }
 }
 
 impl SinkSpec {
-    /// The connector config and the transform list, separated (see [`split_transforms`]).
+    /// The connector config and its transforms, separated (see [`split_transforms`]).
     pub fn parts(&self) -> Result<ConnectorParts, FieldError> {
-        split_transforms(&self.config, &self.transforms)
+        split_transforms(
+            &self.config,
+            &self.transforms,
+            false,
+            &self.dead_letter_topic,
+        )
     }
 }
 

@@ -52,13 +52,32 @@ pub(crate) struct Shared {
     pub state_dir: PathBuf,
     pub log: EmbeddedLog,
     pub cancel: CancellationToken,
+    /// Topics already warned about for a partition-count mismatch.
+    pub mismatch_warned: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Shared {
+    /// True the first time it is asked about `topic`.
+    pub(crate) fn first_mismatch(&self, topic: &str) -> bool {
+        self.mismatch_warned
+            .lock()
+            .map(|mut s| s.insert(topic.to_owned()))
+            .unwrap_or(false)
+    }
 }
 
 /// A pipeline's transform list with the compiler that builds a fresh chain per attempt.
 #[derive(Clone)]
 pub(crate) struct Transforms {
     registry: Registry,
-    list: serde_yaml::Value,
+    spec: crate::config::TransformSpec,
+}
+
+impl Transforms {
+    /// See [`crate::registry::TransformFactory::topic_layout`].
+    pub(crate) fn topic_layout(&self) -> Option<crate::registry::TopicLayout> {
+        self.registry.topic_layout(&self.spec)
+    }
 }
 
 impl Transforms {
@@ -67,13 +86,13 @@ impl Transforms {
         registry.create_transforms(&parts.transforms)?;
         Ok(Self {
             registry: registry.clone(),
-            list: parts.transforms.clone(),
+            spec: parts.transforms.clone(),
         })
     }
 
     /// A new chain (`None`: no transforms).
     pub(crate) fn create(&self) -> Result<Option<Box<dyn crate::connector::Transform>>> {
-        self.registry.create_transforms(&self.list)
+        self.registry.create_transforms(&self.spec)
     }
 }
 
@@ -198,7 +217,7 @@ impl Runtime {
                 .parts()
                 .map_err(|e| Error::config(e.under(&format!("sources.{name}")).to_string()))?;
             let transforms = Transforms::new(registry, &parts)
-                .map_err(|e| e.context(format!("sources.{name}.{}", parts.transforms_path)))?;
+                .map_err(|e| e.context(format!("sources.{name}")))?;
             sources.push(source_task::SourcePipeline {
                 name: name.clone(),
                 topic: s.topic.clone(),
@@ -217,7 +236,7 @@ impl Runtime {
                 .parts()
                 .map_err(|e| Error::config(e.under(&format!("sinks.{name}")).to_string()))?;
             let transforms = Transforms::new(registry, &parts)
-                .map_err(|e| e.context(format!("sinks.{name}.{}", parts.transforms_path)))?;
+                .map_err(|e| e.context(format!("sinks.{name}")))?;
             sinks.push(sink_task::SinkPipeline {
                 name: name.clone(),
                 topics: s.topics.clone(),
@@ -234,6 +253,7 @@ impl Runtime {
             state_dir,
             log,
             cancel: CancellationToken::new(),
+            mismatch_warned: Default::default(),
         });
         Ok(Self {
             shared,
@@ -263,7 +283,15 @@ impl Runtime {
         let shared = self.shared;
         // Topics of sources exist before sinks resolve their start, so `latest` is pinned
         // before any source appends.
+        // A partitioning chain gets the topics it writes with its partition count.
         for s in &self.sources {
+            if let Some(layout) = s.transforms.topic_layout() {
+                for t in std::iter::once(&s.topic).chain(&layout.topics) {
+                    if !shared.log.has_topic(t) && shared.settings.topic.auto_create {
+                        shared.log.create_topic(t, layout.partitions)?;
+                    }
+                }
+            }
             shared.log.ensure_topic(&s.topic)?;
         }
         for s in &self.sinks {

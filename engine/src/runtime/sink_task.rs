@@ -174,7 +174,7 @@ async fn attempt(
             let Some(b) = item else { break Ok(()) };
             let next = b.next_offset();
             let key = (b.topic.to_string(), b.partition);
-            if let Err(e) = write(sink.as_mut(), &mut transforms, b, &p.status).await {
+            if let Err(e) = write(sink.as_mut(), &mut transforms, b, &p.status, shared).await {
                 break Err(e);
             }
             done.insert(key, next);
@@ -218,33 +218,53 @@ async fn attempt(
 }
 
 /// Transform one topic batch and hand the pieces to the sink. Rows a filter dropped are
-/// simply not written; the caller still advances the offsets past them.
+/// simply not written; the caller still advances the offsets past them. Rows a transform
+/// failed on are appended to the dead-letter topic (durably, before the offsets can move
+/// past them).
 async fn write(
     sink: &mut dyn crate::connector::Sink,
     chain: &mut Option<Box<dyn crate::connector::Transform>>,
     b: SinkBatch,
     status: &PipelineStatus,
+    shared: &Shared,
 ) -> Result<()> {
-    let pieces = match chain.as_deref_mut() {
-        None => vec![b],
-        Some(chain) => chain
-            .apply(b.batch.clone(), &b.topic)?
-            .into_iter()
-            .filter(|r| r.batch.num_rows() > 0)
-            .map(|r| SinkBatch {
-                batch: r.batch,
-                route: r.topic,
-                ..b.clone()
-            })
-            .collect(),
+    let Some(chain) = chain.as_deref_mut() else {
+        return write_piece(sink, &b, status).await;
     };
-    for piece in pieces {
-        sink.write(&piece).await?;
-        status.add(
-            piece.batch.num_rows() as u64,
-            batch_bytes(&piece.batch) as u64,
-        );
+    for r in chain.apply(b.batch.clone(), &b.topic)? {
+        if r.batch.num_rows() == 0 {
+            continue;
+        }
+        if r.dead_letter {
+            let topic = r
+                .topic
+                .as_deref()
+                .ok_or_else(|| Error::internal("dead-letter rows without a topic"))?;
+            shared.log.ensure_topic(topic)?;
+            let partition = b.partition % shared.log.partitions(topic)?.max(1);
+            shared.log.append(topic, partition, &r.batch, None).await?;
+            continue;
+        }
+        let piece = SinkBatch {
+            batch: r.batch,
+            route: r.topic,
+            ..b.clone()
+        };
+        write_piece(sink, &piece, status).await?;
     }
+    Ok(())
+}
+
+async fn write_piece(
+    sink: &mut dyn crate::connector::Sink,
+    piece: &SinkBatch,
+    status: &PipelineStatus,
+) -> Result<()> {
+    sink.write(piece).await?;
+    status.add(
+        piece.batch.num_rows() as u64,
+        batch_bytes(&piece.batch) as u64,
+    );
     Ok(())
 }
 

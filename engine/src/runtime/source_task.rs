@@ -4,6 +4,7 @@ use super::batcher::{Batcher, Next};
 use super::queue::{bounded, QueueReceiver};
 use super::{Shared, TaskEnd};
 use crate::batch::{batch_bytes, Position, SourceBatch};
+use crate::connector::PartitionChoice;
 use crate::error::{Error, Result};
 use crate::registry::{PipelineContext, SourceFactory};
 use crate::status::{PipelineState, PipelineStatus};
@@ -203,6 +204,7 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
 struct Piece {
     batch: SourceBatch,
     marks: bool,
+    partition: Option<PartitionChoice>,
 }
 
 /// Run the pipeline's transforms over one source batch. Pieces keep the batch's stream (its
@@ -217,6 +219,7 @@ fn transform(
         return Ok(vec![Piece {
             batch: b,
             marks: true,
+            partition: None,
         }]);
     };
     let topic = b.topic.clone();
@@ -232,6 +235,7 @@ fn transform(
                 topic: r.topic.or_else(|| topic.clone()),
             },
             marks: false,
+            partition: r.partition,
         })
         .collect();
     match pieces.last_mut() {
@@ -242,25 +246,50 @@ fn transform(
                 ..b
             },
             marks: true,
+            partition: None,
         }),
     }
     Ok(pieces)
 }
 
-/// Append one batch to its topic's partition for its stream (the pipeline's name when it
-/// has none), with `mark` when it carries the source position.
+/// Append one batch to its topic: to the partitioner's choice when one ran, else to the
+/// partition of its stream (the pipeline's name when it has none); with `mark` when it
+/// carries the source position.
 async fn append(
     shared: &Shared,
     status: &PipelineStatus,
     name: &str,
     default_topic: &str,
-    b: &SourceBatch,
+    piece: (&SourceBatch, Option<PartitionChoice>),
     mark: Option<&SourceMark>,
 ) -> Result<()> {
+    let (b, choice) = piece;
     let topic = b.topic.as_deref().unwrap_or(default_topic);
-    shared.log.ensure_topic(topic)?;
-    let parts = shared.log.partitions(topic)?;
-    let partition = partition_for(b.stream.as_deref().unwrap_or(name), parts);
+    let partition = match choice {
+        Some(c) => {
+            if !shared.log.has_topic(topic) && shared.settings.topic.auto_create {
+                shared.log.create_topic(topic, c.of)?;
+            }
+            shared.log.ensure_topic(topic)?;
+            let parts = shared.log.partitions(topic)?;
+            if parts != c.of && shared.first_mismatch(topic) {
+                tracing::warn!(
+                    topic,
+                    partitions = parts,
+                    num_partitions = c.of,
+                    "topic existed with another partition count than the partitioner's; \
+                     rows are spread over the topic's partitions (each key still maps to \
+                     one partition)"
+                );
+            }
+            c.partition % parts.max(1)
+        }
+        None => {
+            shared.log.ensure_topic(topic)?;
+            let parts = shared.log.partitions(topic)?;
+            partition_for(b.stream.as_deref().unwrap_or(name), parts)
+        }
+    };
     shared.log.append(topic, partition, &b.batch, mark).await?;
     status.add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
     Ok(())
@@ -281,9 +310,22 @@ async fn writer(
         .join("sources")
         .join(format!("{name}.json"));
     let mut last_file_write = std::time::Instant::now();
-    while let Some(Piece { batch: b, marks }) = rx.recv().await {
+    while let Some(Piece {
+        batch: b,
+        marks,
+        partition,
+    }) = rx.recv().await
+    {
         if !marks {
-            append(&shared, &status, &name, &default_topic, &b, None).await?;
+            append(
+                &shared,
+                &status,
+                &name,
+                &default_topic,
+                (&b, partition),
+                None,
+            )
+            .await?;
             continue;
         }
         let mark = SourceMark {
@@ -294,7 +336,15 @@ async fn writer(
         seq += 1;
         let rows = b.batch.num_rows();
         if rows > 0 {
-            append(&shared, &status, &name, &default_topic, &b, Some(&mark)).await?;
+            append(
+                &shared,
+                &status,
+                &name,
+                &default_topic,
+                (&b, partition),
+                Some(&mark),
+            )
+            .await?;
         }
         // The log holds the authoritative mark; the file covers position-only advances and
         // positions whose frames retention deleted. Written at most once per commit interval.

@@ -123,7 +123,7 @@ impl Op for FilterOp {
         } else {
             out.push(Routed {
                 batch: filter_record_batch(&input.batch, &keep)?,
-                topic: input.topic,
+                ..input
             });
         }
         Ok(())

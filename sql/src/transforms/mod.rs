@@ -2,7 +2,7 @@
 //! [`Spec`]: validation without a schema, and compilation against an input schema into an
 //! [`Op`].
 
-mod crypto;
+pub(crate) mod crypto;
 mod envelope;
 mod fields;
 mod filter;

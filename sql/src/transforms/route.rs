@@ -24,11 +24,8 @@ use crate::Result;
 fn split(input: Routed, dest: Vec<Option<Arc<str>>>, out: &mut Vec<Routed>) -> Result<()> {
     if let Some(first) = dest.first() {
         if dest.iter().all(|d| d == first) {
-            let topic = first.clone().or(input.topic);
-            out.push(Routed {
-                batch: input.batch,
-                topic,
-            });
+            let topic = first.clone().or(input.topic.clone());
+            out.push(Routed { topic, ..input });
             return Ok(());
         }
     }
@@ -46,6 +43,7 @@ fn split(input: Routed, dest: Vec<Option<Arc<str>>>, out: &mut Vec<Routed>) -> R
         out.push(Routed {
             batch,
             topic: d.or_else(|| input.topic.clone()),
+            ..input.clone()
         });
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! One golden test per transform, predicate and notable option. Inputs: `flat()` (four
 //! users) and `changes()` (read, insert, update, delete, truncate on `public.users`).
 
-use crate::support::{changes, changes_for, flat, golden};
+use crate::support::{
+    changes, changes_for, delivered_twice, flat, golden, golden_pipeline, with_meta,
+};
 use arrow::array::Array;
 
 macro_rules! golden {
@@ -308,8 +310,7 @@ fn encryption_round_trips_and_binds_values_to_fields() {
     let enc =
         format!("- type: encrypt_field\n  config: {{ fields: [email, amount], keys: {keys} }}");
     let list: serde_yaml::Value = serde_yaml::from_str(&enc).unwrap();
-    use rivven_engine::registry::TransformFactory;
-    let mut chain = rivven_sql::SqlTransforms.create(&list).unwrap();
+    let mut chain = rivven_sql::SqlTransforms.create_list(&list).unwrap();
     let sealed = chain.apply(flat(), "t").unwrap().remove(0).batch;
     let emails = sealed.column_by_name("email").unwrap();
     let text = arrow::util::display::array_value_to_string(emails, 0).unwrap();
@@ -319,7 +320,7 @@ fn encryption_round_trips_and_binds_values_to_fields() {
     let dec =
         format!("- type: decrypt_field\n  config: {{ fields: [email, amount], keys: {keys} }}");
     let list: serde_yaml::Value = serde_yaml::from_str(&dec).unwrap();
-    let mut back = rivven_sql::SqlTransforms.create(&list).unwrap();
+    let mut back = rivven_sql::SqlTransforms.create_list(&list).unwrap();
     let clear = back.apply(sealed.clone(), "t").unwrap().remove(0).batch;
     assert_eq!(
         clear.columns(),
@@ -348,4 +349,182 @@ fn encryption_round_trips_and_binds_values_to_fields() {
     let err = back.apply(swapped, "t").unwrap_err().to_string();
     assert!(err.contains("authentication failed"), "{err}");
     assert!(!err.contains(&"ab".repeat(32)), "{err}");
+}
+
+// cdc_features (pipeline-level: errors are relative to the source's key)
+macro_rules! golden_pipeline {
+    ($name:ident, $input:expr, $yaml:expr) => {
+        #[test]
+        fn $name() {
+            golden_pipeline(stringify!($name), $yaml, $input, "cdc.users");
+        }
+    };
+}
+
+fn keyed_changes() -> arrow::array::RecordBatch {
+    with_meta(changes(), rivven_engine::batch::META_KEY, "id")
+}
+
+golden_pipeline!(
+    features_dedup_drops_redelivered_events,
+    delivered_twice(changes()),
+    "cdc_features: { deduplication: { enabled: true, ttl_seconds: 60, max_entries: 1000 } }"
+);
+golden_pipeline!(
+    features_dedup_disabled_keeps_everything,
+    delivered_twice(changes()),
+    "cdc_features: { deduplication: { enabled: false } }"
+);
+golden_pipeline!(
+    features_tombstone_after_delete_with_key,
+    keyed_changes(),
+    "cdc_features: { tombstones: { enabled: true, emit_tombstone_after_delete: true } }"
+);
+golden_pipeline!(
+    features_tombstone_emit_null,
+    changes(),
+    "cdc_features: { tombstones: { enabled: true, behavior: emit_null } }"
+);
+golden_pipeline!(
+    features_tombstones_after_unwrap_is_error,
+    keyed_changes(),
+    "cdc_features: { tombstones: { enabled: true } }\ntransforms:\n- type: extract_new_record_state\n  config: { drop_tombstones: false, add_op: true }"
+);
+golden_pipeline!(
+    features_tombstones_need_change_events,
+    flat(),
+    "cdc_features: { tombstones: { enabled: true } }"
+);
+golden_pipeline!(
+    features_router_priority_default_destination,
+    changes(),
+    "cdc_features:\n  router:\n    enabled: true\n    default_destination: cdc.other\n    rules:\n      - { condition_type: table, condition_value: users, destination: cdc.users.all, priority: 1 }\n      - { condition_type: operation, condition_value: DELETE, destination: cdc.deletes, priority: 10 }\n      - { condition_type: field_equals, condition_value: status=inactive, destination: cdc.inactive, priority: 5 }"
+);
+golden_pipeline!(
+    features_router_dead_letter_queue,
+    changes(),
+    "cdc_features:\n  router:\n    enabled: true\n    dead_letter_queue: cdc.dlq\n    rules:\n      - { condition_type: field_exists, condition_value: ssn, destination: cdc.never, priority: 0 }\n      - { condition_type: field_equals, condition_value: status=active, destination: cdc.active, priority: 3 }"
+);
+golden_pipeline!(
+    features_router_drop_unroutable_after_unwrap,
+    changes(),
+    "transforms:\n- type: extract_new_record_state\n  config: { add_op: true }\ncdc_features:\n  router:\n    enabled: true\n    drop_unroutable: true\n    rules:\n      - { condition_type: table_pattern, condition_value: 'us.rs', destination: cdc.users.flat }\n      - { condition_type: operation, condition_value: 'snapshot,c', destination: cdc.created, priority: 2 }"
+);
+golden_pipeline!(
+    features_router_schema_and_always,
+    changes_for("sales", "orders"),
+    "cdc_features:\n  router:\n    enabled: true\n    rules:\n      - { condition_type: schema, condition_value: public, destination: cdc.public, priority: 2 }\n      - { condition_type: always, destination: cdc.rest }"
+);
+golden_pipeline!(
+    features_router_config_errors,
+    changes(),
+    "cdc_features:\n  router:\n    enabled: true\n    drop_unroutable: true\n    dead_letter_queue: q\n    rules:\n      - { condition_type: operation, condition_value: upsert, destination: a }\n      - { condition_type: table, destination: b }\n      - { condition_type: table_pattern, condition_value: '(', destination: c }"
+);
+golden_pipeline!(
+    features_partitioner_key_hash_record_key,
+    keyed_changes(),
+    "cdc_features: { partitioner: { enabled: true, num_partitions: 4 } }"
+);
+golden_pipeline!(
+    features_partitioner_key_columns_flat,
+    flat(),
+    "cdc_features: { partitioner: { enabled: true, num_partitions: 3, strategy: key_hash, key_columns: [status] } }"
+);
+golden_pipeline!(
+    features_partitioner_table_hash,
+    changes(),
+    "cdc_features: { partitioner: { enabled: true, num_partitions: 8, strategy: table_hash } }"
+);
+golden_pipeline!(
+    features_partitioner_round_robin,
+    flat(),
+    "cdc_features: { partitioner: { enabled: true, num_partitions: 3, strategy: round_robin } }"
+);
+golden_pipeline!(
+    features_partitioner_key_hash_needs_a_key,
+    changes(),
+    "cdc_features: { partitioner: { enabled: true } }"
+);
+golden_pipeline!(
+    features_unknown_key_is_error,
+    changes(),
+    "cdc_features: { deduplication: { enabled: true, ttl: 5 }, masking: {} }"
+);
+golden_pipeline!(
+    features_order_dedup_router_tombstones_partitioner,
+    with_meta(delivered_twice(changes()), rivven_engine::batch::META_KEY, "id"),
+    "cdc_features:\n  deduplication: { enabled: true }\n  tombstones: { enabled: true }\n  router: { enabled: true, rules: [{ condition_type: operation, condition_value: 'u,d', destination: cdc.changes }] }\n  partitioner: { enabled: true, num_partitions: 2 }\ntransforms:\n- type: mask_field\n  config: { fields: [email] }"
+);
+
+// dead-letter topic for rows a transform fails on
+golden_pipeline!(
+    dead_letter_isolates_failing_rows,
+    flat(),
+    "dead_letter_topic: users.dlq\ntransforms:\n- type: sql\n  config:\n    query: \"SELECT id, CAST(CASE WHEN id = 2 THEN 'x' ELSE CAST(id AS VARCHAR) END AS BIGINT) AS n FROM input\""
+);
+golden_pipeline!(
+    dead_letter_absent_fails_the_batch,
+    flat(),
+    "transforms:\n- type: sql\n  config:\n    query: \"SELECT id, CAST(CASE WHEN id = 2 THEN 'x' ELSE CAST(id AS VARCHAR) END AS BIGINT) AS n FROM input\""
+);
+
+#[test]
+fn sticky_partitioner_moves_on_per_batch() {
+    use rivven_engine::registry::TransformFactory;
+    let spec = crate::support::pipeline_spec(
+        "cdc_features: { partitioner: { enabled: true, num_partitions: 3, strategy: sticky } }",
+    );
+    let mut chain = rivven_sql::SqlTransforms.create(&spec).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let out = chain.apply(flat(), "t").unwrap();
+        assert_eq!(out.len(), 1, "a sticky batch stays whole");
+        assert_eq!(out[0].batch.num_rows(), 4);
+        seen.push(out[0].partition.unwrap().partition);
+    }
+    assert_eq!(seen, vec![0, 1, 2, 0]);
+}
+
+#[test]
+fn encryption_feature_is_decrypted_by_decrypt_field() {
+    use rivven_engine::registry::TransformFactory;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    std::fs::write(&key, "cd".repeat(32)).unwrap();
+    let keys = format!("[{{id: k7, file: {}}}]", key.display());
+    let spec = crate::support::pipeline_spec(&format!(
+        "cdc_features: {{ encryption: {{ enabled: true, fields: [email], algorithm: chacha20-poly1305, keys: {keys} }} }}"
+    ));
+    let mut chain = rivven_sql::SqlTransforms.create(&spec).unwrap();
+    let sealed = chain.apply(changes(), "t").unwrap().remove(0).batch;
+    let after = sealed.column_by_name("after").unwrap();
+    let text = arrow::util::display::array_value_to_string(after, 0).unwrap();
+    assert!(text.contains("rivven:enc:1:chacha20poly1305:k7:"), "{text}");
+    assert!(!text.contains("@example"), "{text}");
+    let dec = format!("- type: decrypt_field\n  config: {{ fields: [email], keys: {keys} }}");
+    let list: serde_yaml::Value = serde_yaml::from_str(&dec).unwrap();
+    let mut back = rivven_sql::SqlTransforms.create_list(&list).unwrap();
+    let clear = back.apply(sealed, "t").unwrap().remove(0).batch;
+    // Values are restored (row images come back with nullable fields, as after any rewrite).
+    let show = |b| {
+        arrow::util::pretty::pretty_format_batches(&[b])
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(show(clear), show(changes()));
+}
+
+#[test]
+fn encryption_feature_without_keys_names_the_default_variable() {
+    use rivven_engine::registry::TransformFactory;
+    // The variable is never set by the test suite.
+    let spec = crate::support::pipeline_spec(
+        "cdc_features: { encryption: { enabled: true, fields: [email] } }",
+    );
+    assert!(rivven_sql::SqlTransforms.validate(&spec).is_empty());
+    if std::env::var(rivven_sql::features::DEFAULT_KEY_ENV).is_err() {
+        let mut chain = rivven_sql::SqlTransforms.create(&spec).unwrap();
+        let err = chain.apply(changes(), "t").unwrap_err().to_string();
+        assert!(err.contains("RIVVEN_ENCRYPTION_KEY"), "{err}");
+    }
 }

@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
 use rivven_engine::batch::{
     change_event_schema, change_event_source_fields, META_NAMESPACE, META_STREAM,
 };
+use rivven_engine::config::TransformSpec;
 use rivven_engine::registry::TransformFactory;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -186,7 +187,34 @@ pub fn changes_for(schema: &str, table: &str) -> RecordBatch {
 /// Run `yaml` (a transforms list) over `input` bound for `topic`; render every output.
 pub fn run(yaml: &str, input: RecordBatch, topic: &str) -> Result<String, String> {
     let list: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-    let errs = rivven_sql::SqlTransforms.validate(&list);
+    run_spec(
+        &TransformSpec {
+            list,
+            ..TransformSpec::default()
+        },
+        input,
+        topic,
+    )
+}
+
+/// A pipeline's transforms from YAML: `{ transforms: [...], cdc_features: {...},
+/// dead_letter_topic: ... }` (errors are then relative to the pipeline key).
+pub fn pipeline_spec(yaml: &str) -> TransformSpec {
+    let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    TransformSpec {
+        list: v.get("transforms").cloned().unwrap_or_default(),
+        list_path: "transforms",
+        features: v.get("cdc_features").cloned().unwrap_or_default(),
+        dead_letter_topic: v
+            .get("dead_letter_topic")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned),
+    }
+}
+
+/// Run a pipeline's transforms over `input` bound for `topic`; render every output.
+pub fn run_spec(spec: &TransformSpec, input: RecordBatch, topic: &str) -> Result<String, String> {
+    let errs = rivven_sql::SqlTransforms.validate(spec);
     if !errs.is_empty() {
         return Err(errs
             .iter()
@@ -195,11 +223,17 @@ pub fn run(yaml: &str, input: RecordBatch, topic: &str) -> Result<String, String
             .join("\n"));
     }
     let mut chain = rivven_sql::SqlTransforms
-        .create(&list)
+        .create(spec)
         .map_err(|e| e.to_string())?;
     let outs = chain.apply(input, topic).map_err(|e| e.to_string())?;
     let mut text = String::new();
     for o in outs {
+        if let Some(p) = o.partition {
+            text.push_str(&format!("partition: {} of {}\n", p.partition, p.of));
+        }
+        if o.dead_letter {
+            text.push_str("dead letter\n");
+        }
         let schema = o.batch.schema();
         let types: Vec<String> = schema
             .fields()
@@ -239,7 +273,16 @@ pub fn run(yaml: &str, input: RecordBatch, topic: &str) -> Result<String, String
 
 /// Compare the rendered outputs with `tests/golden/<name>.txt`.
 pub fn golden(name: &str, yaml: &str, input: RecordBatch, topic: &str) {
-    let got = match run(yaml, input, topic) {
+    compare(name, run(yaml, input, topic));
+}
+
+/// [`golden`] for a pipeline's transforms (see [`pipeline_spec`]).
+pub fn golden_pipeline(name: &str, yaml: &str, input: RecordBatch, topic: &str) {
+    compare(name, run_spec(&pipeline_spec(yaml), input, topic));
+}
+
+fn compare(name: &str, got: Result<String, String>) {
+    let got = match got {
         Ok(t) => t,
         Err(e) => format!("error: {e}\n"),
     };
@@ -260,4 +303,25 @@ pub fn golden(name: &str, yaml: &str, input: RecordBatch, topic: &str) {
         got, want,
         "golden {name} differs (RIVVEN_GOLDEN=update rewrites it)"
     );
+}
+
+/// `batch` with schema metadata `key=value` added.
+pub fn with_meta(batch: RecordBatch, key: &str, value: &str) -> RecordBatch {
+    let schema = batch.schema();
+    let mut meta = schema.metadata().clone();
+    meta.insert(key.to_owned(), value.to_owned());
+    let schema = Arc::new(Schema::new_with_metadata(schema.fields().clone(), meta));
+    RecordBatch::try_new(schema, batch.columns().to_vec()).unwrap()
+}
+
+/// `batch` followed by a copy of itself whose `ts_ms` (processing time) is later: the same
+/// events delivered twice.
+pub fn delivered_twice(batch: RecordBatch) -> RecordBatch {
+    let (i, _) = batch.schema().column_with_name("ts_ms").unwrap();
+    let mut columns = batch.columns().to_vec();
+    columns[i] =
+        arrow::compute::kernels::numeric::add(&columns[i], &Int64Array::new_scalar(60_000))
+            .unwrap();
+    let again = RecordBatch::try_new(batch.schema(), columns).unwrap();
+    arrow::compute::concat_batches(&batch.schema(), &[batch, again]).unwrap()
 }
