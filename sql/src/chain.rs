@@ -38,6 +38,26 @@ pub trait Op: Send + Sync {
     /// Transform every row of `batch`.
     fn map(&self, batch: &RecordBatch, ctx: &Ctx<'_>) -> Result<RecordBatch>;
 
+    /// Whether [`Op::map`] is row-wise: it keeps the row count and output row *i* depends on
+    /// input row *i* alone. The chain may then run it over rows that an earlier filter has
+    /// marked for dropping (one fused selection instead of a copy per filter); if that
+    /// fails, it runs again over the kept rows only, so errors are those of the kept rows.
+    fn row_wise(&self) -> bool {
+        false
+    }
+
+    /// For ops that only drop rows (besides a row-wise rewrite): the output *before*
+    /// dropping and which rows to keep, so that consecutive filters are applied as one
+    /// selection, materialized once. `None`: not such an op.
+    fn select(
+        &self,
+        batch: &RecordBatch,
+        ctx: &Ctx<'_>,
+    ) -> Option<Result<(RecordBatch, BooleanArray)>> {
+        let _ = (batch, ctx);
+        None
+    }
+
     /// Transform the rows where `mask` is true (all rows when `None`), pass the others
     /// through unchanged, and push the outputs in order. Filters and routers override this.
     fn apply(
@@ -280,6 +300,55 @@ impl Step {
         Ok(c)
     }
 
+    /// Run without materializing `sel` (rows an earlier step will drop) when the op allows
+    /// it (see [`Op::row_wise`], [`Op::select`]); `None` when it does not, or when the
+    /// attempt failed and the step must run the ordinary way over the kept rows.
+    fn run_fused(
+        &mut self,
+        input: &Routed,
+        sel: Option<&BooleanArray>,
+        default_topic: &str,
+    ) -> Result<Option<(Routed, Option<BooleanArray>)>> {
+        if self.predicate.is_some() {
+            return Ok(None);
+        }
+        let Ok(c) = self.compiled(&input.batch.schema()) else {
+            return Ok(None);
+        };
+        let ctx = Ctx {
+            topic: input.topic.as_deref().unwrap_or(default_topic),
+        };
+        if c.op.row_wise() {
+            if sel.is_none() {
+                return Ok(None);
+            }
+            return Ok(c.op.map(&input.batch, &ctx).ok().map(|batch| {
+                (
+                    Routed {
+                        batch,
+                        ..input.clone()
+                    },
+                    sel.cloned(),
+                )
+            }));
+        }
+        let Some(Ok((batch, keep))) = c.op.select(&input.batch, &ctx) else {
+            return Ok(None);
+        };
+        let keep = match sel {
+            Some(s) => arrow::compute::and(s, &keep)?,
+            None => keep,
+        };
+        let keep = (keep.true_count() < keep.len()).then_some(keep);
+        Ok(Some((
+            Routed {
+                batch,
+                ..input.clone()
+            },
+            keep,
+        )))
+    }
+
     fn run(&mut self, input: Routed, default_topic: &str, out: &mut Vec<Routed>) -> Result<()> {
         let c = self.compiled(&input.batch.schema())?;
         let what = self.what();
@@ -440,35 +509,60 @@ pub const DLQ_TRANSFORM: &str = "__dlq_transform";
 pub const DLQ_TOPIC: &str = "__dlq_topic";
 const DLQ_COLUMNS: [&str; 3] = [DLQ_ERROR, DLQ_TRANSFORM, DLQ_TOPIC];
 
+/// `r` with only the rows `sel` keeps.
+fn materialize(r: Routed, sel: Option<BooleanArray>) -> Result<Routed> {
+    Ok(match sel {
+        None => r,
+        Some(s) => Routed {
+            batch: arrow::compute::filter_record_batch(&r.batch, &s)?,
+            ..r
+        },
+    })
+}
+
 impl Transform for Chain {
+    /// Steps run in order. Rows a filter drops are carried as a pending selection through
+    /// following filters and row-wise rewrites and dropped with one copy, before the first
+    /// step that needs the rows gone (see [`Op::select`]).
     fn apply(&mut self, batch: RecordBatch, topic: &str) -> Result<Vec<Routed>> {
-        let mut cur = vec![Routed::new(batch, None)];
+        let mut cur: Vec<(Routed, Option<BooleanArray>)> = vec![(Routed::new(batch, None), None)];
         let mut dead = Vec::new();
         for step in &mut self.steps {
             let mut next = Vec::with_capacity(cur.len());
-            for r in cur {
-                if r.batch.num_rows() == 0 {
+            for (r, sel) in cur {
+                if r.batch.num_rows() == 0 || sel.as_ref().is_some_and(|s| s.true_count() == 0) {
                     continue;
                 }
                 if r.dead_letter {
-                    dead.push(r);
+                    dead.push(materialize(r, sel)?);
                     continue;
                 }
+                if let Some(fused) = step.run_fused(&r, sel.as_ref(), topic)? {
+                    next.push(fused);
+                    continue;
+                }
+                let mut out = Vec::new();
                 run_isolating(
                     step,
-                    r,
+                    materialize(r, sel)?,
                     topic,
                     self.dead_letter.as_ref(),
-                    &mut next,
+                    &mut out,
                     &mut dead,
                 )?;
+                next.extend(out.into_iter().map(|r| (r, None)));
             }
             cur = next;
             if cur.is_empty() {
                 break;
             }
         }
-        cur.append(&mut dead);
-        Ok(cur)
+        let mut out = cur
+            .into_iter()
+            .filter(|(_, s)| s.as_ref().is_none_or(|s| s.true_count() > 0))
+            .map(|(r, s)| materialize(r, s))
+            .collect::<Result<Vec<_>>>()?;
+        out.append(&mut dead);
+        Ok(out)
     }
 }

@@ -25,6 +25,7 @@ pub fn session() -> &'static SessionContext {
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udf(crate::udf::MaskLast::udf());
+        ctx.register_udf(crate::udf::Now::udf());
         ctx
     })
 }
@@ -66,9 +67,8 @@ pub fn physical(
 }
 
 /// Coerce, simplify and plan `expr` against `df` in `ctx`. Simplification rewrites
-/// functions that only exist in logical form (`coalesce`, `nvl`, ...); `now()` becomes the
-/// time of compilation, so per-batch processing time comes from `insert_field`'s
-/// `timestamp_field` instead.
+/// functions that only exist in logical form (`coalesce`, `nvl`, ...). `now()` is our
+/// volatile [`crate::udf::Now`], evaluated per batch, not folded here.
 pub fn plan(
     ctx: &SessionContext,
     expr: Expr,

@@ -106,6 +106,64 @@ impl ScalarUDFImpl for MaskLast {
     }
 }
 
+/// `now()` / `current_timestamp` evaluated per batch. DataFusion's own `now()` is folded to
+/// one constant when an expression is compiled, and we compile once per schema: a pipeline
+/// running for days would stamp every row with its start time. This one is volatile, so it
+/// is never folded, and returns the wall-clock time of each evaluation (one value per
+/// batch), as `Timestamp(ns, "+00:00")` like DataFusion's.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Now {
+    signature: Signature,
+    aliases: Vec<String>,
+}
+
+impl Now {
+    /// The UDF, replacing DataFusion's `now` and `current_timestamp` when registered.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::from(Now {
+            signature: Signature::nullary(Volatility::Volatile),
+            aliases: vec!["current_timestamp".into()],
+        })
+    }
+}
+
+impl ScalarUDFImpl for Now {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        "now"
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Nanosecond,
+            Some("+00:00".into()),
+        ))
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?
+            .as_nanos();
+        let ns = i64::try_from(ns).map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        Ok(ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(
+            Some(ns),
+            Some("+00:00".into()),
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +193,32 @@ mod tests {
         let out = out.as_string::<i32>();
         let got: Vec<Option<&str>> = out.iter().collect();
         assert_eq!(got, [Some("*******.io"), Some("***€ab"), Some("ab"), None]);
+    }
+
+    #[test]
+    fn now_is_evaluated_per_batch_not_at_compile_time() {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![Field::new(
+            "x",
+            DataType::Int64,
+            true,
+        )]));
+        let e = crate::expr::compile("now()", &schema).unwrap();
+        let batch = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow::array::Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let at = |b: &arrow::array::RecordBatch| {
+            crate::expr::eval(&e, b)
+                .unwrap()
+                .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                .value(0)
+        };
+        let first = at(&batch);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = at(&batch);
+        assert!(second >= first + 5_000_000, "{first} then {second}");
+        let alias = crate::expr::compile("current_timestamp", &schema);
+        assert!(alias.is_ok(), "{alias:?}");
     }
 }

@@ -417,7 +417,11 @@ sinks:
         "every event routed once, none dropped"
     );
     assert!(read_topic(&log, "users.never").await.is_empty());
-    assert_eq!(log.partitions("users.main").unwrap(), 4, "created with num_partitions");
+    assert_eq!(
+        log.partitions("users.main").unwrap(),
+        4,
+        "created with num_partitions"
+    );
     assert!(
         partition_of
             .values()

@@ -195,6 +195,27 @@ impl Op for ExtractOp {
     /// the filter copies only the output columns, not the `before`/`after`/`source`
     /// structs of the envelope.
     fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
+        let (out, keep) = self.unfiltered(batch)?;
+        if keep.true_count() == out.num_rows() {
+            Ok(out)
+        } else {
+            Ok(filter_record_batch(&out, &keep)?)
+        }
+    }
+
+    fn select(
+        &self,
+        batch: &RecordBatch,
+        _: &Ctx<'_>,
+    ) -> Option<Result<(RecordBatch, BooleanArray)>> {
+        Some(self.unfiltered(batch))
+    }
+}
+
+impl ExtractOp {
+    /// The flat row of every event, and which events survive (not dropped deletes,
+    /// truncates, tombstones).
+    fn unfiltered(&self, batch: &RecordBatch) -> Result<(RecordBatch, BooleanArray)> {
         let ops = op_codes(batch)?;
         let truncate = StringArray::new_scalar(op::TRUNCATE);
         let delete = StringArray::new_scalar(op::DELETE);
@@ -219,7 +240,15 @@ impl Op for ExtractOp {
         let row = row.as_struct();
         let mut columns: Vec<ArrayRef> = row.columns().to_vec();
         if self.rewrite {
+            // A null op (a tombstone) is not a delete; the column has no nulls.
             let deleted: BooleanArray = eq(&ops, &delete)?;
+            let deleted = BooleanArray::new(
+                match deleted.nulls() {
+                    Some(n) => deleted.values() & n.inner(),
+                    None => deleted.values().clone(),
+                },
+                None,
+            );
             columns.push(Arc::new(deleted));
         }
         for (name, path) in &self.added {
@@ -232,11 +261,14 @@ impl Op for ExtractOp {
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
-        if keep.true_count() == n {
-            Ok(out)
-        } else {
-            Ok(filter_record_batch(&out, &keep)?)
-        }
+        // Null ops (tombstones) compare as null: they are not kept.
+        let keep = match keep.nulls() {
+            Some(nulls) if nulls.null_count() > 0 => {
+                BooleanArray::new(keep.values() & nulls.inner(), None)
+            }
+            _ => keep,
+        };
+        Ok((out, keep))
     }
 }
 

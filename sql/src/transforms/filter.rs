@@ -107,6 +107,13 @@ impl Op for FilterOp {
         let keep = self.keep(batch)?;
         Ok(filter_record_batch(batch, &keep)?)
     }
+    fn select(
+        &self,
+        batch: &RecordBatch,
+        _: &Ctx<'_>,
+    ) -> Option<Result<(RecordBatch, BooleanArray)>> {
+        Some(self.keep(batch).map(|k| (batch.clone(), k)))
+    }
     fn apply(
         &self,
         input: Routed,

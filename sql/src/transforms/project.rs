@@ -144,6 +144,10 @@ impl Op for Projection {
         &self.output
     }
 
+    fn row_wise(&self) -> bool {
+        true
+    }
+
     fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
         let now = rivven_engine::batch::now_ms();
         map_images(batch, &|img: &RecordBatch| {

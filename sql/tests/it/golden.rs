@@ -528,3 +528,15 @@ fn encryption_feature_without_keys_names_the_default_variable() {
         assert!(err.contains("RIVVEN_ENCRYPTION_KEY"), "{err}");
     }
 }
+
+// Fused selections: rows a filter drops never make a later step fail.
+golden!(
+    fused_filter_then_failing_rewrite_sees_kept_rows_only,
+    flat(),
+    "- type: filter\n  config: { condition: \"status = 'active'\" }\n- type: compute_field\n  config: { field: n, operation: expression, expression: \"CAST(CASE WHEN id = 2 THEN 'x' ELSE '1' END AS BIGINT)\" }\n- type: filter\n  config: { condition: 'id > 1' }"
+);
+golden!(
+    fused_unwrap_filter_mask_rename,
+    changes(),
+    "- type: extract_new_record_state\n- type: mask_field\n  config: { fields: [email], keep_last: 4 }\n- type: filter\n  config: { condition: \"status = 'active'\" }\n- type: rename_field\n  config: { renames: { name: full_name } }"
+);
