@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
 use rivven_engine::batch::{
     change_event_schema, change_event_source_fields, META_NAMESPACE, META_STREAM,
 };
+use rivven_engine::connector::Routed;
 use rivven_engine::registry::TransformFactory;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -185,6 +186,11 @@ pub fn changes_for(schema: &str, table: &str) -> RecordBatch {
 
 /// Run `yaml` (a transforms list) over `input` bound for `topic`; render every output.
 pub fn run(yaml: &str, input: RecordBatch, topic: &str) -> Result<String, String> {
+    Ok(render(apply(yaml, input, topic)?, Rows::Table))
+}
+
+/// Validate and run `yaml` (a transforms list) over `input` bound for `topic`.
+pub fn apply(yaml: &str, input: RecordBatch, topic: &str) -> Result<Vec<Routed>, String> {
     let list: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
     let errs = rivven_sql::SqlTransforms.validate(&list);
     if !errs.is_empty() {
@@ -197,7 +203,22 @@ pub fn run(yaml: &str, input: RecordBatch, topic: &str) -> Result<String, String
     let mut chain = rivven_sql::SqlTransforms
         .create(&list)
         .map_err(|e| e.to_string())?;
-    let outs = chain.apply(input, topic).map_err(|e| e.to_string())?;
+    chain.apply(input, topic).map_err(|e| e.to_string())
+}
+
+/// How [`render`] shows rows.
+#[derive(Clone, Copy)]
+pub enum Rows {
+    /// A pretty-printed table.
+    Table,
+    /// One JSON object per row, nulls shown (for values that vary between runs: a text
+    /// substitution keeps it readable, where it would misalign a table).
+    #[cfg_attr(not(feature = "blob"), allow(dead_code))]
+    Json,
+}
+
+/// Every output: its topic, schema, key and rows.
+pub fn render(outs: Vec<Routed>, rows: Rows) -> String {
     let mut text = String::new();
     for o in outs {
         let schema = o.batch.schema();
@@ -227,14 +248,26 @@ pub fn run(yaml: &str, input: RecordBatch, topic: &str) -> Result<String, String
         for (k, v) in meta {
             text.push_str(&format!("metadata: {k}={v}\n"));
         }
-        text.push_str(
-            &arrow::util::pretty::pretty_format_batches(&[o.batch])
-                .unwrap()
-                .to_string(),
-        );
-        text.push('\n');
+        match rows {
+            Rows::Table => {
+                text.push_str(
+                    &arrow::util::pretty::pretty_format_batches(&[o.batch])
+                        .unwrap()
+                        .to_string(),
+                );
+                text.push('\n');
+            }
+            Rows::Json => {
+                let mut w = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
+                w.write(&o.batch).unwrap();
+                w.finish().unwrap();
+                text.push_str(&String::from_utf8(w.into_inner()).unwrap());
+            }
+        }
     }
-    Ok(text)
+    text
 }
 
 /// Compare the rendered outputs with `tests/golden/<name>.txt`.
@@ -243,11 +276,16 @@ pub fn golden(name: &str, yaml: &str, input: RecordBatch, topic: &str) {
         Ok(t) => t,
         Err(e) => format!("error: {e}\n"),
     };
+    compare(name, &got);
+}
+
+/// Compare `got` with `tests/golden/<name>.txt` (or write it, see the module docs).
+pub fn compare(name: &str, got: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(format!("{name}.txt"));
     if std::env::var("RIVVEN_GOLDEN").as_deref() == Ok("update") {
-        std::fs::write(&path, &got).unwrap();
+        std::fs::write(&path, got).unwrap();
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
