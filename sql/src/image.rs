@@ -75,9 +75,19 @@ pub fn map_images(
     batch: &RecordBatch,
     f: &dyn Fn(&RecordBatch) -> Result<RecordBatch>,
 ) -> Result<RecordBatch> {
+    map_images_with_validity(batch, &|img, _| f(img))
+}
+
+/// [`map_images`], where `f` also gets the image's validity: `None` for a flat batch (or an
+/// image without nulls); where it is false the row has no such image (the `before` of an
+/// insert) and the image batch's values in that row mean nothing.
+pub fn map_images_with_validity(
+    batch: &RecordBatch,
+    f: &dyn Fn(&RecordBatch, Option<&arrow::buffer::NullBuffer>) -> Result<RecordBatch>,
+) -> Result<RecordBatch> {
     let schema = batch.schema();
     if image_fields(&schema).is_none() {
-        return f(batch);
+        return f(batch, None);
     }
     let img = image_schema(&schema);
     let mut columns = batch.columns().to_vec();
@@ -87,7 +97,7 @@ pub fn map_images(
             rivven_engine::Error::internal(format!("change event without `{name}`"))
         })?;
         let sa = batch.column(i).as_struct();
-        let out = f(&struct_batch(sa, img.clone())?)?;
+        let out = f(&struct_batch(sa, img.clone())?, sa.nulls())?;
         let new_fields = out.schema().fields().clone();
         columns[i] = with_nulls(out, sa.nulls().cloned())?;
         fields[i] = Arc::new(

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `rivven-connect` binary (one test binary for the crate).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+mod blob;
 mod cli;
 mod crash;
 mod object_storage;

@@ -2,6 +2,8 @@
 //! [`Spec`]: validation without a schema, and compilation against an input schema into an
 //! [`Op`].
 
+#[cfg(feature = "blob")]
+mod blob;
 pub(crate) mod crypto;
 mod envelope;
 mod fields;
@@ -27,7 +29,7 @@ pub trait Spec: Send + Sync {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError>;
 }
 
-/// Every transform `type` this build knows, with its aliases.
+/// Every transform `type`, with its aliases (`externalize_blob` needs the feature `blob`).
 pub const KINDS: &[&str] = &[
     "extract_new_record_state",
     "unwrap_envelope",
@@ -56,6 +58,7 @@ pub const KINDS: &[&str] = &[
     "sql",
     "encrypt_field",
     "decrypt_field",
+    "externalize_blob",
 ];
 
 fn typed<T: DeserializeOwned + Spec + 'static>(
@@ -99,6 +102,13 @@ pub fn parse(kind: &str, config: &serde_yaml::Value) -> Result<Box<dyn Spec>, Ve
         "sql" => typed::<filter::Sql>(config),
         "encrypt_field" => typed::<crypto::EncryptField>(config),
         "decrypt_field" => typed::<crypto::DecryptField>(config),
+        #[cfg(feature = "blob")]
+        "externalize_blob" => typed::<blob::ExternalizeBlob>(config),
+        #[cfg(not(feature = "blob"))]
+        "externalize_blob" => Err(vec![FieldError::new(
+            "",
+            "externalize_blob is not in this build (rivven-sql feature `blob`)",
+        )]),
         other => Err(vec![FieldError::new(
             "",
             format!(

@@ -540,3 +540,170 @@ golden!(
     changes(),
     "- type: extract_new_record_state\n- type: mask_field\n  config: { fields: [email], keep_last: 4 }\n- type: filter\n  config: { condition: \"status = 'active'\" }\n- type: rename_field\n  config: { renames: { name: full_name } }"
 );
+
+// externalize_blob on the local storage type: the golden text holds the outputs (the temp
+// directory shown as `$DIR`), which fields are marked externalized, and every stored file.
+#[cfg(feature = "blob")]
+mod blob {
+    use crate::support::{apply, changes, compare, flat, golden, render, run, Rows};
+    use arrow::array::RecordBatch;
+    use sha2::Digest;
+    use std::path::Path;
+
+    /// Run `yaml` (`$DIR` = a fresh directory) over `input`; compare the outputs (rows as
+    /// JSON), the fields marked externalized, and every stored file.
+    fn golden_blob(name: &str, yaml: &str, input: RecordBatch) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let yaml = yaml.replace("$DIR", &root);
+        let mut got = match apply(&yaml, input, "cdc.users") {
+            Ok(outs) => {
+                let marked = marked(&outs[0].batch.schema());
+                let text = render(outs, Rows::Json).replace(&root, "$DIR");
+                format!("{text}externalized: {marked}\n")
+            }
+            Err(e) => format!("error: {e}\n"),
+        };
+        for (rel, bytes) in files(dir.path()) {
+            let sha = format!("{:x}", sha2::Sha256::digest(&bytes));
+            assert!(
+                rel.ends_with(&sha),
+                "{rel} is named by its content's SHA-256"
+            );
+            got.push_str(&format!(
+                "file: {rel} = {:?}\n",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        compare(name, &got);
+    }
+
+    /// Fields carrying `rivven.externalized = true` (top level, or in `after`).
+    fn marked(schema: &arrow::datatypes::Schema) -> String {
+        let fields = match schema.field_with_name("after").map(|f| f.data_type()) {
+            Ok(arrow::datatypes::DataType::Struct(f)) => f.clone(),
+            _ => schema.fields().clone(),
+        };
+        let names: Vec<&str> = fields
+            .iter()
+            .filter(|f| f.metadata().get("rivven.externalized").map(String::as_str) == Some("true"))
+            .map(|f| f.name().as_str())
+            .collect();
+        names.join(", ")
+    }
+
+    /// Every file under `dir`, relative path and bytes, sorted.
+    fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                    out.push((rel, std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn externalize_blob_flat_text_and_binary() {
+        // Default fields: every text and binary field (`email` is made binary first).
+        golden_blob(
+            "externalize_blob_flat",
+            "- type: cast\n  config: { spec: { email: bytes } }\n- type: externalize_blob\n  config: { storage_type: local, path: '$DIR', prefix: blobs/, size_threshold: 7 }\n- type: externalize_blob\n  config: { storage_type: local, path: '$DIR/unused' }",
+            flat(),
+        );
+    }
+
+    #[test]
+    fn externalize_blob_change_event_both_images() {
+        golden_blob(
+            "externalize_blob_change_event",
+            "- type: externalize_blob\n  config: { storage_type: local, path: '$DIR', fields: email, size_threshold: 14 }",
+            changes(),
+        );
+    }
+
+    #[test]
+    fn externalize_blob_predicated() {
+        // A batch the predicate selects no row of passes unchanged; in a batch where it
+        // selects some, the others stay inline (`url` null) in the same output batch.
+        golden_blob(
+            "externalize_blob_predicated",
+            "- type: externalize_blob\n  predicate: { table: orders }\n  config: { storage_type: local, path: '$DIR', size_threshold: 0 }\n- type: externalize_blob\n  predicate: { field_value: 'status=active' }\n  config: { storage_type: local, path: '$DIR', fields: [email], size_threshold: 0 }",
+            flat(),
+        );
+    }
+
+    #[test]
+    fn externalize_blob_equal_values_share_one_object_and_replays_rewrite_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "- type: externalize_blob\n  config: {{ storage_type: local, path: '{}', fields: [status], size_threshold: 1 }}",
+            dir.path().display()
+        );
+        let first = run(&yaml, flat(), "t").unwrap();
+        let before = files(dir.path());
+        // "active" twice and "inactive" once: two objects.
+        assert_eq!(before.len(), 2, "{before:?}");
+        let again = run(&yaml, flat(), "t").unwrap();
+        assert_eq!(first, again, "a replay gives the same references");
+        assert_eq!(files(dir.path()), before, "and the same files");
+    }
+
+    /// The transform waits for its uploads from any caller: a multi-thread runtime's worker
+    /// (the engine's case), a current-thread runtime, or no runtime (the tests above); and
+    /// it is dropped inside a runtime without panicking.
+    fn apply_in_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "- type: externalize_blob\n  config: {{ storage_type: local, path: '{}', fields: [email], size_threshold: 0 }}",
+            dir.path().display()
+        );
+        let out = run(&yaml, flat(), "t").unwrap();
+        assert!(out.contains("file://"), "{out}");
+        assert_eq!(files(dir.path()).len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn externalize_blob_in_a_multi_thread_runtime() {
+        apply_in_runtime();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn externalize_blob_in_a_current_thread_runtime() {
+        apply_in_runtime();
+    }
+
+    golden!(
+        externalize_blob_error_unknown_key,
+        flat(),
+        "- type: externalize_blob\n  config: { storage_type: s3, bucket: b, buckets: c }"
+    );
+    golden!(
+        externalize_blob_error_missing_bucket,
+        flat(),
+        "- type: externalize_blob\n  config: { storage_type: s3, region: eu-west-1 }"
+    );
+    golden!(
+        externalize_blob_error_keys_of_other_storage_type,
+        flat(),
+        "- type: externalize_blob\n  config: { storage_type: local, path: /tmp/x, bucket: b, region: eu-west-1, secret_access_key: hunter2, account_name: acct }"
+    );
+    golden!(
+        externalize_blob_error_not_binary_or_text,
+        flat(),
+        "- type: externalize_blob\n  config: { storage_type: local, path: /tmp/x, fields: [name, amount] }"
+    );
+    golden!(
+        externalize_blob_error_bad_prefix_and_empty_fields,
+        flat(),
+        "- type: externalize_blob\n  config: { storage_type: gcs, bucket: b, prefix: 'a//b', fields: [] }"
+    );
+}

@@ -14,6 +14,7 @@ use rivven_engine::batch::{
     change_event_schema, change_event_source_fields, META_NAMESPACE, META_STREAM,
 };
 use rivven_engine::config::TransformSpec;
+use rivven_engine::connector::Routed;
 use rivven_engine::registry::TransformFactory;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -186,8 +187,13 @@ pub fn changes_for(schema: &str, table: &str) -> RecordBatch {
 
 /// Run `yaml` (a transforms list) over `input` bound for `topic`; render every output.
 pub fn run(yaml: &str, input: RecordBatch, topic: &str) -> Result<String, String> {
+    Ok(render(apply(yaml, input, topic)?, Rows::Table))
+}
+
+/// Validate and run `yaml` (a transforms list) over `input` bound for `topic`.
+pub fn apply(yaml: &str, input: RecordBatch, topic: &str) -> Result<Vec<Routed>, String> {
     let list: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-    run_spec(
+    apply_spec(
         &TransformSpec {
             list,
             ..TransformSpec::default()
@@ -214,6 +220,15 @@ pub fn pipeline_spec(yaml: &str) -> TransformSpec {
 
 /// Run a pipeline's transforms over `input` bound for `topic`; render every output.
 pub fn run_spec(spec: &TransformSpec, input: RecordBatch, topic: &str) -> Result<String, String> {
+    Ok(render(apply_spec(spec, input, topic)?, Rows::Table))
+}
+
+/// Validate and run a pipeline's transforms over `input` bound for `topic`.
+pub fn apply_spec(
+    spec: &TransformSpec,
+    input: RecordBatch,
+    topic: &str,
+) -> Result<Vec<Routed>, String> {
     let errs = rivven_sql::SqlTransforms.validate(spec);
     if !errs.is_empty() {
         return Err(errs
@@ -225,7 +240,22 @@ pub fn run_spec(spec: &TransformSpec, input: RecordBatch, topic: &str) -> Result
     let mut chain = rivven_sql::SqlTransforms
         .create(spec)
         .map_err(|e| e.to_string())?;
-    let outs = chain.apply(input, topic).map_err(|e| e.to_string())?;
+    chain.apply(input, topic).map_err(|e| e.to_string())
+}
+
+/// How [`render`] shows rows.
+#[derive(Clone, Copy)]
+pub enum Rows {
+    /// A pretty-printed table.
+    Table,
+    /// One JSON object per row, nulls shown (for values that vary between runs: a text
+    /// substitution keeps it readable, where it would misalign a table).
+    #[cfg_attr(not(feature = "blob"), allow(dead_code))]
+    Json,
+}
+
+/// Every output: its topic, schema, key and rows.
+pub fn render(outs: Vec<Routed>, rows: Rows) -> String {
     let mut text = String::new();
     for o in outs {
         if let Some(p) = o.partition {
@@ -261,36 +291,53 @@ pub fn run_spec(spec: &TransformSpec, input: RecordBatch, topic: &str) -> Result
         for (k, v) in meta {
             text.push_str(&format!("metadata: {k}={v}\n"));
         }
-        text.push_str(
-            &arrow::util::pretty::pretty_format_batches(&[o.batch])
-                .unwrap()
-                .to_string(),
-        );
-        text.push('\n');
+        match rows {
+            Rows::Table => {
+                text.push_str(
+                    &arrow::util::pretty::pretty_format_batches(&[o.batch])
+                        .unwrap()
+                        .to_string(),
+                );
+                text.push('\n');
+            }
+            Rows::Json => {
+                let mut w = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
+                w.write(&o.batch).unwrap();
+                w.finish().unwrap();
+                text.push_str(&String::from_utf8(w.into_inner()).unwrap());
+            }
+        }
     }
-    Ok(text)
+    text
 }
 
 /// Compare the rendered outputs with `tests/golden/<name>.txt`.
 pub fn golden(name: &str, yaml: &str, input: RecordBatch, topic: &str) {
-    compare(name, run(yaml, input, topic));
+    compare_result(name, run(yaml, input, topic));
 }
 
 /// [`golden`] for a pipeline's transforms (see [`pipeline_spec`]).
 pub fn golden_pipeline(name: &str, yaml: &str, input: RecordBatch, topic: &str) {
-    compare(name, run_spec(&pipeline_spec(yaml), input, topic));
+    compare_result(name, run_spec(&pipeline_spec(yaml), input, topic));
 }
 
-fn compare(name: &str, got: Result<String, String>) {
+fn compare_result(name: &str, got: Result<String, String>) {
     let got = match got {
         Ok(t) => t,
         Err(e) => format!("error: {e}\n"),
     };
+    compare(name, &got);
+}
+
+/// Compare `got` with `tests/golden/<name>.txt` (or write it, see the module docs).
+pub fn compare(name: &str, got: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(format!("{name}.txt"));
     if std::env::var("RIVVEN_GOLDEN").as_deref() == Ok("update") {
-        std::fs::write(&path, &got).unwrap();
+        std::fs::write(&path, got).unwrap();
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
