@@ -211,6 +211,60 @@ pub async fn publication_tables(
         .collect())
 }
 
+/// What a publication publishes of one table (PostgreSQL 15+): its column list and row
+/// filter. Both `None` on older servers, when the table is not in the publication, or when
+/// the publication does not exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// The published columns (all of them when the publication has no column list).
+    pub columns: Option<Vec<String>>,
+    /// The row filter, as PostgreSQL deparses it (`(status = 'active'::text)`).
+    pub row_filter: Option<String>,
+}
+
+impl Published {
+    /// Whether column `name` is published.
+    pub fn has_column(&self, name: &str) -> bool {
+        self.columns
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|n| n == name))
+    }
+}
+
+/// The column list and row filter `publication` applies to `schema.table`. Read through
+/// `to_jsonb`, so servers before 15 (no `attnames`, `rowfilter`) answer `None`s.
+pub async fn published(
+    client: &Client,
+    publication: &str,
+    schema: &str,
+    table: &str,
+) -> Result<Published> {
+    let row = client
+        .query_opt(
+            "SELECT (to_jsonb(t) -> 'attnames')::text, to_jsonb(t) ->> 'rowfilter' \
+             FROM pg_publication_tables t \
+             WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+            &[&publication, &schema, &table],
+        )
+        .await
+        .map_err(|e| pg_error("read pg_publication_tables", e))?;
+    let Some(row) = row else {
+        return Ok(Published::default());
+    };
+    let columns = row
+        .get::<_, Option<String>>(0)
+        .filter(|j| j != "null")
+        .map(|j| {
+            serde_json::from_str::<Vec<String>>(&j)
+                .map_err(|e| Error::internal(format!("pg_publication_tables.attnames: {e}")))
+        })
+        .transpose()?;
+    Ok(Published {
+        columns,
+        row_filter: row.get::<_, Option<String>>(1),
+    })
+}
+
 /// Whether the configured publication exists.
 pub async fn publication_exists(client: &Client, cfg: &PostgresCdcConfig) -> Result<bool> {
     Ok(client

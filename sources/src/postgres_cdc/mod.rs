@@ -129,7 +129,8 @@ impl SourceFactory for PostgresCdcFactory {
         let cfg: PostgresCdcConfig = config_or_error(config)?;
         let client = catalog::connect(&cfg).await?;
         let types = catalog::load_types(&client).await?;
-        let tables = if catalog::publication_exists(&client, &cfg).await? {
+        let has_publication = catalog::publication_exists(&client, &cfg).await?;
+        let tables = if has_publication {
             catalog::publication_tables(&client, &cfg).await?
         } else {
             let rows = client
@@ -149,8 +150,17 @@ impl SourceFactory for PostgresCdcFactory {
         let mut out = Vec::new();
         for (schema, table) in tables {
             let rel = catalog::relation(&client, &schema, &table).await?;
-            let keep =
-                cfg.kept_columns(&schema, &table, rel.columns.iter().map(|c| c.name.as_str()));
+            // The stream carries only the publication's columns (its column list).
+            let published = if has_publication {
+                catalog::published(&client, &cfg.publication, &schema, &table).await?
+            } else {
+                catalog::Published::default()
+            };
+            let keep: Vec<usize> = cfg
+                .kept_columns(&schema, &table, rel.columns.iter().map(|c| c.name.as_str()))
+                .into_iter()
+                .filter(|&i| published.has_column(&rel.columns[i].name))
+                .collect();
             let fields: Vec<Arc<arrow::datatypes::Field>> = keep
                 .iter()
                 .map(|&i| {

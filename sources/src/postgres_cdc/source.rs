@@ -1103,11 +1103,19 @@ impl CopyJob {
     ) -> Result<(ReplicationConnection, Box<Copy>)> {
         let (schema, table) = (&self.unit.schema, &self.unit.table);
         let relation = catalog::relation(&self.sql, schema, table).await?;
-        let keep = self.cfg.kept_columns(
-            schema,
-            table,
-            relation.columns.iter().map(|c| c.name.as_str()),
-        );
+        // Read what the stream will carry: the publication's column list and row filter
+        // (PostgreSQL 15+), then `column_filters`.
+        let published = catalog::published(&self.sql, &self.cfg.publication, schema, table).await?;
+        let keep: Vec<usize> = self
+            .cfg
+            .kept_columns(
+                schema,
+                table,
+                relation.columns.iter().map(|c| c.name.as_str()),
+            )
+            .into_iter()
+            .filter(|&i| published.has_column(&relation.columns[i].name))
+            .collect();
         let cols = keep
             .iter()
             .map(|&i| {
@@ -1121,12 +1129,19 @@ impl CopyJob {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let range = match self.unit.blocks {
-            None => String::new(),
+        let mut conds: Vec<String> = Vec::new();
+        match self.unit.blocks {
+            None => {}
             Some((a, Some(b))) => {
-                format!(" WHERE ctid >= '({a},0)'::tid AND ctid < '({b},0)'::tid")
+                conds.push(format!("ctid >= '({a},0)'::tid AND ctid < '({b},0)'::tid"))
             }
-            Some((a, None)) => format!(" WHERE ctid >= '({a},0)'::tid"),
+            Some((a, None)) => conds.push(format!("ctid >= '({a},0)'::tid")),
+        }
+        conds.extend(published.row_filter.map(|f| format!("({f})")));
+        let range = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
         };
         let stmt = format!(
             "COPY (SELECT {cols} FROM {}.{}{range}) TO STDOUT (FORMAT binary)",

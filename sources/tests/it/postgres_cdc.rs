@@ -1020,3 +1020,66 @@ async fn check_names_each_unmet_prerequisite_and_discover_lists_arrow_schemas() 
         "{after}"
     );
 }
+
+#[tokio::test]
+async fn snapshot_honours_the_publication_column_list_and_row_filter() {
+    use rivven_engine::registry::SourceFactory;
+    use rivven_sources::postgres_cdc::PostgresCdcFactory;
+    let Some(db) = Db::new() else { return };
+    let cfg = db.config("tables: [f]\n");
+    db.sql(&format!(
+        "CREATE TABLE f (id int PRIMARY KEY, status text NOT NULL, secret text, n int);
+         INSERT INTO f SELECT g, CASE WHEN g % 2 = 0 THEN 'active' ELSE 'off' END, 's' || g, g
+           FROM generate_series(1, 100) g;
+         CREATE PUBLICATION {} FOR TABLE f (id, status, n) WHERE (status = 'active')",
+        cfg.publication
+    ));
+    let published = ["id", "status", "n"];
+
+    // discover reports the published columns only.
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&format!(
+        "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: {}\npublication: {}\ntables: [f]\n",
+        db.pg.port, db.name, db.pg.user, db.pg.password, cfg.publication
+    ))
+    .unwrap();
+    let streams = PostgresCdcFactory.discover(&yaml).await.unwrap();
+    let after = streams[0].schema.field_with_name("after").unwrap().clone();
+    let arrow::datatypes::DataType::Struct(fields) = after.data_type() else {
+        panic!("{after:?}")
+    };
+    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, published);
+
+    let mut src = PostgresCdcSource::new(cfg);
+    src.open(None).await.unwrap();
+    let mut got = Vec::new();
+    collect_until(&mut src, &mut got, |b| rows(b) >= 50).await;
+    db.sql("INSERT INTO f VALUES (1001, 'active', 'x', 1), (1002, 'off', 'y', 2)");
+    collect_until(&mut src, &mut got, |b| ops(b).iter().any(|o| o == "c")).await;
+
+    let mut snapshot_ids = Vec::new();
+    let mut inserted = Vec::new();
+    for b in &got {
+        // Snapshot and stream batches have one shape: the published columns.
+        let img = image(&b.batch, "after");
+        let names: Vec<&str> = img.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, published, "{:?}", b.batch.schema());
+        let ids = img
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let status = img.column_by_name("status").unwrap().as_string::<i32>();
+        let op = ops(std::slice::from_ref(b));
+        for i in 0..b.batch.num_rows() {
+            assert_eq!(status.value(i), "active", "the row filter holds");
+            match op[i].as_str() {
+                "r" => snapshot_ids.push(ids.value(i)),
+                "c" => inserted.push(ids.value(i)),
+                o => panic!("unexpected op {o}"),
+            }
+        }
+    }
+    snapshot_ids.sort();
+    assert_eq!(snapshot_ids, (1..=50).map(|i| i * 2).collect::<Vec<i32>>());
+    assert_eq!(inserted, vec![1001]);
+}
