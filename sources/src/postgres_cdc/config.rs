@@ -175,6 +175,13 @@ pub struct PostgresCdcConfig {
     /// need that much memory here.
     #[serde(default)]
     pub streaming: bool,
+    /// Emit logical decoding messages (`pg_logical_emit_message`) as events with `op = "m"`
+    /// (PostgreSQL 14+), in commit order among the table changes.
+    #[serde(default)]
+    pub messages: bool,
+    /// Only messages with one of these prefixes (empty: all).
+    #[serde(default)]
+    pub message_prefixes: Vec<String>,
     /// Heartbeats (disabled by default).
     #[serde(default)]
     pub heartbeat: Option<HeartbeatConfig>,
@@ -243,6 +250,12 @@ impl ValidateConfig for PostgresCdcConfig {
                     format!("{} is not a readable file", p.display()),
                 ));
             }
+        }
+        if !self.message_prefixes.is_empty() && !self.messages {
+            errors.push(FieldError::new(
+                "message_prefixes",
+                "is set but messages is false",
+            ));
         }
         for (i, t) in self.tables.iter().enumerate() {
             if t.is_empty() || t.split('.').count() > 2 {

@@ -309,3 +309,62 @@ impl TableEvents {
         .map(Some)
     }
 }
+
+/// The stream (and `source.table`) name of logical decoding messages.
+pub const MESSAGE_STREAM: &str = "pg_logical_message";
+
+/// One logical decoding message as a change event: `op = "m"`, `before` null, `after` =
+/// `{prefix, content, transactional}`, `source.table` = `pg_logical_message`.
+pub fn message_batch(
+    database: &str,
+    prefix: &str,
+    content: &[u8],
+    transactional: bool,
+    src: &SourceInfo<'_>,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{BinaryArray, BooleanArray, Int64Array, StringArray};
+    use arrow::datatypes::DataType;
+    let fields = Fields::from(vec![
+        Field::new("prefix", DataType::Utf8, true),
+        Field::new("content", DataType::Binary, true),
+        Field::new("transactional", DataType::Boolean, true),
+    ]);
+    let text = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let after = StructArray::new(
+        fields.clone(),
+        vec![
+            text(Some(prefix)),
+            Arc::new(BinaryArray::from(vec![Some(content)])),
+            Arc::new(BooleanArray::from(vec![Some(transactional)])),
+        ],
+        None,
+    );
+    let before = StructArray::new_null(fields.clone(), 1);
+    let source = StructArray::new(
+        change_event_source_fields(),
+        vec![
+            text(Some("postgresql")),
+            text(Some(database)),
+            text(None),
+            text(Some(MESSAGE_STREAM)),
+            text(Some(src.pos)),
+            Arc::new(Int64Array::from(vec![src.txid])),
+            Arc::new(Int64Array::from(vec![src.ts_ms])),
+            Arc::new(BooleanArray::from(vec![src.snapshot])),
+        ],
+        None,
+    );
+    RecordBatch::try_new(
+        change_event_schema(fields),
+        vec![
+            text(Some(MESSAGE_OP)),
+            Arc::new(before),
+            Arc::new(after),
+            Arc::new(source),
+            Arc::new(Int64Array::from(vec![now_ms()])),
+        ],
+    )
+}
+
+/// The `op` of a logical decoding message (Debezium's code).
+pub const MESSAGE_OP: &str = "m";

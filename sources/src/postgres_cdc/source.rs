@@ -533,6 +533,42 @@ impl PostgresCdcSource {
             .map_or(0, |c| c.events.len())
     }
 
+    /// A logical decoding message: an event of its own, after the rows before it.
+    fn on_message(&mut self, transactional: bool, prefix: &str, content: &[u8]) -> Result<()> {
+        if !self.cfg.messages
+            || !(self.cfg.message_prefixes.is_empty()
+                || self.cfg.message_prefixes.iter().any(|p| p == prefix))
+        {
+            return Ok(());
+        }
+        self.flush_current(true)?;
+        let (pos, txid, ts) = match (&self.txn, transactional) {
+            (Some(t), true) => (
+                format_lsn(t.final_lsn),
+                Some(t.xid as i64),
+                Some(t.commit_ms),
+            ),
+            _ => (format_lsn(self.last_commit_end), None, None),
+        };
+        let src = SourceInfo {
+            pos: &pos,
+            txid,
+            ts_ms: ts,
+            snapshot: false,
+        };
+        let batch =
+            super::events::message_batch(&self.database, prefix, content, transactional, &src)
+                .map_err(|e| Error::internal(format!("build message event: {e}")))?;
+        let position = self.stream_position(self.last_commit_end, true);
+        self.ready.push_back(SourceBatch {
+            batch,
+            position,
+            stream: Some(Arc::from(super::events::MESSAGE_STREAM)),
+            topic: None,
+        });
+        Ok(())
+    }
+
     /// Handle one decoded message of the stream.
     fn handle(&mut self, msg: PgOutput, max_rows: usize) -> Result<()> {
         match msg {
@@ -576,7 +612,13 @@ impl PostgresCdcSource {
                     self.push(rel, op::TRUNCATE, None, None, None, max_rows)?;
                 }
             }
-            PgOutput::Type { .. } | PgOutput::Origin { .. } | PgOutput::Message { .. } => {}
+            PgOutput::Message {
+                transactional,
+                prefix,
+                content,
+                ..
+            } => self.on_message(transactional, &prefix, &content)?,
+            PgOutput::Type { .. } | PgOutput::Origin { .. } => {}
             PgOutput::StreamStart { .. }
             | PgOutput::StreamStop
             | PgOutput::StreamCommit { .. }
@@ -1225,6 +1267,14 @@ async fn start_replication_on(
     ];
     if streaming {
         options.push(("streaming", "on".to_string()));
+    }
+    if cfg.messages {
+        if repl.server_major() < 14 {
+            return Err(Error::config(
+                "messages: logical decoding messages need PostgreSQL 14 or newer",
+            ));
+        }
+        options.push(("messages", "true".to_string()));
     }
     repl.start_replication(slot, from, &options)
         .await

@@ -1083,3 +1083,66 @@ async fn snapshot_honours_the_publication_column_list_and_row_filter() {
     assert_eq!(snapshot_ids, (1..=50).map(|i| i * 2).collect::<Vec<i32>>());
     assert_eq!(inserted, vec![1001]);
 }
+
+#[tokio::test]
+async fn logical_messages_arrive_in_commit_order_filtered_by_prefix() {
+    let Some(db) = Db::new() else { return };
+    db.sql("CREATE TABLE lm (id int PRIMARY KEY)");
+    let mut src =
+        PostgresCdcSource::new(db.config(
+            "tables: [lm]\nsnapshot_mode: never\nmessages: true\nmessage_prefixes: [audit]\n",
+        ));
+    src.open(None).await.unwrap();
+    let mut got = Vec::new();
+    db.sql(
+        "BEGIN;
+         INSERT INTO lm VALUES (1);
+         SELECT pg_logical_emit_message(true, 'audit', 'inside');
+         SELECT pg_logical_emit_message(true, 'other', 'skipped');
+         INSERT INTO lm VALUES (2);
+         COMMIT;
+         SELECT pg_logical_emit_message(false, 'audit', 'outside');
+         INSERT INTO lm VALUES (3);",
+    );
+    collect_until(&mut src, &mut got, |b| rows(b) >= 5).await;
+    let mut seen = Vec::new();
+    for b in &got {
+        let op = ops(std::slice::from_ref(b));
+        let after = image(&b.batch, "after");
+        for (i, o) in op.iter().enumerate() {
+            if o == "m" {
+                let prefix = after.column_by_name("prefix").unwrap().as_string::<i32>();
+                let content = after.column_by_name("content").unwrap().as_binary::<i32>();
+                let tx = after
+                    .column_by_name("transactional")
+                    .unwrap()
+                    .as_boolean()
+                    .value(i);
+                let table = b.batch.column_by_name("source").unwrap().as_struct();
+                let table = table.column_by_name("table").unwrap().as_string::<i32>();
+                assert_eq!(table.value(i), "pg_logical_message");
+                seen.push(format!(
+                    "m {} {} {tx}",
+                    prefix.value(i),
+                    String::from_utf8_lossy(content.value(i))
+                ));
+            } else {
+                let id = after
+                    .column_by_name("id")
+                    .unwrap()
+                    .as_primitive::<Int32Type>();
+                seen.push(format!("{o} {}", id.value(i)));
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "c 1",
+            "m audit inside true",
+            "c 2",
+            "m audit outside false",
+            "c 3"
+        ]
+    );
+}
