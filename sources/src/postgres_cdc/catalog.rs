@@ -108,7 +108,7 @@ pub async fn load_types(client: &Client) -> Result<TypeCatalog> {
     for row in client
         .query(
             "SELECT oid, typtype::text, typbasetype, typtypmod, typelem, typcategory::text \
-             FROM pg_type WHERE typtype = 'd' OR (typcategory = 'A' AND oid >= 16384)",
+             FROM pg_type WHERE typtype IN ('d', 'e') OR (typcategory = 'A' AND oid >= 16384)",
             &[],
         )
         .await
@@ -118,6 +118,8 @@ pub async fn load_types(client: &Client) -> Result<TypeCatalog> {
         let typtype: String = row.get(1);
         if typtype == "d" {
             cat.domains.insert(oid, (row.get(2), row.get(3)));
+        } else if typtype == "e" {
+            cat.enums.insert(oid);
         } else {
             cat.arrays.insert(oid, row.get(4));
         }

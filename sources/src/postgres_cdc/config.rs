@@ -175,6 +175,11 @@ pub struct PostgresCdcConfig {
     /// need that much memory here.
     #[serde(default)]
     pub streaming: bool,
+    /// Ask pgoutput for values in binary form (PostgreSQL 14+; ignored before): less
+    /// text to parse. Types without a binary decoder here (extension types,
+    /// multi-dimensional arrays) fail their table with an error naming the column.
+    #[serde(default)]
+    pub binary: bool,
     /// Emit logical decoding messages (`pg_logical_emit_message`) as events with `op = "m"`
     /// (PostgreSQL 14+), in commit order among the table changes.
     #[serde(default)]

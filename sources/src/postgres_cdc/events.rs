@@ -1,6 +1,7 @@
 //! Change events of one table built straight into Arrow: `op`, `before`, `after` (structs
 //! of the table's columns), `source` and `ts_ms`, the canonical change-event schema.
 
+use super::binary::Decoder;
 use super::pgoutput::{Relation, Value};
 use super::types::{Column, Kind, TypeCatalog};
 use arrow::array::builder::NullBufferBuilder;
@@ -35,6 +36,8 @@ pub struct TableEvents {
     /// Positions in the relation of the columns kept (column filters).
     keep: Vec<usize>,
     kinds: Vec<Kind>,
+    /// Per kept column: how pgoutput's binary values decode (`binary: true`).
+    decoders: Vec<Result<Decoder, String>>,
     columns: Fields,
     schema: SchemaRef,
     database: Arc<str>,
@@ -82,6 +85,13 @@ impl TableEvents {
             .collect::<Vec<Arc<Field>>>()
             .into();
         let schema = change_event_schema(columns.clone());
+        let decoders = keep
+            .iter()
+            .map(|&i| {
+                let c = &relation.columns[i];
+                super::binary::decoder(c.type_oid, c.type_modifier, catalog)
+            })
+            .collect();
         let cap = 1024;
         Self {
             before: kinds.iter().map(|k| Column::new(k, cap)).collect(),
@@ -97,6 +107,7 @@ impl TableEvents {
             relation,
             keep,
             kinds,
+            decoders,
             columns,
             schema,
             database,
@@ -121,10 +132,12 @@ impl TableEvents {
         &self.kinds
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn push_image(
         cols: &mut [Column],
         valid: &mut NullBufferBuilder,
         keep: &[usize],
+        decoders: &[Result<Decoder, String>],
         values: Option<&[Value]>,
         fallback: Option<&[Value]>,
         toast: &ToastPolicy,
@@ -137,7 +150,7 @@ impl TableEvents {
             valid.append_null();
             return Ok(());
         };
-        for (c, &i) in cols.iter_mut().zip(keep) {
+        for ((c, &i), dec) in cols.iter_mut().zip(keep).zip(decoders) {
             let v = values.get(i).ok_or_else(|| {
                 format!(
                     "{}.{}: tuple has {} columns, relation {}",
@@ -148,7 +161,10 @@ impl TableEvents {
                 )
             })?;
             let v = match (v, fallback.and_then(|f| f.get(i))) {
-                (Value::Unchanged, Some(old @ (Value::Text(_) | Value::Null))) => old,
+                (
+                    Value::Unchanged,
+                    Some(old @ (Value::Text(_) | Value::Binary(_) | Value::Null)),
+                ) => old,
                 (v, _) => v,
             };
             match v {
@@ -160,12 +176,16 @@ impl TableEvents {
                         relation.namespace, relation.name, relation.columns[i].name
                     )
                 })?,
-                Value::Binary(b) => c.append_binary(b).map_err(|e| {
-                    format!(
-                        "{}.{}.{}: {e}",
-                        relation.namespace, relation.name, relation.columns[i].name
-                    )
-                })?,
+                Value::Binary(b) => dec
+                    .as_ref()
+                    .map_err(|e| format!("{e}; set binary: false for this table"))
+                    .and_then(|d| super::binary::append(c, d, b))
+                    .map_err(|e| {
+                        format!(
+                            "{}.{}.{}: {e}",
+                            relation.namespace, relation.name, relation.columns[i].name
+                        )
+                    })?,
             }
         }
         valid.append_non_null();
@@ -192,6 +212,7 @@ impl TableEvents {
             &mut self.before,
             &mut self.before_valid,
             &self.keep,
+            &self.decoders,
             before,
             None,
             toast,
@@ -201,6 +222,7 @@ impl TableEvents {
             &mut self.after,
             &mut self.after_valid,
             &self.keep,
+            &self.decoders,
             after,
             old_row,
             toast,

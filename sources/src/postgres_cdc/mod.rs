@@ -51,6 +51,7 @@
 //!       snapshot_mode: initial
 //! ```
 
+pub mod binary;
 pub mod catalog;
 pub mod config;
 pub mod conn;

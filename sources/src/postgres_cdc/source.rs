@@ -1268,6 +1268,9 @@ async fn start_replication_on(
     if streaming {
         options.push(("streaming", "on".to_string()));
     }
+    if cfg.binary && repl.server_major() >= 14 {
+        options.push(("binary", "true".to_string()));
+    }
     if cfg.messages {
         if repl.server_major() < 14 {
             return Err(Error::config(

@@ -109,6 +109,8 @@ pub struct TypeCatalog {
     pub domains: HashMap<u32, (u32, i32)>,
     /// array type oid → element type oid (user-defined element types)
     pub arrays: HashMap<u32, u32>,
+    /// enum type oids (their binary form is their label's text)
+    pub enums: std::collections::HashSet<u32>,
 }
 
 /// The Arrow shape of one PostgreSQL column.

@@ -156,11 +156,22 @@ const TYPES_VALUES: &str = "true, -32768, 2147483647, -9223372036854775808, 'NaN
 
 #[tokio::test]
 async fn every_mapped_type_round_trips_in_snapshot_and_stream() {
+    types_round_trip("").await;
+}
+
+/// The same values through pgoutput's binary form decode exactly as through its text form
+/// and the snapshot's binary COPY.
+#[tokio::test]
+async fn every_mapped_type_round_trips_through_binary_pgoutput() {
+    types_round_trip("binary: true\n").await;
+}
+
+async fn types_round_trip(extra: &str) {
     let Some(db) = Db::new() else { return };
     db.sql(TYPES_DDL);
     db.sql(&format!("INSERT INTO types_t VALUES (1, {TYPES_VALUES})"));
     db.sql("INSERT INTO types_t (id) VALUES (2)");
-    let mut src = PostgresCdcSource::new(db.config("tables: [types_t]\n"));
+    let mut src = PostgresCdcSource::new(db.config(&format!("tables: [types_t]\n{extra}")));
     src.open(None).await.unwrap();
     let mut got = Vec::new();
     collect_until(&mut src, &mut got, |b| rows(b) == 2).await;
@@ -1144,5 +1155,28 @@ async fn logical_messages_arrive_in_commit_order_filtered_by_prefix() {
             "m audit outside false",
             "c 3"
         ]
+    );
+}
+
+#[tokio::test]
+async fn binary_pgoutput_names_a_column_it_cannot_decode() {
+    let Some(db) = Db::new() else { return };
+    db.sql("CREATE TABLE geo (id int PRIMARY KEY, p point)");
+    let mut src =
+        PostgresCdcSource::new(db.config("tables: [geo]\nsnapshot_mode: never\nbinary: true\n"));
+    src.open(None).await.unwrap();
+    db.sql("INSERT INTO geo VALUES (1, '(1,2)')");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        assert!(Instant::now() < deadline, "no error");
+        match tokio::time::timeout(Duration::from_millis(500), src.poll(1000)).await {
+            Ok(Err(e)) => break e.to_string(),
+            Ok(Ok(Some(b))) => panic!("decoded {:?}", b.batch),
+            _ => {}
+        }
+    };
+    assert!(
+        err.contains("public.geo.p") && err.contains("binary: false"),
+        "{err}"
     );
 }
