@@ -65,6 +65,9 @@ pub struct PipelineContext {
     /// `<state_dir>/sinks/<name>`), for connector state that must survive restarts next to
     /// the topic log and consumer offsets. Created on demand by the connector.
     pub state_dir: std::path::PathBuf,
+    /// The pipeline's `dead_letter_topic`: sources send records they cannot decode there
+    /// (with the reason) instead of failing. `None`: such a record fails the pipeline.
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Creates sources of one connector type.

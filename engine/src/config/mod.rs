@@ -135,8 +135,9 @@ pub struct SourceSpec {
     #[serde(default)]
     #[schemars(with = "Vec<serde_json::Value>")]
     pub transforms: serde_yaml::Value,
-    /// Topic for rows a transform fails on, each with the reason (`__dlq_*` columns).
-    /// Without it, such a row fails its batch (the pipeline retries, then stops).
+    /// Topic for rows a transform fails on, and records the connector cannot decode, each
+    /// with the reason (`__dlq_*` columns). Without it, such a row fails its batch (the
+    /// pipeline retries, then stops).
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
 }
@@ -243,10 +244,11 @@ pub fn split_transforms(
         features: cdc.unwrap_or_default(),
         dead_letter_topic: dead_letter_topic.clone(),
     };
-    if spec.is_empty() && spec.dead_letter_topic.is_some() {
+    // A source's own undecodable records use it too; a sink's only come from transforms.
+    if !features && spec.is_empty() && spec.dead_letter_topic.is_some() {
         return Err(FieldError::new(
             "dead_letter_topic",
-            "no transforms or cdc_features that could fail a row; remove it",
+            "no transforms that could fail a row; remove it",
         ));
     }
     if let Some(t) = &spec.dead_letter_topic {

@@ -221,6 +221,7 @@ impl Runtime {
             sources.push(source_task::SourcePipeline {
                 name: name.clone(),
                 topic: s.topic.clone(),
+                dead_letter_topic: parts.transforms.dead_letter_topic.clone(),
                 config: parts.config,
                 transforms,
                 factory,

@@ -118,6 +118,7 @@ async fn attempt(
         name: p.name.clone(),
         status: p.status.clone(),
         state_dir: shared.state_dir.join("sinks").join(&p.name),
+        dead_letter_topic: None,
     };
     let mut sink = match p.factory.create(&ctx, &p.config) {
         Ok(s) => s,

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 pub(super) struct SourcePipeline {
     pub name: String,
     pub topic: String,
+    pub dead_letter_topic: Option<String>,
     pub config: serde_yaml::Value,
     pub transforms: super::Transforms,
     pub factory: Arc<dyn SourceFactory>,
@@ -85,6 +86,7 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
             .state_dir
             .join("sources")
             .join(format!("{}.d", p.name)),
+        dead_letter_topic: p.dead_letter_topic.clone(),
     };
     let mut source = match p.factory.create(&ctx, &p.config) {
         Ok(s) => s,

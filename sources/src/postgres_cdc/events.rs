@@ -286,9 +286,11 @@ impl TableEvents {
         }
         let n = self.rows;
         self.rows = 0;
+        // A row that failed to decode part-way left values in some builders: only the
+        // first `n` (complete) rows are kept.
         let image = |cols: &mut Vec<Column>, valid: &mut NullBufferBuilder, fields: &Fields| {
-            let arrays: Vec<ArrayRef> = cols.iter_mut().map(|c| c.finish()).collect();
-            let nulls = valid.finish();
+            let arrays: Vec<ArrayRef> = cols.iter_mut().map(|c| c.finish().slice(0, n)).collect();
+            let nulls = valid.finish().map(|b| b.slice(0, n));
             if fields.is_empty() {
                 StructArray::new_empty_fields(n, nulls)
             } else {

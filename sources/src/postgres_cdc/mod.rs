@@ -181,7 +181,9 @@ impl SourceFactory for PostgresCdcFactory {
     fn create(&self, ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Source>> {
         let cfg: PostgresCdcConfig = config_or_error(config)?;
         Ok(Box::new(
-            PostgresCdcSource::new(cfg).with_status(ctx.status.clone()),
+            PostgresCdcSource::new(cfg)
+                .with_status(ctx.status.clone())
+                .with_dead_letter(ctx.dead_letter_topic.clone()),
         ))
     }
 }

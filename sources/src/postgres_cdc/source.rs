@@ -185,6 +185,8 @@ struct Txn {
 /// The `postgres-cdc` source. See the module docs for guarantees.
 pub struct PostgresCdcSource {
     cfg: PostgresCdcConfig,
+    /// Topic for changes that fail to decode (`None`: a failure stops the source).
+    dead_letter: Option<Arc<str>>,
     /// The pipeline's status, for slot lag and snapshot progress (absent when the source
     /// runs outside a runtime, as in benchmarks).
     status: Option<Arc<rivven_engine::status::PipelineStatus>>,
@@ -270,6 +272,7 @@ impl PostgresCdcSource {
             snapshot: None,
             finished: false,
             interrupted: false,
+            dead_letter: None,
             last_heartbeat: Instant::now(),
             oldest_unconfirmed_ms: None,
             streaming: false,
@@ -282,6 +285,13 @@ impl PostgresCdcSource {
     /// Report slot lag and snapshot progress to the pipeline's status.
     pub fn with_status(mut self, status: Arc<rivven_engine::status::PipelineStatus>) -> Self {
         self.status = Some(status);
+        self
+    }
+
+    /// Send streamed changes that fail to decode to `topic` (with the reason and the raw
+    /// values) instead of stopping; the rows around them go on.
+    pub fn with_dead_letter(mut self, topic: Option<String>) -> Self {
+        self.dead_letter = topic.map(Arc::from);
         self
     }
 
@@ -770,15 +780,44 @@ impl PostgresCdcSource {
             snapshot: false,
         };
         let toast = self.toast.clone();
-        let Some(Captured { events, .. }) = self.tables.get_mut(&rel) else {
+        let Some(Captured { events, topic, .. }) = self.tables.get_mut(&rel) else {
             return Ok(());
         };
-        events
-            .push(op, before, after, old_row, &src, &toast)
-            .map_err(|e| {
+        if let Err(e) = events.push(op, before, after, old_row, &src, &toast) {
+            let Some(dlq) = self.dead_letter.clone() else {
                 self.interrupted = true;
-                Error::data(e)
-            })?;
+                return Err(Error::data(e));
+            };
+            // The rows before it go out (the partial row is cut off); this one goes to the
+            // dead-letter topic with its raw values.
+            let bound = topic.clone();
+            let table = format!("{}.{}", events.relation.namespace, events.relation.name);
+            let names: Vec<String> = events
+                .relation
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            self.flush_current(true)?;
+            tracing::warn!(table = %table, pos = %pos, error = %e, dead_letter_topic = %dlq,
+                "change sent to the dead-letter topic");
+            let batch = dead_letter_batch(
+                &e,
+                bound.as_deref().unwrap_or(""),
+                &table,
+                op,
+                &pos,
+                [before, after].map(|v| v.map(|v| raw_json(&names, v))),
+            )?;
+            let position = self.stream_position(self.last_commit_end, true);
+            self.ready.push_back(SourceBatch {
+                batch,
+                position,
+                stream: Some(Arc::from("dead_letter")),
+                topic: Some(dlq),
+            });
+            return Ok(());
+        }
         if events.len() >= max_rows {
             // A large transaction: emit what we have; its position is the previous commit,
             // so a restart replays the transaction from its start (at-least-once).
@@ -1709,4 +1748,79 @@ mod tests {
             ["s.t"]
         );
     }
+}
+
+/// The raw values of a tuple as a JSON object: text values as text, binary ones as
+/// `\\x<hex>`, unchanged TOAST values as `null` under `"__unchanged_toast"`.
+fn raw_json(names: &[String], values: &[Value]) -> String {
+    let mut m = serde_json::Map::new();
+    let mut unchanged = Vec::new();
+    for (n, v) in names.iter().zip(values) {
+        let j = match v {
+            Value::Null => serde_json::Value::Null,
+            Value::Unchanged => {
+                unchanged.push(serde_json::Value::String(n.clone()));
+                continue;
+            }
+            Value::Text(t) => serde_json::Value::String(String::from_utf8_lossy(t).into_owned()),
+            Value::Binary(b) => serde_json::Value::String(format!(
+                "\\x{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            )),
+        };
+        m.insert(n.clone(), j);
+    }
+    if !unchanged.is_empty() {
+        m.insert(
+            "__unchanged_toast".into(),
+            serde_json::Value::Array(unchanged),
+        );
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+/// One change that failed to decode, for the dead-letter topic: the `__dlq_*` columns of
+/// every dead-letter row, then the change's table, op, position and raw images (JSON).
+fn dead_letter_batch(
+    error: &str,
+    bound_for: &str,
+    table: &str,
+    op: &str,
+    pos: &str,
+    images: [Option<String>; 2],
+) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let text = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as arrow::array::ArrayRef;
+    let [before, after] = images;
+    let fields = [
+        ("__dlq_error", false),
+        ("__dlq_transform", false),
+        ("__dlq_topic", false),
+        ("table", false),
+        ("op", false),
+        ("pos", false),
+        ("before", true),
+        ("after", true),
+    ];
+    let schema = Arc::new(Schema::new(
+        fields
+            .iter()
+            .map(|(n, null)| Field::new(*n, DataType::Utf8, *null))
+            .collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            text(Some(error)),
+            text(Some("postgres-cdc decode")),
+            text(Some(bound_for)),
+            text(Some(table)),
+            text(Some(op)),
+            text(Some(pos)),
+            text(before.as_deref()),
+            text(after.as_deref()),
+        ],
+    )
+    .map_err(|e| Error::internal(format!("dead-letter row: {e}")))
 }

@@ -1180,3 +1180,55 @@ async fn binary_pgoutput_names_a_column_it_cannot_decode() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_change_that_cannot_be_decoded_goes_to_the_dead_letter_topic() {
+    let Some(db) = Db::new() else { return };
+    db.sql("CREATE TABLE inf (id int PRIMARY KEY, at timestamp, v text)");
+    let mut src = PostgresCdcSource::new(db.config("tables: [inf]\nsnapshot_mode: never\n"))
+        .with_dead_letter(Some("pg.dlq".into()));
+    src.open(None).await.unwrap();
+    let mut got = Vec::new();
+    db.sql(
+        "BEGIN;
+         INSERT INTO inf VALUES (1, '2024-01-01 00:00:00', 'one');
+         INSERT INTO inf VALUES (2, 'infinity', 'two');
+         INSERT INTO inf VALUES (3, '2024-01-03 00:00:00', 'three');
+         COMMIT;",
+    );
+    collect_until(&mut src, &mut got, |b| rows(b) >= 3).await;
+    let mut good = Vec::new();
+    let mut dead = Vec::new();
+    for b in &got {
+        if b.topic.as_deref() == Some("pg.dlq") {
+            let col = |n: &str| {
+                b.batch
+                    .column_by_name(n)
+                    .unwrap()
+                    .as_string::<i32>()
+                    .value(0)
+                    .to_string()
+            };
+            dead.push((col("table"), col("op"), col("__dlq_error"), col("after")));
+            continue;
+        }
+        let after = image(&b.batch, "after");
+        for i in 0..b.batch.num_rows() {
+            good.push(row_text(after, i));
+        }
+    }
+    assert_eq!(
+        good,
+        [
+            "id=1 at=2024-01-01T00:00:00 v=one",
+            "id=3 at=2024-01-03T00:00:00 v=three"
+        ]
+    );
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (table, op, error, after) = &dead[0];
+    assert_eq!((table.as_str(), op.as_str()), ("public.inf", "c"));
+    assert!(error.contains("infinity"), "{error}");
+    let after: serde_json::Value = serde_json::from_str(after).unwrap();
+    assert_eq!(after["at"], "infinity");
+    assert_eq!(after["v"], "two");
+}
