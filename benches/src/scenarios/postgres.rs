@@ -60,6 +60,11 @@ impl Db {
     }
 
     fn source_yaml(&self, slot: &str, mode: &str) -> String {
+        self.source_yaml_with(slot, mode, "")
+    }
+
+    /// [`Db::source_yaml`] with more `config:` lines (`extra`, already indented).
+    fn source_yaml_with(&self, slot: &str, mode: &str, extra: &str) -> String {
         format!(
             "connector: postgres-cdc
     topic: changes
@@ -73,7 +78,7 @@ impl Db {
       publication: bench_pub
       tables: [bench]
       snapshot: {{parallel_tables: 1}}
-      snapshot_mode: {mode}",
+      snapshot_mode: {mode}{extra}",
             self.pg.port, self.name, self.pg.user, self.pg.password
         )
     }
@@ -153,12 +158,14 @@ pub async fn stream(p: &Params) -> Result<Report> {
     let db = Db::new()?;
     db.sql(DDL)?;
     db.sql("CREATE PUBLICATION bench_pub FOR TABLE bench")?;
-    // Two slots for pg_recvlogical: the best of two runs is the baseline.
-    let (ours, theirs) = (
+    // Two slots for pg_recvlogical: the best of two runs is the baseline. Ours reads one
+    // slot with text values and one with `binary: true`.
+    let (ours, ours_binary, theirs) = (
         unique_name("ours"),
+        unique_name("ours_bin"),
         [unique_name("theirs"), unique_name("theirs")],
     );
-    for slot in [&ours, &theirs[0], &theirs[1]] {
+    for slot in [&ours, &ours_binary, &theirs[0], &theirs[1]] {
         db.sql(&format!(
             "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
         ))?;
@@ -209,6 +216,12 @@ pub async fn stream(p: &Params) -> Result<Report> {
     let (sample, rows, topic_bytes) =
         run_pipeline(p, &db.source_yaml(&ours, "never"), Some(changes)).await?;
     ensure!(rows >= changes, "topic has {rows} rows, expected {changes}");
+    let binary_yaml = db.source_yaml_with(&ours_binary, "never", "\n      binary: true");
+    let (binary_sample, rows, binary_bytes) = run_pipeline(p, &binary_yaml, Some(changes)).await?;
+    ensure!(
+        rows >= changes,
+        "binary: topic has {rows} rows, expected {changes}"
+    );
     let mut recv_s = f64::MAX;
     for slot in &theirs {
         let t = Instant::now();
@@ -241,16 +254,28 @@ pub async fn stream(p: &Params) -> Result<Report> {
             "fsync": p.fsync_name(), "topic_bytes": topic_bytes,
             "workload_seconds": workload_s, "postgres": db.pg.version,
         }),
-        figures: vec![Figure::new(
-            "stream into the embedded topic",
-            changes,
-            topic_bytes,
-            sample,
-        )
-        .against(
-            "pg_recvlogical draining an identical slot into /dev/null (best of 2)",
-            recv_s,
-        )],
+        figures: vec![
+            Figure::new(
+                "stream into the embedded topic (text values)",
+                changes,
+                topic_bytes,
+                sample,
+            )
+            .against(
+                "pg_recvlogical draining an identical slot into /dev/null (best of 2)",
+                recv_s,
+            ),
+            Figure::new(
+                "stream into the embedded topic (binary: true)",
+                changes,
+                binary_bytes,
+                binary_sample,
+            )
+            .against(
+                "pg_recvlogical draining an identical slot into /dev/null (best of 2)",
+                recv_s,
+            ),
+        ],
     })
 }
 

@@ -310,7 +310,10 @@ mod tests {
             "-123456"
         );
         assert_eq!(numeric_text(&numeric(&[50], -1, 0, 3)).unwrap(), "0.005");
-        assert_eq!(numeric_text(&numeric(&[500], -2, 0, 6)).unwrap(), "0.000005");
+        assert_eq!(
+            numeric_text(&numeric(&[500], -2, 0, 6)).unwrap(),
+            "0.000005"
+        );
         assert_eq!(numeric_text(&numeric(&[], 0, 0, 2)).unwrap(), "0.00");
         assert_eq!(numeric_text(&numeric(&[1], 2, 0, 0)).unwrap(), "100000000");
         assert_eq!(numeric_text(&numeric(&[], 0, 0xC000, 0)).unwrap(), "NaN");
