@@ -83,9 +83,9 @@ impl Routed {
 }
 
 /// A partitioner's choice for a batch: partition `partition` of a topic that has `of`
-/// partitions. The runtime creates a missing topic with `of` partitions and refuses to
-/// write to an existing topic with a different count (rows would land where readers of the
-/// key do not expect them).
+/// partitions. The runtime creates a missing topic with `of` partitions; on an existing
+/// topic with another count it writes to `partition % count` (so a key still maps to one
+/// partition) and warns once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionChoice {
     /// Partition index, below `of`.

@@ -26,6 +26,8 @@ pub fn session() -> &'static SessionContext {
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udf(crate::udf::MaskLast::udf());
         ctx.register_udf(crate::udf::Now::udf());
+        ctx.register_udf(crate::udf::Clock::current_date());
+        ctx.register_udf(crate::udf::Clock::current_time());
         ctx
     })
 }

@@ -26,19 +26,23 @@
 //!   (`window_secs`), remembering the newest `max_entries` (`lru_size`) distinct events, oldest
 //!   forgotten first. An event's identity is a 128-bit BLAKE3 hash of all its columns except
 //!   the processing time (`ts_ms` of change events, `__ts_ms` of flat rows), with the stream
-//!   name for flat rows. A bloom filter (`bloom_expected_insertions`, `bloom_fpp`) answers
-//!   "never seen" without a table lookup; an event is dropped only on an exact hash match,
-//!   never on a bloom hit alone. Memory: about 48 bytes per remembered event. The cache lives
-//!   in the process: it catches duplicates of one run (retries, re-reads), not across
-//!   restarts.
+//!   name for flat rows; identical change events within one transaction (`source.pos`,
+//!   `source.txid`: an insert, delete and re-insert of the same row) are told apart by
+//!   their ordinal, which a redelivery of the transaction reproduces. A bloom filter
+//!   (`bloom_expected_insertions`, `bloom_fpp`; sized for at least twice `max_entries`)
+//!   answers "never seen" without a table lookup; an event is dropped only on an exact hash
+//!   match, never on a bloom hit alone. Memory: about 48 bytes per remembered event. The
+//!   memory belongs to one attempt of the pipeline: a restart or a retry after an error
+//!   starts empty (it cannot know which remembered events reached the topic), so it
+//!   catches duplicates the source delivers within an attempt.
 //! - **encryption**: `encrypt_field` on `fields`, with `algorithm` and `keys` / `active_key` as
 //!   there; without `keys`, one key with id `default` from the environment variable
 //!   `RIVVEN_ENCRYPTION_KEY`.
 //! - **tombstones**: after every delete, a tombstone row for compacted topics: `op` null,
 //!   `after` null, `source` and `ts_ms` of the delete, and `before` holding only the record
 //!   key columns (`behavior: emit_with_key`, the default; the whole image when the stream has
-//!   no declared key) or null (`emit_null`). With tombstones on, `op` is nullable and the
-//!   `before` image's fields are nullable. They need change events: a `transforms` list that
+//!   no declared key) or null (`emit_null`). With tombstones on, `op` and the fields of
+//!   both images are nullable. They need change events: a `transforms` list that
 //!   flattens rows (`extract_new_record_state`) cannot be combined with them.
 //! - **router**: the first rule (highest `priority`, then list order) whose condition holds
 //!   sends a row to its `destination`. Rows no rule matches go to `default_destination`;
@@ -330,8 +334,13 @@ impl Spec for Deduplication {
         if state.is_none() {
             *state = Some(DedupState::new(self));
         }
+        let txn_paths = (is_change_event_schema(input)
+            && image::path_type(input, "source.pos").is_some()
+            && image::path_type(input, "source.txid").is_some())
+        .then_some(["source.pos", "source.txid"]);
         Ok(Arc::new(DedupOp {
             schema: input.clone(),
+            txn_paths,
             columns,
             converter,
             prefix,
@@ -392,6 +401,12 @@ impl Bloom {
 
 /// What deduplication remembers: hash → first sighting, in sighting order.
 struct DedupState {
+    /// The transaction (`source.pos`, `source.txid`) of the last change event.
+    txn: Option<u128>,
+    /// How often each event hash occurred so far in that transaction: identical changes
+    /// within one transaction (insert, delete, insert of the same row) are told apart by
+    /// their ordinal, which a redelivery of the transaction reproduces.
+    occurrences: HashMap<u128, u32>,
     bloom: Bloom,
     seen: HashMap<u128, Instant>,
     order: VecDeque<(u128, Instant)>,
@@ -403,8 +418,16 @@ struct DedupState {
 impl DedupState {
     fn new(cfg: &Deduplication) -> Self {
         Self {
-            bloom: Bloom::new(cfg.bloom_expected_insertions, cfg.bloom_fpp),
+            // Room for twice what is remembered: a rebuild (from the remembered events)
+            // then leaves half the filter free, so rebuilds stay rare.
+            bloom: Bloom::new(
+                cfg.bloom_expected_insertions
+                    .max(2 * cfg.max_entries as u64),
+                cfg.bloom_fpp,
+            ),
             seen: HashMap::new(),
+            txn: None,
+            occurrences: HashMap::new(),
             order: VecDeque::new(),
             ttl: Duration::from_secs(cfg.ttl_seconds),
             max: cfg.max_entries,
@@ -449,8 +472,19 @@ impl DedupState {
     }
 }
 
+/// Row `i` of `a` as bytes (a NUL byte for null, which text values never are).
+fn nullable_bytes(a: &StringArray, i: usize) -> &[u8] {
+    if a.is_valid(i) {
+        a.value(i).as_bytes()
+    } else {
+        b"\0"
+    }
+}
+
 struct DedupOp {
     schema: SchemaRef,
+    /// Change events: where the transaction is (`source.pos`, `source.txid`).
+    txn_paths: Option<[&'static str; 2]>,
     columns: Vec<usize>,
     converter: RowConverter,
     prefix: Vec<u8>,
@@ -466,6 +500,29 @@ impl DedupOp {
             .map(|&i| batch.column(i).clone())
             .collect();
         let rows = self.converter.convert_columns(&cols)?;
+        let txn: Option<Vec<StringArray>> = match self.txn_paths {
+            None => None,
+            Some(paths) => Some(
+                paths
+                    .iter()
+                    .map(|p| {
+                        let c = path_column(batch, p)
+                            .ok_or_else(|| rivven_engine::Error::internal(format!("no `{p}`")))?;
+                        Ok(cast(&c, &DataType::Utf8)?.as_string::<i32>().clone())
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
+        let hash = |parts: &[&[u8]]| -> u128 {
+            let mut hasher = blake3::Hasher::new();
+            for p in parts {
+                hasher.update(&(p.len() as u64).to_le_bytes());
+                hasher.update(p);
+            }
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+            u128::from_le_bytes(b)
+        };
         let now = Instant::now();
         let mut guard = self
             .state
@@ -481,14 +538,21 @@ impl DedupOp {
                 keep.push(true);
                 continue;
             }
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(&self.prefix);
-            hasher.update(rows.row(i).as_ref());
-            let digest = hasher.finalize();
-            let bytes: [u8; 16] = digest.as_bytes()[..16]
-                .try_into()
-                .map_err(|_| rivven_engine::Error::internal("hash length"))?;
-            let new = state.first_sighting(u128::from_le_bytes(bytes), now);
+            let mut id = hash(&[&self.prefix, rows.row(i).as_ref()]);
+            if let Some(t) = &txn {
+                let key = hash(&[nullable_bytes(&t[0], i), nullable_bytes(&t[1], i)]);
+                if state.txn != Some(key) {
+                    state.txn = Some(key);
+                    state.occurrences.clear();
+                }
+                let k = state.occurrences.entry(id).or_insert(0);
+                if *k > 0 {
+                    let ordinal = k.to_le_bytes();
+                    id = hash(&[&id.to_le_bytes(), &ordinal]);
+                }
+                *k += 1;
+            }
+            let new = state.first_sighting(id, now);
             if !new {
                 state.dropped += 1;
             }
@@ -643,10 +707,14 @@ impl Spec for Tombstones {
             .iter()
             .map(|f| match f.name().as_str() {
                 "op" => Arc::new(f.as_ref().clone().with_nullable(true)),
-                "before" if self.behavior == TombstoneBehavior::EmitWithKey => Arc::new(
-                    Field::new("before", DataType::Struct(before_fields.clone()), true)
-                        .with_metadata(f.metadata().clone()),
-                ),
+                // Both images get nullable children, so they keep one type (readers
+                // combine them: `after`, else `before`).
+                name @ ("before" | "after") if self.behavior == TombstoneBehavior::EmitWithKey => {
+                    Arc::new(
+                        Field::new(name, DataType::Struct(before_fields.clone()), true)
+                            .with_metadata(f.metadata().clone()),
+                    )
+                }
                 "before" | "after" => Arc::new(f.as_ref().clone().with_nullable(true)),
                 _ => f.clone(),
             })
@@ -1212,7 +1280,21 @@ struct PartitionOp {
 }
 
 impl PartitionOp {
+    /// The partition of every row. A tombstone (a change event with a null `op`, right
+    /// after its delete) takes its delete's partition, whatever its key columns hold.
     fn partitions(&self, batch: &RecordBatch) -> Result<Vec<u32>> {
+        let mut parts = self.spread(batch)?;
+        if let Some(op) = batch.column_by_name("op").filter(|o| o.null_count() > 0) {
+            for i in 1..parts.len() {
+                if op.is_null(i) {
+                    parts[i] = parts[i - 1];
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    fn spread(&self, batch: &RecordBatch) -> Result<Vec<u32>> {
         let n = batch.num_rows();
         let of = u64::from(self.of);
         Ok(match &self.by {

@@ -164,6 +164,76 @@ impl ScalarUDFImpl for Now {
     }
 }
 
+/// `current_date` / `today()` and `current_time` per batch, for the same reason as
+/// [`Now`]: DataFusion folds its own into the compile time. UTC, like `now()`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Clock {
+    signature: Signature,
+    name: &'static str,
+    aliases: Vec<String>,
+}
+
+impl Clock {
+    /// `current_date` (alias `today`): `Date32`.
+    pub fn current_date() -> ScalarUDF {
+        ScalarUDF::from(Clock {
+            signature: Signature::nullary(Volatility::Volatile),
+            name: "current_date",
+            aliases: vec!["today".into()],
+        })
+    }
+
+    /// `current_time`: `Time64(ns)`.
+    pub fn current_time() -> ScalarUDF {
+        ScalarUDF::from(Clock {
+            signature: Signature::nullary(Volatility::Volatile),
+            name: "current_time",
+            aliases: Vec::new(),
+        })
+    }
+}
+
+impl ScalarUDFImpl for Clock {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(match self.name {
+            "current_date" => DataType::Date32,
+            _ => DataType::Time64(arrow::datatypes::TimeUnit::Nanosecond),
+        })
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?
+            .as_nanos();
+        const DAY: u128 = 86_400_000_000_000;
+        Ok(ColumnarValue::Scalar(match self.name {
+            "current_date" => ScalarValue::Date32(Some(
+                i32::try_from(ns / DAY).map_err(|e| DataFusionError::Execution(e.to_string()))?,
+            )),
+            _ => ScalarValue::Time64Nanosecond(Some(
+                i64::try_from(ns % DAY).map_err(|e| DataFusionError::Execution(e.to_string()))?,
+            )),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +290,22 @@ mod tests {
         assert!(second >= first + 5_000_000, "{first} then {second}");
         let alias = crate::expr::compile("current_timestamp", &schema);
         assert!(alias.is_ok(), "{alias:?}");
+        for (f, ty) in [
+            ("current_date", DataType::Date32),
+            ("today()", DataType::Date32),
+            (
+                "current_time",
+                DataType::Time64(arrow::datatypes::TimeUnit::Nanosecond),
+            ),
+        ] {
+            let e = crate::expr::compile(f, &schema).unwrap();
+            // Volatile: still a function call after compilation, not a folded literal.
+            assert!(
+                !e.as_any()
+                    .is::<datafusion::physical_expr::expressions::Literal>(),
+                "{f} was folded"
+            );
+            assert_eq!(crate::expr::eval(&e, &batch).unwrap().data_type(), &ty);
+        }
     }
 }

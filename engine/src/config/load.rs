@@ -261,6 +261,7 @@ fn strip_location(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{SinkSpec, SourceSpec};
 
     fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<LoadedConfig, ConfigErrors> {
         load_str(text, "p.yaml", PathBuf::from("/tmp"), |n| {
@@ -271,6 +272,40 @@ mod tests {
     }
 
     const GOOD: &str = "version: \"1.0\"\nsources:\n  gen:\n    connector: datagen\n    topic: t\nsinks:\n  out:\n    connector: stdout\n    topics: [t]\n    consumer_group: g\n";
+
+    #[test]
+    fn dead_letter_topic_never_feeds_back_into_its_pipeline() {
+        let src: SourceSpec =
+            serde_yaml::from_str("connector: datagen\ntopic: t\ndead_letter_topic: t\n").unwrap();
+        let e = src.parts().unwrap_err().to_string();
+        assert!(
+            e.contains("dead_letter_topic: is the pipeline's own topic"),
+            "{e}"
+        );
+        let src: SourceSpec =
+            serde_yaml::from_str("connector: datagen\ntopic: t\ndead_letter_topic: d\n").unwrap();
+        assert_eq!(
+            src.parts().unwrap().transforms.dead_letter_topic.as_deref(),
+            Some("d"),
+            "a source's own undecodable records use it, transforms or not"
+        );
+        let sink = |extra: &str| -> SinkSpec {
+            serde_yaml::from_str(&format!(
+                "connector: stdout\ntopics: [t, d]\nconsumer_group: g\n{extra}"
+            ))
+            .unwrap()
+        };
+        let e = sink("dead_letter_topic: d\ntransforms: [{type: filter}]\n")
+            .parts()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`d` is also in `topics`"), "{e}");
+        let e = sink("dead_letter_topic: x\n")
+            .parts()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no transforms that could fail a row"), "{e}");
+    }
 
     #[test]
     fn loads_a_good_file() {

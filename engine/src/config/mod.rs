@@ -264,6 +264,12 @@ pub fn split_transforms(
 impl SourceSpec {
     /// The connector config and its transforms, separated (see [`split_transforms`]).
     pub fn parts(&self) -> Result<ConnectorParts, FieldError> {
+        if self.dead_letter_topic.as_ref() == Some(&self.topic) {
+            return Err(FieldError::new(
+                "dead_letter_topic",
+                "is the pipeline's own topic; dead-letter rows need a topic of their own",
+            ));
+        }
         split_transforms(
             &self.config,
             &self.transforms,
@@ -276,6 +282,14 @@ impl SourceSpec {
 impl SinkSpec {
     /// The connector config and its transforms, separated (see [`split_transforms`]).
     pub fn parts(&self) -> Result<ConnectorParts, FieldError> {
+        if let Some(t) = &self.dead_letter_topic {
+            if self.topics.contains(t) {
+                return Err(FieldError::new(
+                    "dead_letter_topic",
+                    format!("`{t}` is also in `topics`: a row failing again would loop through it"),
+                ));
+            }
+        }
         split_transforms(
             &self.config,
             &self.transforms,

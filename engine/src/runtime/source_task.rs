@@ -157,10 +157,11 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
             Ev::Next(Err(e)) => break Err(e),
             Ev::Next(Ok(Next::Exhausted)) => break Ok(Attempt::Exhausted),
             Ev::Next(Ok(Next::Batch(b))) => {
-                let pieces = match transform(&mut transforms, b, &p.topic) {
-                    Ok(pieces) => pieces,
-                    Err(e) => break Err(e),
-                };
+                let pieces =
+                    match transform(&mut transforms, b, &p.topic, p.dead_letter_topic.as_deref()) {
+                        Ok(pieces) => pieces,
+                        Err(e) => break Err(e),
+                    };
                 let mut sent = true;
                 for piece in pieces {
                     let (rows, bytes) = (
@@ -216,8 +217,12 @@ fn transform(
     chain: &mut Option<Box<dyn crate::connector::Transform>>,
     b: SourceBatch,
     default_topic: &str,
+    dead_letter_topic: Option<&str>,
 ) -> Result<Vec<Piece>> {
-    let Some(chain) = chain.as_deref_mut() else {
+    // The source's own dead-letter rows (records it could not decode) skip the chain.
+    let is_dead_letter = dead_letter_topic.is_some() && b.topic.as_deref() == dead_letter_topic;
+    let chain = chain.as_deref_mut().filter(|_| !is_dead_letter);
+    let Some(chain) = chain else {
         return Ok(vec![Piece {
             batch: b,
             marks: true,

@@ -5,9 +5,9 @@
 //! engine keeps as text (uuid, inet, timetz, unconstrained numeric, json/jsonb, enums, ...)
 //! are rendered here to exactly the text PostgreSQL's output function prints, so a value
 //! is the same whether it came from the snapshot, the text stream or the binary stream.
-//! Arrays are decoded element by element. A type without a decoder here (an extension
-//! type, a multi-dimensional array) is an error naming the column: such tables need
-//! `binary: false`.
+//! Arrays are decoded element by element. A type without a decoder here (money, ranges,
+//! geometric types, extension types, multi-dimensional arrays) is an error naming the
+//! column: such sources need `binary: false`.
 
 use super::types::{builtin_array_element, oid, Column, Kind, TypeCatalog};
 
@@ -23,6 +23,8 @@ pub enum TextForm {
     TimeTz,
     Numeric,
     Macaddr,
+    /// `bit` / `varbit`: a bit count, then the bits, most significant first.
+    Bits,
 }
 
 /// How to decode one column's binary values.
@@ -40,6 +42,8 @@ const XML: u32 = 142;
 const INET: u32 = 869;
 const CIDR: u32 = 650;
 const MACADDR: u32 = 829;
+const BIT: u32 = 1560;
+const VARBIT: u32 = 1562;
 
 /// The decoder of a column of type `type_oid`, or why there is none.
 pub fn decoder(type_oid: u32, typmod: i32, catalog: &TypeCatalog) -> Result<Decoder, String> {
@@ -62,6 +66,7 @@ pub fn decoder(type_oid: u32, typmod: i32, catalog: &TypeCatalog) -> Result<Deco
         oid::TIMETZ => TextForm::TimeTz,
         oid::NUMERIC => TextForm::Numeric,
         MACADDR => TextForm::Macaddr,
+        BIT | VARBIT => TextForm::Bits,
         t if catalog.enums.contains(&t) => TextForm::Utf8,
         t => return Err(format!("no binary decoder for type oid {t}")),
     };
@@ -172,6 +177,23 @@ pub fn to_text(form: TextForm, v: &[u8]) -> Result<String, String> {
                 .join(":"))
         }
         TextForm::Inet => inet_text(v),
+        TextForm::Bits => {
+            let (len, bits) = v.split_at_checked(4).ok_or("short binary bit string")?;
+            let n = usize::try_from(i32::from_be_bytes([len[0], len[1], len[2], len[3]]))
+                .map_err(|_| "negative bit length")?;
+            if bits.len() * 8 < n {
+                return Err("short binary bit string".into());
+            }
+            Ok((0..n)
+                .map(|i| {
+                    if bits[i / 8] & (0x80 >> (i % 8)) != 0 {
+                        '1'
+                    } else {
+                        '0'
+                    }
+                })
+                .collect())
+        }
         TextForm::TimeTz => timetz_text(v),
         TextForm::Numeric => numeric_text(v),
     }
@@ -189,7 +211,19 @@ fn inet_text(v: &[u8]) -> Result<String, String> {
         ),
         (3, 16, 16) => {
             let a: [u8; 16] = addr.try_into().map_err(|_| "binary inet6")?;
-            (std::net::Ipv6Addr::from(a).into(), 128)
+            let ip = std::net::Ipv6Addr::from(a);
+            let w = ip.segments();
+            // PostgreSQL prints an IPv4-compatible address (`::a.b.c.d`) in dotted form.
+            if w[..6].iter().all(|&x| x == 0) && w[6] != 0 {
+                let v4 = std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]);
+                let text = format!("::{v4}");
+                return Ok(if *is_cidr == 0 && *bits == 128 {
+                    text
+                } else {
+                    format!("{text}/{bits}")
+                });
+            }
+            (ip.into(), 128)
         }
         _ => return Err("bad binary inet".into()),
     };
@@ -333,6 +367,17 @@ mod tests {
         );
         assert_eq!(inet_text(&[2, 32, 0, 4, 10, 0, 0, 1]).unwrap(), "10.0.0.1");
         assert_eq!(inet_text(&[2, 8, 1, 4, 10, 0, 0, 0]).unwrap(), "10.0.0.0/8");
+        let mut v6 = vec![3, 128, 0, 16];
+        v6.extend_from_slice(&[0; 12]);
+        v6.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(inet_text(&v6).unwrap(), "::1.2.3.4");
+        let mut v6 = vec![3, 64, 0, 16, 0x20, 0x01, 0x0d, 0xb8];
+        v6.extend_from_slice(&[0; 12]);
+        assert_eq!(inet_text(&v6).unwrap(), "2001:db8::/64");
+        assert_eq!(
+            to_text(TextForm::Bits, &[0, 0, 0, 10, 0b1010_0000, 0b1100_0000]).unwrap(),
+            "1010000011"
+        );
         let u = [
             0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
             0x0a, 0x11,

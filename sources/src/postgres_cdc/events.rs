@@ -178,7 +178,7 @@ impl TableEvents {
                 })?,
                 Value::Binary(b) => dec
                     .as_ref()
-                    .map_err(|e| format!("{e}; set binary: false for this table"))
+                    .map_err(|e| format!("{e}; this type needs binary: false"))
                     .and_then(|d| super::binary::append(c, d, b))
                     .map_err(|e| {
                         format!(
@@ -281,9 +281,6 @@ impl TableEvents {
 
     /// Take the accumulated events as a batch (None when empty).
     pub fn finish(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-        if self.rows == 0 {
-            return Ok(None);
-        }
         let n = self.rows;
         self.rows = 0;
         // A row that failed to decode part-way left values in some builders: only the
@@ -299,6 +296,10 @@ impl TableEvents {
         };
         let before = image(&mut self.before, &mut self.before_valid, &self.columns);
         let after = image(&mut self.after, &mut self.after_valid, &self.columns);
+        if n == 0 {
+            // Nothing complete; the builders are now empty (a partial row is dropped).
+            return Ok(None);
+        }
         let constant = |v: &str| {
             let mut b = StringBuilder::with_capacity(n, n * v.len());
             for _ in 0..n {

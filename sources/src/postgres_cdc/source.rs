@@ -1711,45 +1711,6 @@ impl Source for PostgresCdcSource {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ids(units: &[Unit]) -> Vec<String> {
-        units.iter().map(Unit::id).collect()
-    }
-
-    #[test]
-    fn units_of_small_big_and_resumed_tables() {
-        assert_eq!(
-            ids(&plan_units("s", "t", Some((100, 10)), 1000, &[])),
-            ["s.t"]
-        );
-        assert_eq!(ids(&plan_units("s", "t", None, 1000, &[])), ["s.t"]);
-        assert_eq!(
-            ids(&plan_units("s", "t", Some((3500, 100),), 1000, &[])),
-            ["s.t@0-25", "s.t@25-50", "s.t@50-75", "s.t@75-"]
-        );
-        assert!(plan_units("s", "t", Some((3500, 100)), 1000, &["s.t".into()]).is_empty());
-        // Resume: the gaps between finished chunks, the last one open-ended.
-        let done = ["s.t@25-50".to_string(), "s.t@0-25".into(), "s.t@75-".into()];
-        assert_eq!(
-            ids(&plan_units("s", "t", Some((9999, 999)), 1000, &done)),
-            ["s.t@50-75"]
-        );
-        let done = ["s.t@0-25".to_string()];
-        assert_eq!(
-            ids(&plan_units("s", "t", Some((9999, 999)), 1000, &done)),
-            ["s.t@25-"]
-        );
-        // Chunking off.
-        assert_eq!(
-            ids(&plan_units("s", "t", Some((3500, 100)), 0, &[])),
-            ["s.t"]
-        );
-    }
-}
-
 /// The raw values of a tuple as a JSON object: text values as text, binary ones as
 /// `\\x<hex>`, unchanged TOAST values as `null` under `"__unchanged_toast"`.
 fn raw_json(names: &[String], values: &[Value]) -> String {
@@ -1823,4 +1784,43 @@ fn dead_letter_batch(
         ],
     )
     .map_err(|e| Error::internal(format!("dead-letter row: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(units: &[Unit]) -> Vec<String> {
+        units.iter().map(Unit::id).collect()
+    }
+
+    #[test]
+    fn units_of_small_big_and_resumed_tables() {
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((100, 10)), 1000, &[])),
+            ["s.t"]
+        );
+        assert_eq!(ids(&plan_units("s", "t", None, 1000, &[])), ["s.t"]);
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((3500, 100),), 1000, &[])),
+            ["s.t@0-25", "s.t@25-50", "s.t@50-75", "s.t@75-"]
+        );
+        assert!(plan_units("s", "t", Some((3500, 100)), 1000, &["s.t".into()]).is_empty());
+        // Resume: the gaps between finished chunks, the last one open-ended.
+        let done = ["s.t@25-50".to_string(), "s.t@0-25".into(), "s.t@75-".into()];
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((9999, 999)), 1000, &done)),
+            ["s.t@50-75"]
+        );
+        let done = ["s.t@0-25".to_string()];
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((9999, 999)), 1000, &done)),
+            ["s.t@25-"]
+        );
+        // Chunking off.
+        assert_eq!(
+            ids(&plan_units("s", "t", Some((3500, 100)), 0, &[])),
+            ["s.t"]
+        );
+    }
 }

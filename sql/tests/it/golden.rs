@@ -707,3 +707,49 @@ mod blob {
         "- type: externalize_blob\n  config: { storage_type: gcs, bucket: b, prefix: 'a//b', fields: [] }"
     );
 }
+
+/// Two identical inserts in one transaction (same `source.pos` and `txid`).
+fn twin_inserts() -> arrow::array::RecordBatch {
+    let c = changes();
+    arrow::compute::take_record_batch(&c, &arrow::array::UInt32Array::from(vec![1, 1])).unwrap()
+}
+
+#[test]
+fn dedup_keeps_identical_changes_of_one_transaction_and_drops_their_redelivery() {
+    use rivven_engine::registry::TransformFactory;
+    let spec = crate::support::pipeline_spec("cdc_features: { deduplication: { enabled: true } }");
+    let mut chain = rivven_sql::SqlTransforms.create(&spec).unwrap();
+    let rows = |b: arrow::array::RecordBatch,
+                chain: &mut Box<dyn rivven_engine::connector::Transform>|
+     -> usize {
+        chain
+            .apply(b, "t")
+            .unwrap()
+            .iter()
+            .map(|r| r.batch.num_rows())
+            .sum()
+    };
+    assert_eq!(
+        rows(twin_inserts(), &mut chain),
+        2,
+        "both changes of the transaction"
+    );
+    // Another transaction in between, then the first one delivered again.
+    assert_eq!(rows(changes_for("public", "orders"), &mut chain), 5);
+    assert_eq!(
+        rows(twin_inserts(), &mut chain),
+        0,
+        "a redelivery is dropped whole"
+    );
+}
+
+golden_pipeline!(
+    features_tombstones_then_key_hash_with_a_not_null_field,
+    keyed_changes(),
+    "transforms:\n- type: insert_field\n  config: { static_field: tenant, static_value: 42 }\ncdc_features:\n  tombstones: { enabled: true }\n  partitioner: { enabled: true, num_partitions: 4, strategy: key_hash, key_columns: [tenant, id] }"
+);
+golden_pipeline!(
+    features_tombstone_emit_null_follows_its_delete_partition,
+    keyed_changes(),
+    "cdc_features:\n  tombstones: { enabled: true, behavior: emit_null }\n  partitioner: { enabled: true, num_partitions: 4 }"
+);
