@@ -392,13 +392,25 @@ fn brief(schema: &SchemaRef) -> String {
 pub struct Chain {
     steps: Vec<Step>,
     dead_letter: Option<Arc<str>>,
+    fuse: bool,
 }
 
 impl Chain {
     /// A chain of steps, applied in order, sending rows a step fails on to `dead_letter`
     /// (`None`: the failure fails the batch).
     pub fn new(steps: Vec<Step>, dead_letter: Option<Arc<str>>) -> Self {
-        Self { steps, dead_letter }
+        Self {
+            steps,
+            dead_letter,
+            fuse: true,
+        }
+    }
+
+    /// The same chain with every filter copying its rows at once instead of fusing
+    /// selections (the benchmark compares both; results are identical).
+    pub fn without_fusion(mut self) -> Self {
+        self.fuse = false;
+        self
     }
 
     /// The steps.
@@ -537,7 +549,12 @@ impl Transform for Chain {
                     dead.push(materialize(r, sel)?);
                     continue;
                 }
-                if let Some(fused) = step.run_fused(&r, sel.as_ref(), topic)? {
+                let fused = if self.fuse {
+                    step.run_fused(&r, sel.as_ref(), topic)?
+                } else {
+                    None
+                };
+                if let Some(fused) = fused {
                     next.push(fused);
                     continue;
                 }
