@@ -95,14 +95,22 @@ pub async fn run(p: &Params) -> Result<Report> {
         if let Some(first) = batches.first() {
             chain.apply(first.clone(), "bench")?;
         }
-        let probe = Probe::start();
-        let mut out_rows = 0u64;
-        for b in &batches {
-            for r in chain.apply(b.clone(), "bench")? {
-                out_rows += r.batch.num_rows() as u64;
+        // Best of three passes: the fastest is the least disturbed by the machine.
+        let mut best: Option<(Sample, u64)> = None;
+        for _ in 0..3 {
+            let probe = Probe::start();
+            let mut out_rows = 0u64;
+            for b in &batches {
+                for r in chain.apply(b.clone(), "bench")? {
+                    out_rows += r.batch.num_rows() as u64;
+                }
+            }
+            let s = probe.stop();
+            if best.as_ref().is_none_or(|(b, _)| s.seconds < b.seconds) {
+                best = Some((s, out_rows));
             }
         }
-        Ok((probe.stop(), out_rows))
+        best.ok_or_else(|| anyhow::anyhow!("no pass"))
     };
     let (ours, out_rows) = run(rivven_sql::chain::Chain::new(steps()?, None))?;
     let (unfused, unfused_rows) =
@@ -112,17 +120,24 @@ pub async fn run(p: &Params) -> Result<Report> {
         "fused chain kept {out_rows} rows, unfused {unfused_rows}"
     );
 
-    // Row-at-a-time baseline over JSON values (decoding not timed).
-    let events = to_json(&batches)?;
-    let probe = Probe::start();
-    let mut base_rows = 0u64;
-    for e in events {
-        if let Some(v) = row_chain(e) {
-            std::hint::black_box(&v);
-            base_rows += 1;
+    // Row-at-a-time baseline over JSON values (decoding not timed), best of three too.
+    let mut best: Option<(Sample, u64)> = None;
+    for _ in 0..3 {
+        let events = to_json(&batches)?;
+        let probe = Probe::start();
+        let mut rows = 0u64;
+        for e in events {
+            if let Some(v) = row_chain(e) {
+                std::hint::black_box(&v);
+                rows += 1;
+            }
+        }
+        let s = probe.stop();
+        if best.as_ref().is_none_or(|(b, _)| s.seconds < b.seconds) {
+            best = Some((s, rows));
         }
     }
-    let baseline = probe.stop();
+    let (baseline, base_rows) = best.ok_or_else(|| anyhow::anyhow!("no pass"))?;
     ensure!(
         out_rows == base_rows,
         "chain kept {out_rows} rows, row baseline {base_rows}"

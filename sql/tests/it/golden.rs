@@ -753,3 +753,35 @@ golden_pipeline!(
     keyed_changes(),
     "cdc_features:\n  tombstones: { enabled: true, behavior: emit_null }\n  partitioner: { enabled: true, num_partitions: 4 }"
 );
+
+#[test]
+fn a_rewrite_failing_only_on_rows_a_fused_filter_drops_still_succeeds() {
+    // 20 rows, the filter drops one (a dense selection, so the rewrite runs fused over it
+    // first); the rewrite fails on exactly that row.
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+    ]));
+    let batch = arrow::array::RecordBatch::try_new(
+        schema,
+        vec![std::sync::Arc::new(
+            arrow::array::Int64Array::from_iter_values(1..=20),
+        )],
+    )
+    .unwrap();
+    let yaml = "- type: filter\n  config: { condition: 'id <> 2' }\n- type: compute_field\n  config: { field: n, operation: expression, expression: \"CAST(CASE WHEN id = 2 THEN 'x' ELSE '1' END AS BIGINT)\" }";
+    let list: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    let mut chain = rivven_sql::SqlTransforms.create_list(&list).unwrap();
+    let out = chain.apply(batch, "t").unwrap();
+    let rows: usize = out.iter().map(|r| r.batch.num_rows()).sum();
+    assert_eq!(rows, 19);
+    for r in &out {
+        let n = r
+            .batch
+            .column_by_name("n")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        assert!(n.iter().all(|v| v == Some(1)));
+    }
+}
