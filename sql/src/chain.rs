@@ -180,6 +180,51 @@ pub(crate) fn retype(
     }
 }
 
+/// Split `batch` by a per-row key: one batch per distinct key, in order of first
+/// appearance, rows in their order within each (the `take` kernel). When every row has the
+/// same key the batch is returned whole, without a copy.
+pub fn split_by<K: Eq + std::hash::Hash + Clone>(
+    batch: &RecordBatch,
+    keys: impl IntoIterator<Item = K>,
+) -> Result<Vec<(K, RecordBatch)>> {
+    let mut groups: Vec<(K, Vec<u32>)> = Vec::new();
+    let mut at: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    for (row, k) in keys.into_iter().enumerate() {
+        let g = *at.entry(k.clone()).or_insert_with(|| {
+            groups.push((k, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(row as u32);
+    }
+    if groups.len() == 1 {
+        return Ok(groups
+            .into_iter()
+            .map(|(k, _)| (k, batch.clone()))
+            .collect());
+    }
+    groups
+        .into_iter()
+        .map(|(k, rows)| {
+            let taken =
+                arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(rows))?;
+            Ok((k, taken))
+        })
+        .collect()
+}
+
+/// Push `input` with only the rows `keep` selects (uncopied when it selects all).
+pub fn push_kept(input: Routed, keep: &BooleanArray, out: &mut Vec<Routed>) -> Result<()> {
+    if keep.true_count() == keep.len() {
+        out.push(input);
+    } else {
+        out.push(Routed {
+            batch: arrow::compute::filter_record_batch(&input.batch, keep)?,
+            ..input
+        });
+    }
+    Ok(())
+}
+
 /// Consecutive runs of equal mask values: `(start, len, value)`.
 pub fn runs(mask: &BooleanArray) -> Vec<(usize, usize, bool)> {
     let mut out: Vec<(usize, usize, bool)> = Vec::new();
@@ -517,12 +562,7 @@ pub(crate) fn dead_letter_rows(
     })
 }
 
-/// Dead-letter column: the error.
-pub const DLQ_ERROR: &str = "__dlq_error";
-/// Dead-letter column: the step that failed (`transforms[2] (cast)`).
-pub const DLQ_TRANSFORM: &str = "__dlq_transform";
-/// Dead-letter column: the topic (or destination) the rows were bound for.
-pub const DLQ_TOPIC: &str = "__dlq_topic";
+pub use rivven_engine::batch::{DLQ_ERROR, DLQ_TOPIC, DLQ_TRANSFORM};
 const DLQ_COLUMNS: [&str; 3] = [DLQ_ERROR, DLQ_TRANSFORM, DLQ_TOPIC];
 
 /// `r` with only the rows `sel` keeps.

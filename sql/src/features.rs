@@ -74,7 +74,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::chain::{dead_letter_rows, Ctx, Op, Step};
+use crate::chain::{dead_letter_rows, push_kept, split_by, Ctx, Op, Step};
 use crate::image::{self, path_column};
 use crate::predicate::{FieldValue, Operation, PredicateConfig};
 use crate::transforms::crypto::{Algorithm, EncryptField, KeySource};
@@ -588,15 +588,7 @@ impl Op for DedupOp {
         out: &mut Vec<Routed>,
     ) -> Result<()> {
         let keep = self.keep(&input.batch, mask)?;
-        if keep.true_count() == keep.len() {
-            out.push(input);
-        } else {
-            out.push(Routed {
-                batch: filter_record_batch(&input.batch, &keep)?,
-                ..input
-            });
-        }
-        Ok(())
+        push_kept(input, &keep, out)
     }
 }
 
@@ -1069,22 +1061,7 @@ impl Op for RouterOp {
             .into_iter()
             .map(|d| d.unwrap_or(Dest::Unmatched))
             .collect();
-        let mut groups: Vec<(Dest, Vec<u32>)> = Vec::new();
-        let mut at: HashMap<Dest, usize> = HashMap::new();
-        for (row, d) in dest.into_iter().enumerate() {
-            let g = *at.entry(d.clone()).or_insert_with(|| {
-                groups.push((d, Vec::new()));
-                groups.len() - 1
-            });
-            groups[g].1.push(row as u32);
-        }
-        let single = groups.len() == 1;
-        for (d, rows) in groups {
-            let batch = if single {
-                input.batch.clone()
-            } else {
-                take_record_batch(&input.batch, &UInt32Array::from(rows))?
-            };
+        for (d, batch) in split_by(&input.batch, dest)? {
             let piece = Routed {
                 batch,
                 ..input.clone()
@@ -1350,23 +1327,7 @@ impl Op for PartitionOp {
         out: &mut Vec<Routed>,
     ) -> Result<()> {
         no_predicate(mask)?;
-        let parts = self.partitions(&input.batch)?;
-        let mut groups: Vec<(u32, Vec<u32>)> = Vec::new();
-        let mut at: HashMap<u32, usize> = HashMap::new();
-        for (row, p) in parts.into_iter().enumerate() {
-            let g = *at.entry(p).or_insert_with(|| {
-                groups.push((p, Vec::new()));
-                groups.len() - 1
-            });
-            groups[g].1.push(row as u32);
-        }
-        let single = groups.len() == 1;
-        for (p, rows) in groups {
-            let batch = if single {
-                input.batch.clone()
-            } else {
-                take_record_batch(&input.batch, &UInt32Array::from(rows))?
-            };
+        for (p, batch) in split_by(&input.batch, self.partitions(&input.batch)?)? {
             out.push(Routed {
                 batch,
                 partition: Some(PartitionChoice {

@@ -119,6 +119,13 @@ async fn datagen_cdc_through_source_and_sink_chains() {
     }
 }
 
+/// `check` of `p`, which must fail; its stdout and stderr.
+fn failed_check(p: &Pipeline) -> String {
+    let o = p.cmd(&["check"]);
+    assert!(!o.status.success(), "check passed: {}", stdout(&o));
+    format!("{}{}", stdout(&o), stderr(&o))
+}
+
 /// The 1-based line of the pipeline file holding `needle`.
 fn line_of(p: &Pipeline, needle: &str) -> usize {
     let text = std::fs::read_to_string(p.config()).unwrap();
@@ -479,9 +486,7 @@ fn check_rejects_bad_cdc_features_with_path_and_line() {
             - { condition_type: colour, destination: x }
 ",
     );
-    let o = p.cmd(&["check"]);
-    assert!(!o.status.success());
-    let out = format!("{}{}", stdout(&o), stderr(&o));
+    let out = failed_check(&p);
     assert!(
         out.contains(&format!(":{}:", line_of(&p, "condition_type: colour")))
             && out.contains("sources.gen.config.cdc_features.router.rules[0].condition_type"),
@@ -500,9 +505,7 @@ fn check_rejects_bad_cdc_features_with_path_and_line() {
         partitioner: { enabled: true, num_partitions: 0 }
 ",
     );
-    let o = p.cmd(&["check"]);
-    assert!(!o.status.success());
-    let out = format!("{}{}", stdout(&o), stderr(&o));
+    let out = failed_check(&p);
     assert!(
         out.contains(&format!(":{}:", line_of(&p, "num_partitions: 0")))
             && out.contains(
@@ -526,9 +529,7 @@ fn check_compiles_cdc_features_against_discovered_streams() {
         tombstones: { enabled: true }
 ",
     );
-    let o = p.cmd(&["check"]);
-    assert!(!o.status.success());
-    let out = format!("{}{}", stdout(&o), stderr(&o));
+    let out = failed_check(&p);
     assert!(
         out.contains("sources.gen.config.cdc_features.tombstones: tombstones need change events"),
         "{out}"

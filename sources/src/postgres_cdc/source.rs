@@ -1755,9 +1755,9 @@ fn dead_letter_batch(
     let text = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as arrow::array::ArrayRef;
     let [before, after] = images;
     let fields = [
-        ("__dlq_error", false),
-        ("__dlq_transform", false),
-        ("__dlq_topic", false),
+        (rivven_engine::batch::DLQ_ERROR, false),
+        (rivven_engine::batch::DLQ_TRANSFORM, false),
+        (rivven_engine::batch::DLQ_TOPIC, false),
         ("table", false),
         ("op", false),
         ("pos", false),

@@ -125,15 +125,7 @@ impl Op for FilterOp {
         if let Some(m) = mask {
             keep = or(&keep, &not(m)?)?;
         }
-        if keep.true_count() == keep.len() {
-            out.push(input);
-        } else {
-            out.push(Routed {
-                batch: filter_record_batch(&input.batch, &keep)?,
-                ..input
-            });
-        }
-        Ok(())
+        crate::chain::push_kept(input, &keep, out)
     }
 }
 

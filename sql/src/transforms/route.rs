@@ -3,8 +3,8 @@
 //! destination, in order of first appearance; rows keep their order within each output.
 //! Rows a predicate does not select keep their current destination.
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{cast, take_record_batch};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use rivven_engine::batch::is_change_event_schema;
 use rivven_engine::config::FieldError;
@@ -16,30 +16,13 @@ use std::sync::Arc;
 use super::envelope::epoch_ms;
 use super::time::chrono_format;
 use super::Spec;
-use crate::chain::{Ctx, Op};
+use crate::chain::{split_by, Ctx, Op};
 use crate::image::{self, path_column, path_type};
 use crate::Result;
 
 /// Split `input` by per-row destinations (`None`: keep the current one).
 fn split(input: Routed, dest: Vec<Option<Arc<str>>>, out: &mut Vec<Routed>) -> Result<()> {
-    if let Some(first) = dest.first() {
-        if dest.iter().all(|d| d == first) {
-            let topic = first.clone().or(input.topic.clone());
-            out.push(Routed { topic, ..input });
-            return Ok(());
-        }
-    }
-    let mut groups: Vec<(Option<Arc<str>>, Vec<u32>)> = Vec::new();
-    let mut index: std::collections::HashMap<Option<Arc<str>>, usize> = Default::default();
-    for (row, d) in dest.into_iter().enumerate() {
-        let g = *index.entry(d.clone()).or_insert_with(|| {
-            groups.push((d, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push(row as u32);
-    }
-    for (d, rows) in groups {
-        let batch = take_record_batch(&input.batch, &UInt32Array::from(rows))?;
+    for (d, batch) in split_by(&input.batch, dest)? {
         out.push(Routed {
             batch,
             topic: d.or_else(|| input.topic.clone()),
