@@ -1,7 +1,10 @@
 //! Pipeline status and metrics, shared by the runtime and served over HTTP.
 //!
-//! `GET /health` answers 200 while the process runs; `GET /status` returns every pipeline's
-//! state, counters, lag and last error as JSON (what `rivven-connect status` prints);
+//! `GET /health` answers 200 while the process runs (liveness); `GET /ready` answers 200
+//! while no pipeline has failed or is unhealthy and 503 with the reasons otherwise
+//! (readiness; a connector marks its pipeline unhealthy, e.g. postgres-cdc when its slot
+//! lags more than `heartbeat.max_lag_secs`); `GET /status` returns every pipeline's state,
+//! health, counters, lag and last error as JSON (what `rivven-connect status` prints);
 //! `GET /metrics` returns the same counters in the Prometheus text format. Error texts are
 //! scrubbed of secrets before they are stored.
 
@@ -55,6 +58,7 @@ pub struct PipelineStatus {
     lag: AtomicU64,
     restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
+    unhealthy: Mutex<Option<String>>,
     position: Mutex<Option<serde_json::Value>>,
     gauges: Mutex<BTreeMap<GaugeKey, f64>>,
     details: Mutex<serde_json::Map<String, serde_json::Value>>,
@@ -134,6 +138,14 @@ impl PipelineStatus {
         }
     }
 
+    /// Mark the pipeline unhealthy with a reason (scrubbed of secrets), or healthy again
+    /// with `None`. An unhealthy pipeline keeps running; `/ready` answers 503 meanwhile.
+    pub fn set_unhealthy(&self, reason: Option<&str>) {
+        if let Ok(mut u) = self.unhealthy.lock() {
+            *u = reason.map(crate::redact::scrub);
+        }
+    }
+
     /// Count a restart.
     pub fn restarted(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
@@ -157,6 +169,7 @@ impl PipelineStatus {
             lag: self.lag.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            unhealthy: self.unhealthy.lock().ok().and_then(|u| u.clone()),
             position: self.position.lock().ok().and_then(|p| p.clone()),
             details: self
                 .details
@@ -204,6 +217,9 @@ pub struct PipelineSnapshot {
     pub restarts: u64,
     /// Last error, scrubbed of secrets.
     pub last_error: Option<String>,
+    /// Why the connector reports the pipeline unhealthy (absent: healthy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<String>,
     /// Sources: last durable position.
     pub position: Option<serde_json::Value>,
     /// Connector-specific details (e.g. snapshot progress, replication slot lag).
@@ -278,6 +294,7 @@ impl StatusRegistry {
             lag: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            unhealthy: Mutex::new(None),
             position: Mutex::new(None),
             gauges: Mutex::new(BTreeMap::new()),
             details: Mutex::new(serde_json::Map::new()),
@@ -286,6 +303,22 @@ impl StatusRegistry {
             p.push(st.clone());
         }
         st
+    }
+
+    /// Why the process is not ready: one line per failed or unhealthy pipeline (empty:
+    /// ready).
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in self.report().pipelines {
+            if p.state == PipelineState::Failed {
+                let why = p.last_error.as_deref().unwrap_or("failed");
+                out.push(format!("{}: failed: {why}", p.name));
+            }
+            if let Some(why) = &p.unhealthy {
+                out.push(format!("{}: unhealthy: {why}", p.name));
+            }
+        }
+        out
     }
 
     /// A snapshot of everything.
@@ -359,6 +392,13 @@ impl StatusRegistry {
             "1 while the pipeline is running.",
             &|p| u64::from(p.state == PipelineState::Running),
         );
+        metric(
+            &mut out,
+            "rivven_connect_pipeline_healthy",
+            "gauge",
+            "0 while the connector reports the pipeline unhealthy (see /status).",
+            &|p| u64::from(p.unhealthy.is_none()),
+        );
         // Connector gauges, one family per name.
         let mut families: BTreeMap<&str, Vec<(&PipelineSnapshot, &GaugeValue)>> = BTreeMap::new();
         for p in &report.pipelines {
@@ -405,10 +445,28 @@ pub async fn serve(
     use axum::routing::get;
     let s1 = status.clone();
     let s2 = status.clone();
+    let s3 = status.clone();
     let app = axum::Router::new()
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/ready",
+            get(move || async move {
+                let reasons = s3.not_ready();
+                let code = if reasons.is_empty() {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                };
+                let body = if reasons.is_empty() {
+                    serde_json::json!({"status": "ready"})
+                } else {
+                    serde_json::json!({"status": "not_ready", "reasons": reasons})
+                };
+                (code, axum::Json(body))
+            }),
         )
         .route(
             "/status",
@@ -429,4 +487,64 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `GET path` over a raw connection: (status code, body).
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code = out[9..12].parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        (code, body)
+    }
+
+    #[tokio::test]
+    async fn ready_answers_503_naming_failed_and_unhealthy_pipelines() {
+        let reg = Arc::new(StatusRegistry::default());
+        let a = reg.add("a", PipelineKind::Source, "postgres-cdc");
+        let b = reg.add("b", PipelineKind::Sink, "stdout");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(serve(listener, reg.clone(), stop.clone()));
+
+        assert_eq!(
+            get(addr, "/ready").await,
+            (200, r#"{"status":"ready"}"#.into())
+        );
+        a.set_unhealthy(Some("slot s lags 400 s"));
+        b.record_error(&"disk full");
+        b.set_state(PipelineState::Failed);
+        let (code, body) = get(addr, "/ready").await;
+        assert_eq!(code, 503);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["reasons"],
+            serde_json::json!(["a: unhealthy: slot s lags 400 s", "b: failed: disk full"])
+        );
+        // Liveness is unaffected; /status carries the reason; the gauge drops to 0.
+        assert_eq!(get(addr, "/health").await.0, 200);
+        let (_, status) = get(addr, "/status").await;
+        assert!(
+            status.contains(r#""unhealthy":"slot s lags 400 s""#),
+            "{status}"
+        );
+        assert!(reg
+            .prometheus()
+            .contains(r#"rivven_connect_pipeline_healthy{pipeline="a",kind="source",connector="postgres-cdc"} 0"#));
+
+        a.set_unhealthy(None);
+        b.set_state(PipelineState::Running);
+        assert_eq!(get(addr, "/ready").await.0, 200);
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -102,6 +102,9 @@ pub async fn status(config: &std::path::Path, url: Option<String>, json: bool) -
             p.restarts,
             p.last_error.as_deref().unwrap_or("-")
         );
+        if let Some(why) = &p.unhealthy {
+            println!("  UNHEALTHY: {why}");
+        }
         // Connector details (snapshot progress, replication slot, ...), one line each.
         if let Some(serde_json::Value::Object(details)) = &p.details {
             for (key, value) in details {

@@ -229,6 +229,17 @@ fn status_reports_a_running_pipeline() {
             .output();
         o.map(|o| stdout(&o)).unwrap_or_default()
     };
+    // Readiness: every pipeline running and healthy.
+    let ready = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            " %{http_code}",
+            &format!("http://127.0.0.1:{}/ready", p.health_port),
+        ])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
     child.kill().unwrap();
     child.wait().unwrap();
     let v = report.expect("status never showed both pipelines running with events");
@@ -248,5 +259,10 @@ fn status_reports_a_running_pipeline() {
             metrics.contains("rivven_connect_events_total{pipeline=\"gen\""),
             "{metrics}"
         );
+        assert!(
+            metrics.contains("rivven_connect_pipeline_healthy{pipeline=\"gen\""),
+            "{metrics}"
+        );
+        assert_eq!(ready, "{\"status\":\"ready\"} 200");
     }
 }

@@ -27,6 +27,55 @@ pub enum SnapshotMode {
     NoData,
 }
 
+/// `binary`: whether pgoutput sends column values in their binary send form
+/// (PostgreSQL 14+). `auto` (the default) uses it when every column of the captured
+/// tables has a binary decoder here, and text otherwise; `true` always (a column
+/// without a decoder then fails its changes); `false` never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum BinaryValues {
+    /// `true` or `false`.
+    Fixed(bool),
+    /// `auto`.
+    Auto(AutoWord),
+}
+
+/// The word `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoWord {
+    Auto,
+}
+
+impl Default for BinaryValues {
+    fn default() -> Self {
+        BinaryValues::Auto(AutoWord::Auto)
+    }
+}
+
+impl<'de> Deserialize<'de> for BinaryValues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::Bool(b) => Ok(BinaryValues::Fixed(b)),
+            serde_yaml::Value::String(s) if s == "auto" => Ok(BinaryValues::default()),
+            other => Err(serde::de::Error::custom(format!(
+                "expected true, false or auto, found {}",
+                serde_yaml::to_string(&other).unwrap_or_default().trim_end()
+            ))),
+        }
+    }
+}
+
+impl BinaryValues {
+    /// `Some(fixed choice)`, or `None` for `auto`.
+    pub fn fixed(self) -> Option<bool> {
+        match self {
+            BinaryValues::Fixed(b) => Some(b),
+            BinaryValues::Auto(_) => None,
+        }
+    }
+}
+
 /// TLS mode, as libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -175,11 +224,10 @@ pub struct PostgresCdcConfig {
     /// need that much memory here.
     #[serde(default)]
     pub streaming: bool,
-    /// Ask pgoutput for values in binary form (PostgreSQL 14+; ignored before): less
-    /// text to parse. Types without a binary decoder here (extension types,
-    /// multi-dimensional arrays) fail their table with an error naming the column.
+    /// Values from pgoutput in binary form (PostgreSQL 14+; text before): less text to
+    /// parse. See [`BinaryValues`].
     #[serde(default)]
-    pub binary: bool,
+    pub binary: BinaryValues,
     /// Emit logical decoding messages (`pg_logical_emit_message`) as events with `op = "m"`
     /// (PostgreSQL 14+), in commit order among the table changes.
     #[serde(default)]

@@ -44,6 +44,9 @@ pub struct TableEvents {
     op: StringBuilder,
     before: Vec<Column>,
     before_valid: NullBufferBuilder,
+    /// Rows whose before image (null) is not in the `before` builders yet: snapshot rows
+    /// leave it out, so a batch of them gets one all-null image at `finish`.
+    before_owed: usize,
     after: Vec<Column>,
     after_valid: NullBufferBuilder,
     pos: StringBuilder,
@@ -97,6 +100,7 @@ impl TableEvents {
             before: kinds.iter().map(|k| Column::new(k, cap)).collect(),
             after: kinds.iter().map(|k| Column::new(k, cap)).collect(),
             before_valid: NullBufferBuilder::new(cap),
+            before_owed: 0,
             after_valid: NullBufferBuilder::new(cap),
             op: StringBuilder::new(),
             pos: StringBuilder::new(),
@@ -208,6 +212,7 @@ impl TableEvents {
         toast: &ToastPolicy,
     ) -> Result<(), String> {
         let rel = self.relation.clone();
+        self.settle_before();
         Self::push_image(
             &mut self.before,
             &mut self.before_valid,
@@ -239,10 +244,6 @@ impl TableEvents {
         fields: &[Option<&[u8]>],
         src: &SourceInfo<'_>,
     ) -> Result<(), String> {
-        for c in self.before.iter_mut() {
-            c.append_null();
-        }
-        self.before_valid.append_null();
         for (c, &i) in self.after.iter_mut().zip(&self.keep) {
             match fields.get(i) {
                 Some(Some(v)) => c.append_binary(v).map_err(|e| {
@@ -264,8 +265,20 @@ impl TableEvents {
             }
         }
         self.after_valid.append_non_null();
+        self.before_owed += 1;
         self.end_row(rivven_engine::batch::op::READ, src);
         Ok(())
+    }
+
+    /// Append the null before images owed to snapshot rows (before a row that has one).
+    fn settle_before(&mut self) {
+        for _ in 0..self.before_owed {
+            for c in self.before.iter_mut() {
+                c.append_null();
+            }
+            self.before_valid.append_null();
+        }
+        self.before_owed = 0;
     }
 
     /// Complete a row whose images are appended: op, source metadata, event time.
@@ -294,7 +307,14 @@ impl TableEvents {
                 StructArray::new(fields.clone(), arrays, nulls)
             }
         };
-        let before = image(&mut self.before, &mut self.before_valid, &self.columns);
+        let before = if n > 0 && self.before_owed == n {
+            // Snapshot rows only: the builders are empty; one all-null image.
+            self.before_owed = 0;
+            StructArray::new_null(self.columns.clone(), n)
+        } else {
+            self.settle_before();
+            image(&mut self.before, &mut self.before_valid, &self.columns)
+        };
         let after = image(&mut self.after, &mut self.after_valid, &self.columns);
         if n == 0 {
             // Nothing complete; the builders are now empty (a partial row is dropped).

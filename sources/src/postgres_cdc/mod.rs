@@ -183,7 +183,8 @@ impl SourceFactory for PostgresCdcFactory {
         Ok(Box::new(
             PostgresCdcSource::new(cfg)
                 .with_status(ctx.status.clone())
-                .with_dead_letter(ctx.dead_letter_topic.clone()),
+                .with_dead_letter(ctx.dead_letter_topic.clone())
+                .with_state_dir(ctx.state_dir.clone()),
         ))
     }
 }

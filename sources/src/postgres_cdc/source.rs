@@ -233,6 +233,11 @@ pub struct PostgresCdcSource {
     streamed: HashMap<u32, Vec<(u32, PgOutput)>>,
     /// A Relation message held back while the type catalog is reloaded.
     deferred: Option<PgOutput>,
+    /// Whether pgoutput sends binary values (decided at `open` from `binary`).
+    binary: bool,
+    /// The pipeline's state directory: `binary: auto` records a fallback to text values
+    /// there (absent outside a runtime).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresCdcSource {
@@ -279,7 +284,76 @@ impl PostgresCdcSource {
             stream_xid: None,
             streamed: HashMap::new(),
             deferred: None,
+            binary: false,
+            state_dir: None,
         }
+    }
+
+    /// Keep per-pipeline state (the `binary: auto` fallback marker) under `dir`.
+    pub fn with_state_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.state_dir = Some(dir);
+        self
+    }
+
+    /// The file recording that `binary: auto` fell back to text values until an LSN.
+    fn text_values_marker(&self) -> Option<std::path::PathBuf> {
+        self.state_dir.as_ref().map(|d| d.join("text-values-until"))
+    }
+
+    /// Decide whether pgoutput sends binary values: `binary: true`/`false` as configured
+    /// (binary needs PostgreSQL 14+), `auto` when every kept column of the captured
+    /// tables has a binary decoder and no fallback recorded past `resume_lsn` applies.
+    async fn decide_binary(&mut self, resume_lsn: Option<u64>) -> Result<bool> {
+        let supported = self.repl()?.server_major() >= 14;
+        if let Some(fixed) = self.cfg.binary.fixed() {
+            return Ok(fixed && supported);
+        }
+        if !supported {
+            return Ok(false);
+        }
+        if let Some(marker) = self.text_values_marker() {
+            match std::fs::read_to_string(&marker) {
+                Ok(text) => {
+                    let until = parse_lsn(text.trim()).ok_or_else(|| {
+                        Error::state(format!("{}: not an LSN: {text}", marker.display()))
+                    })?;
+                    if resume_lsn.is_some_and(|r| r < until) {
+                        tracing::info!(until = %format_lsn(until),
+                            "binary: auto: text values until past the change that needed them");
+                        return Ok(false);
+                    }
+                    std::fs::remove_file(&marker)
+                        .map_err(|e| Error::io(format!("remove {}", marker.display()), e))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("read {}", marker.display()), e)),
+            }
+        }
+        let mut without = Vec::new();
+        for (schema, table) in catalog::publication_tables(self.sql()?, &self.cfg).await? {
+            let relation = catalog::relation(self.sql()?, &schema, &table).await?;
+            without.extend(self.without_binary_decoder(&relation));
+        }
+        if !without.is_empty() {
+            tracing::info!(columns = ?without,
+                "binary: auto: text values, these columns have no binary decoder");
+        }
+        Ok(without.is_empty())
+    }
+
+    /// The kept columns of `relation` (`schema.table.column`) whose binary values this
+    /// source cannot decode.
+    fn without_binary_decoder(&self, relation: &Relation) -> Vec<String> {
+        let keep = self.cfg.kept_columns(
+            &relation.namespace,
+            &relation.name,
+            relation.columns.iter().map(|c| c.name.as_str()),
+        );
+        keep.into_iter()
+            .map(|i| &relation.columns[i])
+            .filter(|c| super::binary::decoder(c.type_oid, c.type_modifier, &self.catalog).is_err())
+            .map(|c| format!("{}.{}.{}", relation.namespace, relation.name, c.name))
+            .collect()
     }
 
     /// Report slot lag and snapshot progress to the pipeline's status.
@@ -311,6 +385,7 @@ impl PostgresCdcSource {
                 "confirmed_lsn": format_lsn(self.confirmed),
                 "lag_bytes": lag,
                 "protocol_streaming": self.streaming,
+                "binary_values": self.binary,
             }),
         );
     }
@@ -390,7 +465,8 @@ impl PostgresCdcSource {
         let lag_secs = self
             .oldest_unconfirmed_ms
             .map_or(0, |t| (now_ms() - t).max(0) / 1000);
-        if lag_secs as u64 > h.max_lag_secs {
+        let behind = lag_secs as u64 > h.max_lag_secs;
+        if behind {
             tracing::warn!(
                 slot = %self.cfg.slot_name,
                 lag_secs,
@@ -400,6 +476,19 @@ impl PostgresCdcSource {
             );
         } else {
             tracing::debug!(slot = %self.cfg.slot_name, lag_bytes, lag_secs, "heartbeat");
+        }
+        if let Some(st) = &self.status {
+            st.set_unhealthy(
+                behind
+                    .then(|| {
+                        format!(
+                            "slot {} lags {lag_secs} s ({lag_bytes} bytes) behind the server, \
+                     more than heartbeat.max_lag_secs ({})",
+                            self.cfg.slot_name, h.max_lag_secs
+                        )
+                    })
+                    .as_deref(),
+            );
         }
         if let (true, Some(topic)) = (h.emit_events, &h.topic) {
             // Only between transactions with nothing pending: its position is then exact.
@@ -499,7 +588,8 @@ impl PostgresCdcSource {
 
     async fn start_streaming(&mut self, from: u64) -> Result<()> {
         let cfg = self.cfg.clone();
-        self.streaming = start_replication_on(self.repl()?, &cfg, from).await?;
+        let binary = self.binary;
+        self.streaming = start_replication_on(self.repl()?, &cfg, binary, from).await?;
         self.streaming_started(from);
         Ok(())
     }
@@ -720,6 +810,26 @@ impl PostgresCdcSource {
             }
             tracing::info!(table = %format!("{}.{}", relation.namespace, relation.name), "table shape changed");
         }
+        if self.binary && self.cfg.binary.fixed().is_none() {
+            let without = self.without_binary_decoder(&relation);
+            if !without.is_empty() {
+                // binary: auto met a column it cannot decode: reconnect with text values
+                // until past this change (recorded, so that a replay decides the same even
+                // if the column is gone from the catalog by then).
+                let until = self.txn.as_ref().map_or(self.received, |t| t.final_lsn);
+                if let Some(marker) = self.text_values_marker() {
+                    std::fs::create_dir_all(marker.parent().unwrap_or(&marker))
+                        .and_then(|()| std::fs::write(&marker, format_lsn(until)))
+                        .map_err(|e| Error::io(format!("write {}", marker.display()), e))?;
+                }
+                self.interrupted = true;
+                return Err(Error::connect(format!(
+                    "postgres-cdc: {} have no binary decoder (binary: auto); reconnecting \
+                     with text values",
+                    without.join(", ")
+                )));
+            }
+        }
         let keep = self.cfg.kept_columns(
             &relation.namespace,
             &relation.name,
@@ -917,6 +1027,7 @@ impl PostgresCdcSource {
                     repl,
                     sql,
                     self.cfg.clone(),
+                    self.binary,
                     cp,
                 )));
                 continue;
@@ -1012,6 +1123,7 @@ impl PostgresCdcSource {
                         }
                     }
                     let mut consumed = 0;
+                    let mut row: Vec<Option<&[u8]>> = Vec::with_capacity(copy.fields.len());
                     while let Some((len, fields)) =
                         next_copy_tuple(&copy.carry[consumed..], &mut copy.fields)
                             .map_err(|e| Error::data(format!("snapshot: {e}")))?
@@ -1021,13 +1133,10 @@ impl PostgresCdcSource {
                         if !fields {
                             continue; // the trailer
                         }
-                        let row: Vec<Option<&[u8]>> = copy
-                            .fields
-                            .iter()
-                            .map(|f| {
-                                f.map(|(start, n)| &copy.carry[base + start..base + start + n])
-                            })
-                            .collect();
+                        row.clear();
+                        row.extend(copy.fields.iter().map(|f| {
+                            f.map(|(start, n)| &copy.carry[base + start..base + start + n])
+                        }));
                         // A full batch goes out only once another row shows the unit is
                         // not finished: the batch that ends a unit then always carries the
                         // position recording it as done.
@@ -1051,15 +1160,77 @@ impl PostgresCdcSource {
                                 });
                             }
                         }
-                        if let Err(e) = copy.events.push_snapshot_row(&row, &src) {
+                        copy.done += 1;
+                        let Err(e) = copy.events.push_snapshot_row(&row, &src) else {
+                            continue;
+                        };
+                        let Some(dlq) = self.dead_letter.clone() else {
                             self.interrupted = true;
                             return Err(Error::data(e));
+                        };
+                        // The complete rows before it go out (the partial row is cut off),
+                        // then this row goes to the dead-letter topic with its raw values;
+                        // all at the position of the unit's unfinished snapshot.
+                        let position = Pos {
+                            lsn: cp,
+                            snapshot_done: false,
+                            tables_done: snap.tables_done.clone(),
+                            seq: 0,
                         }
-                        copy.done += 1;
+                        .to_position();
+                        let relation = &copy.events.relation;
+                        let table = format!("{}.{}", relation.namespace, relation.name);
+                        let names: Vec<String> =
+                            relation.columns.iter().map(|c| c.name.clone()).collect();
+                        let values: Vec<Value> = row
+                            .iter()
+                            .map(|v| {
+                                v.map_or(Value::Null, |b| {
+                                    Value::Binary(bytes::Bytes::copy_from_slice(b))
+                                })
+                            })
+                            .collect();
+                        tracing::warn!(table = %table, error = %e, dead_letter_topic = %dlq,
+                            "snapshot row sent to the dead-letter topic");
+                        let dead = dead_letter_batch(
+                            &e,
+                            copy.topic.as_deref().unwrap_or(""),
+                            &table,
+                            op::READ,
+                            &pos_text,
+                            [None, Some(raw_json(&names, &values))],
+                        )?;
+                        let complete = copy
+                            .events
+                            .finish()
+                            .map_err(|e| Error::internal(e.to_string()))?;
+                        for batch in
+                            full.take()
+                                .into_iter()
+                                .chain(complete.map(|batch| SourceBatch {
+                                    batch,
+                                    position: position.clone(),
+                                    stream: Some(copy.stream_name.clone()),
+                                    topic: copy.topic.clone(),
+                                }))
+                        {
+                            snap.rows += batch.batch.num_rows() as u64;
+                            self.ready.push_back(batch);
+                        }
+                        self.ready.push_back(SourceBatch {
+                            batch: dead,
+                            position,
+                            stream: Some(Arc::from("dead_letter")),
+                            topic: Some(dlq),
+                        });
                     }
                     let _ = copy.carry.split_to(consumed);
                     if let Some(out) = full {
                         snap.rows += out.batch.num_rows() as u64;
+                        self.report_progress(i, false);
+                        return Ok(Some(out));
+                    }
+                    if let Some(out) = self.ready.pop_front() {
                         self.report_progress(i, false);
                         return Ok(Some(out));
                     }
@@ -1271,6 +1442,7 @@ async fn finish_snapshot(
     repl: Option<ReplicationConnection>,
     sql: Arc<Client>,
     cfg: PostgresCdcConfig,
+    binary: bool,
     consistent_point: u64,
 ) -> Result<Option<Streaming>> {
     for mut conn in conns {
@@ -1284,7 +1456,7 @@ async fn finish_snapshot(
         return Ok(None);
     }
     let mut repl = repl.ok_or_else(|| Error::internal("replication connection missing"))?;
-    let streaming = start_replication_on(&mut repl, &cfg, consistent_point).await?;
+    let streaming = start_replication_on(&mut repl, &cfg, binary, consistent_point).await?;
     Ok(Some((repl, streaming)))
 }
 
@@ -1293,6 +1465,7 @@ async fn finish_snapshot(
 async fn start_replication_on(
     repl: &mut ReplicationConnection,
     cfg: &PostgresCdcConfig,
+    binary: bool,
     from: u64,
 ) -> Result<bool> {
     let slot = &cfg.slot_name;
@@ -1307,7 +1480,7 @@ async fn start_replication_on(
     if streaming {
         options.push(("streaming", "on".to_string()));
     }
-    if cfg.binary && repl.server_major() >= 14 {
+    if binary {
         options.push(("binary", "true".to_string()));
     }
     if cfg.messages {
@@ -1498,6 +1671,10 @@ impl Source for PostgresCdcSource {
                 .await
                 .map_err(|e| e.into_error("replication connection"))?,
         );
+        self.binary = self
+            .decide_binary(pos.as_ref().filter(|p| p.snapshot_done).map(|p| p.lsn))
+            .await?;
+        self.report_slot();
         if snapshot {
             let resume = pos.as_ref().filter(|p| !p.snapshot_done && slot.is_some());
             let (cp, exported, tables_done) = match resume {
@@ -1607,6 +1784,10 @@ impl Source for PostgresCdcSource {
             return Ok(None);
         }
         if self.snapshot.is_some() {
+            // Batches queued by the snapshot (rows around a dead-lettered one) go first.
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Some(b));
+            }
             if let Some(b) = self.poll_snapshot(max_rows).await? {
                 return Ok(Some(b));
             }

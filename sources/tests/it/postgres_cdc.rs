@@ -156,7 +156,7 @@ const TYPES_VALUES: &str = "true, -32768, 2147483647, -9223372036854775808, 'NaN
 
 #[tokio::test]
 async fn every_mapped_type_round_trips_in_snapshot_and_stream() {
-    types_round_trip("").await;
+    types_round_trip("binary: false\n").await;
 }
 
 /// The same values through pgoutput's binary form decode exactly as through its text form
@@ -1185,8 +1185,9 @@ async fn binary_pgoutput_names_a_column_it_cannot_decode() {
 async fn a_change_that_cannot_be_decoded_goes_to_the_dead_letter_topic() {
     let Some(db) = Db::new() else { return };
     db.sql("CREATE TABLE inf (id int PRIMARY KEY, at timestamp, v text)");
-    let mut src = PostgresCdcSource::new(db.config("tables: [inf]\nsnapshot_mode: never\n"))
-        .with_dead_letter(Some("pg.dlq".into()));
+    let mut src =
+        PostgresCdcSource::new(db.config("tables: [inf]\nsnapshot_mode: never\nbinary: false\n"))
+            .with_dead_letter(Some("pg.dlq".into()));
     src.open(None).await.unwrap();
     let mut got = Vec::new();
     // The failing change first (nothing complete to flush before it), then one in the middle.
@@ -1234,4 +1235,185 @@ async fn a_change_that_cannot_be_decoded_goes_to_the_dead_letter_topic() {
     let after: serde_json::Value = serde_json::from_str(after).unwrap();
     assert_eq!(after["at"], "infinity");
     assert_eq!(after["v"], "two");
+}
+
+#[tokio::test]
+async fn a_snapshot_row_that_cannot_be_decoded_goes_to_the_dead_letter_topic() {
+    let Some(db) = Db::new() else { return };
+    db.sql(
+        "CREATE TABLE inf (id int PRIMARY KEY, at timestamp, v text);
+         INSERT INTO inf VALUES (1, '2024-01-01', 'one'), (2, '2024-01-02', 'two'),
+           (3, 'infinity', 'three'), (4, '2024-01-04', 'four'), (5, '2024-01-05', 'five')",
+    );
+    let mut src = PostgresCdcSource::new(db.config("tables: [inf]\nsnapshot_mode: initial_only\n"))
+        .with_dead_letter(Some("pg.dlq".into()));
+    src.open(None).await.unwrap();
+    // Two rows per batch: the failing row comes right after a full batch.
+    let mut got = Vec::new();
+    while let Some(b) = src.poll(2).await.unwrap() {
+        got.push(b);
+    }
+    let mut good = Vec::new();
+    let mut dead = Vec::new();
+    for b in &got {
+        if b.topic.as_deref() == Some("pg.dlq") {
+            let col = |n: &str| {
+                let c = b.batch.column_by_name(n).unwrap().as_string::<i32>();
+                c.is_valid(0).then(|| c.value(0).to_string())
+            };
+            dead.push((
+                col("table"),
+                col("op"),
+                col("__dlq_error"),
+                col("before"),
+                col("after"),
+            ));
+            continue;
+        }
+        let after = image(&b.batch, "after");
+        for i in 0..b.batch.num_rows() {
+            good.push(row_text(after, i));
+        }
+    }
+    let ids: Vec<&str> = good.iter().map(|r| r.split(' ').next().unwrap()).collect();
+    assert_eq!(ids, ["id=1", "id=2", "id=4", "id=5"], "{good:?}");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (table, op, error, before, after) = &dead[0];
+    assert_eq!(table.as_deref(), Some("public.inf"));
+    assert_eq!(op.as_deref(), Some("r"));
+    assert!(
+        error.as_deref().unwrap().contains("public.inf.at"),
+        "{error:?}"
+    );
+    assert_eq!(before, &None);
+    let after: serde_json::Value = serde_json::from_str(after.as_deref().unwrap()).unwrap();
+    // Binary COPY values, as hex: timestamp 'infinity' is i64::MAX; text is its UTF-8.
+    assert_eq!(after["at"], "\\x7fffffffffffffff");
+    assert_eq!(after["v"], "\\x7468726565");
+    assert_eq!(after["id"], "\\x00000003");
+}
+
+#[tokio::test]
+async fn a_slot_lagging_past_max_lag_secs_marks_the_pipeline_unhealthy_until_it_catches_up() {
+    let Some(db) = Db::new() else { return };
+    db.sql("CREATE TABLE lag (id int PRIMARY KEY)");
+    let cfg = db.config(
+        "tables: [lag]\nsnapshot_mode: no_data\nstatus_interval_ms: 200\nheartbeat:\n  \
+         enabled: true\n  interval_secs: 1\n  max_lag_secs: 1\n",
+    );
+    let registry = rivven_engine::status::StatusRegistry::default();
+    let status = registry.add(
+        "pg",
+        rivven_engine::status::PipelineKind::Source,
+        "postgres-cdc",
+    );
+    let mut src = PostgresCdcSource::new(cfg).with_status(status);
+    src.open(None).await.unwrap();
+    db.sql("INSERT INTO lag VALUES (1)");
+    // Received but never committed: the change stays unconfirmed and ages.
+    let mut held = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while registry.not_ready().is_empty() {
+        assert!(Instant::now() < deadline, "never became unhealthy");
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(300), src.poll(100)).await {
+            if let Some(b) = r.unwrap() {
+                held = Some(b.position);
+            }
+        }
+    }
+    let reasons = registry.not_ready();
+    assert!(
+        reasons[0].starts_with("pg: unhealthy: slot "),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[0].contains("heartbeat.max_lag_secs (1)"),
+        "{reasons:?}"
+    );
+    assert!(registry
+        .prometheus()
+        .contains("rivven_connect_pipeline_healthy{pipeline=\"pg\",kind=\"source\",connector=\"postgres-cdc\"} 0"));
+    // Once the change is durable and confirmed, the next heartbeat clears it.
+    src.commit(&held.expect("the change was polled"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !registry.not_ready().is_empty() {
+        assert!(Instant::now() < deadline, "stayed unhealthy");
+        let _ = tokio::time::timeout(Duration::from_millis(300), src.poll(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn binary_auto_switches_to_text_values_for_a_column_without_a_binary_decoder() {
+    let Some(db) = Db::new() else { return };
+    db.sql("CREATE TABLE geo (id int PRIMARY KEY, v text)");
+    let state = std::env::temp_dir().join(unique_name("pg-state"));
+    let cfg = db.config("tables: [geo]\nsnapshot_mode: never\nstatus_interval_ms: 200\n");
+    let registry = rivven_engine::status::StatusRegistry::default();
+    let binary_values = |registry: &rivven_engine::status::StatusRegistry| {
+        let r = registry.report();
+        let p = r.pipelines.last().unwrap();
+        p.details.as_ref().unwrap()["slot"]["binary_values"]
+            .as_bool()
+            .unwrap()
+    };
+    let status = registry.add(
+        "pg",
+        rivven_engine::status::PipelineKind::Source,
+        "postgres-cdc",
+    );
+    let mut src = PostgresCdcSource::new(cfg.clone())
+        .with_status(status)
+        .with_state_dir(state.clone());
+    src.open(None).await.unwrap();
+    assert!(
+        binary_values(&registry),
+        "every column decodable: binary values"
+    );
+    db.sql("INSERT INTO geo VALUES (1, 'one')");
+    let mut got = Vec::new();
+    collect_until(&mut src, &mut got, |b| rows(b) >= 1).await;
+    let durable = got.last().unwrap().position.clone();
+
+    // A column of a type without a binary decoder: the source asks to be reconnected.
+    db.sql("ALTER TABLE geo ADD COLUMN p point; INSERT INTO geo VALUES (2, 'two', '(1,2)')");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        assert!(Instant::now() < deadline, "no error");
+        match tokio::time::timeout(Duration::from_millis(500), src.poll(100)).await {
+            Ok(Err(e)) => break e,
+            Ok(Ok(Some(b))) => panic!("unexpected batch of {} rows", b.batch.num_rows()),
+            _ => {}
+        }
+    };
+    assert!(err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("public.geo.p") && text.contains("text values"),
+        "{text}"
+    );
+    drop(src);
+
+    // The next attempt resumes at the durable position with text values, even once the
+    // column is gone again: the change that needed them is replayed first.
+    db.sql("ALTER TABLE geo DROP COLUMN p");
+    let status = registry.add(
+        "pg2",
+        rivven_engine::status::PipelineKind::Source,
+        "postgres-cdc",
+    );
+    let mut src = PostgresCdcSource::new(cfg)
+        .with_status(status)
+        .with_state_dir(state.clone());
+    src.open(Some(durable)).await.unwrap();
+    assert!(
+        !binary_values(&registry),
+        "replaying the change: text values"
+    );
+    let mut got = Vec::new();
+    collect_until(&mut src, &mut got, |b| rows(b) >= 1).await;
+    let after = image(&got[0].batch, "after");
+    assert_eq!(row_text(after, 0), "id=2 v=two p=(1,2)");
+    let _ = std::fs::remove_dir_all(&state);
 }
