@@ -463,7 +463,7 @@ impl ReplicationConnection {
     }
 
     /// Start `COPY ... TO STDOUT`; returns once the server is in CopyOut mode. Then call
-    /// [`Self::copy_data`] until it returns `None`.
+    /// [`Self::copy_data_into`] until it returns `false`.
     pub async fn copy_out(&mut self, sql: &str) -> ConnResult<()> {
         frontend::query(sql, &mut self.wbuf)?;
         self.flush().await?;
@@ -487,28 +487,62 @@ impl ReplicationConnection {
         }
     }
 
-    /// The next CopyData payload of a COPY OUT; `None` once the COPY completed and the
-    /// connection is ready again. Cancel-safe.
-    pub async fn copy_data(&mut self) -> ConnResult<Option<Bytes>> {
+    /// Append the payloads of every CopyData message of a COPY OUT already received to
+    /// `out`, waiting for the first one: `Ok(true)`; `Ok(false)` once the COPY completed
+    /// and the connection is ready again. One call per network read instead of one per
+    /// row. Cancel-safe: `out` grows only after the last await.
+    pub async fn copy_data_into(&mut self, out: &mut BytesMut) -> ConnResult<bool> {
+        let mut got = false;
         loop {
-            let m = self.read_message().await?;
-            match m.tag {
-                b'd' => return Ok(Some(m.body)),
-                b'c' | b'C' | b'N' => {}
-                b'Z' => {
-                    // A COPY that failed ends with ReadyForQuery too: report its error,
-                    // kept across a cancelled call, never a clean end.
-                    return match self.copy_error.take() {
-                        Some(e) => Err(ConnError::Server(e)),
-                        None => Ok(None),
-                    };
+            // A complete message at the front of the buffer: (tag, length after the tag).
+            let complete = if self.rbuf.len() >= 5 {
+                let len =
+                    u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]])
+                        as usize;
+                if !(4..=MAX_MESSAGE).contains(&len) {
+                    return Err(protocol(format!("bad message length {len}")));
                 }
-                b'E' => self.copy_error = Some(parse_error(&m.body)),
-                t => {
-                    return Err(protocol(format!(
-                        "unexpected message {:?} in COPY OUT",
-                        t as char
-                    )))
+                (self.rbuf.len() > len).then_some((self.rbuf[0], len))
+            } else {
+                None
+            };
+            match complete {
+                Some((b'd', len)) => {
+                    out.extend_from_slice(&self.rbuf[5..1 + len]);
+                    self.rbuf.advance(1 + len);
+                    got = true;
+                }
+                // Data first; other messages on the next call.
+                _ if got => return Ok(true),
+                Some(_) => {
+                    // Complete, so this does not wait.
+                    let m = self.read_message().await?;
+                    match m.tag {
+                        b'c' | b'C' | b'N' => {}
+                        b'Z' => {
+                            return match self.copy_error.take() {
+                                Some(e) => Err(ConnError::Server(e)),
+                                None => Ok(false),
+                            };
+                        }
+                        b'E' => self.copy_error = Some(parse_error(&m.body)),
+                        t => {
+                            return Err(protocol(format!(
+                                "unexpected message {:?} in COPY OUT",
+                                t as char
+                            )))
+                        }
+                    }
+                }
+                None => {
+                    self.rbuf.reserve(64 << 10);
+                    let n = self.io.read_buf(&mut self.rbuf).await?;
+                    if n == 0 {
+                        return Err(ConnError::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection",
+                        )));
+                    }
                 }
             }
         }

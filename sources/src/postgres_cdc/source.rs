@@ -11,7 +11,7 @@ use super::events::{SourceInfo, TableEvents, ToastPolicy};
 use super::pgoutput::{self, PgOutput, Relation, Value};
 use super::types::TypeCatalog;
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use rivven_engine::batch::now_ms;
 use rivven_engine::batch::{op, Position, SourceBatch};
 use rivven_engine::connector::Source;
@@ -144,7 +144,8 @@ struct Worker {
 
 enum WorkerEvent {
     Started(Result<Started>),
-    Data(std::result::Result<Option<bytes::Bytes>, super::conn::ConnError>),
+    /// COPY data was appended to the copy's `carry` (`true`), or the COPY ended.
+    Data(std::result::Result<bool, super::conn::ConnError>),
 }
 
 impl Worker {
@@ -161,9 +162,9 @@ impl Worker {
             };
             return WorkerEvent::Started(r);
         }
-        match self.conn.as_mut() {
-            Some(c) => WorkerEvent::Data(c.copy_data().await),
-            None => std::future::pending().await,
+        match (self.conn.as_mut(), self.copy.as_mut()) {
+            (Some(c), Some(copy)) => WorkerEvent::Data(c.copy_data_into(&mut copy.carry).await),
+            _ => std::future::pending().await,
         }
     }
 }
@@ -1062,12 +1063,12 @@ impl PostgresCdcSource {
                     w.copy = Some(copy);
                 }
                 WorkerEvent::Data(r) => {
-                    let data = r.map_err(|e| e.into_error("snapshot COPY"))?;
+                    let more = r.map_err(|e| e.into_error("snapshot COPY"))?;
                     let copy = w
                         .copy
                         .as_mut()
                         .ok_or_else(|| Error::internal("snapshot copy"))?;
-                    let Some(data) = data else {
+                    if !more {
                         // This table is done: its last batch records it as done.
                         let batch = copy
                             .events
@@ -1101,16 +1102,21 @@ impl PostgresCdcSource {
                             }));
                         }
                         continue;
-                    };
-                    let mut full = None;
+                    }
                     let pos_text = format_lsn(cp);
+                    let position = Pos {
+                        lsn: cp,
+                        snapshot_done: false,
+                        tables_done: snap.tables_done.clone(),
+                        seq: 0,
+                    }
+                    .to_position();
                     let src = SourceInfo {
                         pos: &pos_text,
                         txid: None,
                         ts_ms: None,
                         snapshot: true,
                     };
-                    copy.carry.extend_from_slice(&data);
                     if !copy.header_done {
                         match copy_header_len(&copy.carry)
                             .map_err(|e| Error::data(format!("snapshot: {e}")))?
@@ -1140,21 +1146,16 @@ impl PostgresCdcSource {
                         // A full batch goes out only once another row shows the unit is
                         // not finished: the batch that ends a unit then always carries the
                         // position recording it as done.
-                        if full.is_none() && copy.events.len() >= max_rows {
+                        if copy.events.len() >= max_rows {
                             if let Some(batch) = copy
                                 .events
                                 .finish()
                                 .map_err(|e| Error::internal(e.to_string()))?
                             {
-                                full = Some(SourceBatch {
+                                snap.rows += batch.num_rows() as u64;
+                                self.ready.push_back(SourceBatch {
                                     batch,
-                                    position: Pos {
-                                        lsn: cp,
-                                        snapshot_done: false,
-                                        tables_done: snap.tables_done.clone(),
-                                        seq: 0,
-                                    }
-                                    .to_position(),
+                                    position: position.clone(),
                                     stream: Some(copy.stream_name.clone()),
                                     topic: copy.topic.clone(),
                                 });
@@ -1171,13 +1172,6 @@ impl PostgresCdcSource {
                         // The complete rows before it go out (the partial row is cut off),
                         // then this row goes to the dead-letter topic with its raw values;
                         // all at the position of the unit's unfinished snapshot.
-                        let position = Pos {
-                            lsn: cp,
-                            snapshot_done: false,
-                            tables_done: snap.tables_done.clone(),
-                            seq: 0,
-                        }
-                        .to_position();
                         let relation = &copy.events.relation;
                         let table = format!("{}.{}", relation.namespace, relation.name);
                         let names: Vec<String> =
@@ -1200,36 +1194,27 @@ impl PostgresCdcSource {
                             &pos_text,
                             [None, Some(raw_json(&names, &values))],
                         )?;
-                        let complete = copy
+                        if let Some(batch) = copy
                             .events
                             .finish()
-                            .map_err(|e| Error::internal(e.to_string()))?;
-                        for batch in
-                            full.take()
-                                .into_iter()
-                                .chain(complete.map(|batch| SourceBatch {
-                                    batch,
-                                    position: position.clone(),
-                                    stream: Some(copy.stream_name.clone()),
-                                    topic: copy.topic.clone(),
-                                }))
+                            .map_err(|e| Error::internal(e.to_string()))?
                         {
-                            snap.rows += batch.batch.num_rows() as u64;
-                            self.ready.push_back(batch);
+                            snap.rows += batch.num_rows() as u64;
+                            self.ready.push_back(SourceBatch {
+                                batch,
+                                position: position.clone(),
+                                stream: Some(copy.stream_name.clone()),
+                                topic: copy.topic.clone(),
+                            });
                         }
                         self.ready.push_back(SourceBatch {
                             batch: dead,
-                            position,
+                            position: position.clone(),
                             stream: Some(Arc::from("dead_letter")),
                             topic: Some(dlq),
                         });
                     }
-                    let _ = copy.carry.split_to(consumed);
-                    if let Some(out) = full {
-                        snap.rows += out.batch.num_rows() as u64;
-                        self.report_progress(i, false);
-                        return Ok(Some(out));
-                    }
+                    copy.carry.advance(consumed);
                     if let Some(out) = self.ready.pop_front() {
                         self.report_progress(i, false);
                         return Ok(Some(out));

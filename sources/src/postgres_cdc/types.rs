@@ -405,10 +405,7 @@ impl Column {
             Column::U32(b) => b.append_value(u32::from_be_bytes(be(v, "oid")?)),
             Column::F32(b) => b.append_value(f32::from_be_bytes(be(v, "float4")?)),
             Column::F64(b) => b.append_value(f64::from_be_bytes(be(v, "float8")?)),
-            Column::Decimal128(b, p, s) => {
-                let x = numeric_binary(v, *p, *s)?;
-                b.append_value(x.to_i128().ok_or("numeric exceeds Decimal128")?)
-            }
+            Column::Decimal128(b, p, s) => b.append_value(numeric_binary_i128(v, *p, *s)?),
             Column::Decimal256(b, p, s) => b.append_value(numeric_binary(v, *p, *s)?),
             Column::Text(b) => {
                 b.append_value(std::str::from_utf8(v).map_err(|_| "text is not UTF-8")?)
@@ -574,22 +571,72 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// A binary `numeric` (base-10000 digits) as an unscaled integer at `scale`, checked
 /// against `precision`.
-fn numeric_binary(v: &[u8], precision: u8, scale: i8) -> Result<i256, String> {
+/// The header of a binary numeric: (digit count, weight, negative), after checking the
+/// length and that it is a finite number.
+fn numeric_header(v: &[u8]) -> Result<(usize, i32, bool), String> {
     if v.len() < 8 {
         return Err("short binary numeric".into());
     }
     let word = |i: usize| u16::from_be_bytes([v[2 * i], v[2 * i + 1]]);
     let ndigits = word(0) as usize;
-    let weight = word(1) as i16 as i32;
-    let sign = word(2);
     if v.len() != 8 + 2 * ndigits {
         return Err("binary numeric length mismatch".into());
     }
-    match sign {
-        0x0000 | 0x4000 => {}
-        0xC000 => return Err("numeric NaN cannot be stored in a Decimal column".into()),
-        _ => return Err("numeric ±Infinity cannot be stored in a Decimal column".into()),
+    match word(2) {
+        0x0000 => Ok((ndigits, word(1) as i16 as i32, false)),
+        0x4000 => Ok((ndigits, word(1) as i16 as i32, true)),
+        0xC000 => Err("numeric NaN cannot be stored in a Decimal column".into()),
+        _ => Err("numeric ±Infinity cannot be stored in a Decimal column".into()),
     }
+}
+
+/// 10^0 ..= 10^38: every power a Decimal128 needs.
+const POW10_I128: [i128; 39] = {
+    let mut t = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// [`numeric_binary`] for Decimal128 columns (precision <= 38) in i128 arithmetic, with
+/// the same results: a value that overflows i128 exceeds any such precision, and is
+/// reported so.
+fn numeric_binary_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
+    let (ndigits, weight, negative) = numeric_header(v)?;
+    let exceeds = || format!("numeric exceeds precision {precision}");
+    let scale = i32::from(scale);
+    let mut acc: i128 = 0;
+    for i in 0..ndigits {
+        let digit = i128::from(u16::from_be_bytes([v[8 + 2 * i], v[9 + 2 * i]]));
+        // This digit's place, in decimal digits after applying the scale.
+        let exp = 4 * (weight - i as i32) + scale;
+        let term = if exp >= 0 {
+            let p = POW10_I128.get(exp as usize).ok_or_else(exceeds)?;
+            digit.checked_mul(*p).ok_or_else(exceeds)?
+        } else {
+            match POW10_I128.get((-exp) as usize) {
+                Some(div) if digit % div == 0 => digit / div,
+                None if digit == 0 => 0,
+                _ => return Err(format!("numeric has more than {scale} fractional digits")),
+            }
+        };
+        acc = acc.checked_add(term).ok_or_else(exceeds)?;
+    }
+    let limit = POW10_I128
+        .get(usize::from(precision))
+        .ok_or("numeric precision")?;
+    if acc >= *limit {
+        return Err(exceeds());
+    }
+    Ok(if negative { -acc } else { acc })
+}
+
+fn numeric_binary(v: &[u8], precision: u8, scale: i8) -> Result<i256, String> {
+    let (ndigits, weight, negative) = numeric_header(v)?;
+    let word = |i: usize| u16::from_be_bytes([v[2 * i], v[2 * i + 1]]);
     let ten = i256::from_i128(10);
     let scale = i32::from(scale);
     let mut acc = i256::ZERO;
@@ -616,11 +663,7 @@ fn numeric_binary(v: &[u8], precision: u8, scale: i8) -> Result<i256, String> {
     if acc >= limit {
         return Err(format!("numeric exceeds precision {precision}"));
     }
-    Ok(if sign == 0x4000 {
-        acc.wrapping_neg()
-    } else {
-        acc
-    })
+    Ok(if negative { acc.wrapping_neg() } else { acc })
 }
 
 fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i32> {
@@ -966,6 +1009,45 @@ mod tests {
             .flat_map(|w| w.to_be_bytes())
             .collect();
         assert_eq!(numeric_binary(&zero, 10, 2).unwrap(), i256::ZERO);
+    }
+
+    /// The i128 decoder of Decimal128 columns agrees with the i256 one (both fail alike).
+    #[test]
+    fn binary_numeric_i128_matches_i256() {
+        let enc =
+            |words: &[u16]| -> Vec<u8> { words.iter().flat_map(|w| w.to_be_bytes()).collect() };
+        let cases: Vec<Vec<u8>> = vec![
+            enc(&[3, 1, 0x4000, 3, 1, 2345, 6780]), // -12345.678
+            enc(&[0, 0, 0, 2]),                     // 0
+            enc(&[1, -1i16 as u16, 0, 2, 5000]),    // 0.5
+            enc(&[1, -2i16 as u16, 0, 4, 1]),       // 0.00000001
+            enc(&[2, 9, 0, 0, 9999, 9999]),         // 9999 9999 * 10^32 (~10^40)
+            enc(&[
+                10, 9, 0x4000, 0, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999,
+            ]),
+            enc(&[1, 3, 0, 0, 12]),  // 12 * 10^12
+            enc(&[0, 0, 0xC000, 0]), // NaN
+            enc(&[0, 0, 0xD000, 0]), // Infinity
+            enc(&[2, 0, 0]),         // short
+        ];
+        for v in &cases {
+            for (p, sc) in [
+                (12u8, 3i8),
+                (38, 0),
+                (38, 10),
+                (10, 2),
+                (1, 0),
+                (5, -2),
+                (38, 38),
+            ] {
+                let wide = numeric_binary(v, p, sc).map(|x| x.to_i128().unwrap());
+                let narrow = numeric_binary_i128(v, p, sc);
+                match wide {
+                    Ok(_) => assert_eq!(narrow, wide, "{v:?} ({p}, {sc})"),
+                    Err(_) => assert!(narrow.is_err(), "{v:?} ({p}, {sc}): {narrow:?}"),
+                }
+            }
+        }
     }
 
     #[test]
