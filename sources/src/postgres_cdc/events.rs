@@ -244,15 +244,13 @@ impl TableEvents {
         fields: &[Option<&[u8]>],
         src: &SourceInfo<'_>,
     ) -> Result<(), String> {
-        for (c, &i) in self.after.iter_mut().zip(&self.keep) {
-            match fields.get(i) {
-                Some(Some(v)) => c.append_binary(v).map_err(|e| {
-                    format!(
-                        "{}.{}.{}: {e}",
-                        self.relation.namespace, self.relation.name, self.relation.columns[i].name
-                    )
-                })?,
-                Some(None) => c.append_null(),
+        for ((c, &i), dec) in self.after.iter_mut().zip(&self.keep).zip(&self.decoders) {
+            let v = match fields.get(i) {
+                Some(Some(v)) => v,
+                Some(None) => {
+                    c.append_null();
+                    continue;
+                }
                 None => {
                     return Err(format!(
                         "{}.{}: COPY row has {} fields, expected {}",
@@ -262,7 +260,20 @@ impl TableEvents {
                         self.relation.columns.len()
                     ))
                 }
+            };
+            // Text-shaped scalars come in binary and are rendered as pgoutput's binary
+            // values are; the rest in the snapshot's binary COPY form (see
+            // `copies_as_text`).
+            match dec {
+                Ok(d @ Decoder::Text(_)) => super::binary::append(c, d, v),
+                _ => c.append_binary(v),
             }
+            .map_err(|e| {
+                format!(
+                    "{}.{}.{}: {e}",
+                    self.relation.namespace, self.relation.name, self.relation.columns[i].name
+                )
+            })?;
         }
         self.after_valid.append_non_null();
         self.before_owed += 1;

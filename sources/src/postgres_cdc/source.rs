@@ -1538,18 +1538,23 @@ fn heartbeat_batch(
         .map_err(|e| Error::internal(format!("heartbeat event: {e}")))
 }
 
-/// Whether the snapshot selects a column as `::text`: text-shaped kinds whose binary
-/// form is not already their text (uuid, inet, enums, jsonb, arrays, unconstrained
-/// numeric, ...). Raw string types keep their binary form, which is their exact text
-/// (a `::text` cast would strip `char(n)` padding).
+/// Whether the snapshot selects a column as `::text`: text-shaped kinds this source
+/// cannot render from their binary form (arrays, types without a binary decoder). Raw
+/// string types (whose binary form is their exact text; a cast would strip `char(n)`
+/// padding) and the scalars rendered here to PostgreSQL's text output (uuid, inet, jsonb,
+/// enums, timetz, unconstrained numeric, ...) are read in binary, as pgoutput's binary
+/// values are: the server then spends no time formatting them.
 fn copies_as_text(type_oid: u32, typmod: i32, catalog: &TypeCatalog) -> bool {
-    use super::types::{oid, Kind};
-    let kind = Kind::of(type_oid, typmod, catalog);
-    let raw_string = matches!(
-        type_oid,
-        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON
+    use super::types::Kind;
+    let text_shaped = matches!(
+        Kind::of(type_oid, typmod, catalog),
+        Kind::Text | Kind::Json | Kind::List(_)
     );
-    matches!(kind, Kind::Text | Kind::Json | Kind::List(_)) && !raw_string
+    text_shaped
+        && !matches!(
+            super::binary::decoder(type_oid, typmod, catalog),
+            Ok(super::binary::Decoder::Text(_))
+        )
 }
 
 const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
