@@ -77,6 +77,10 @@ pub fn decoder(type_oid: u32, typmod: i32, catalog: &TypeCatalog) -> Result<Deco
 pub fn append(col: &mut Column, d: &Decoder, v: &[u8]) -> Result<(), String> {
     match d {
         Decoder::Direct => col.append_binary(v),
+        // The common forms go straight into the column, without an intermediate String.
+        Decoder::Text(TextForm::Utf8) => col.append_text(v),
+        Decoder::Text(TextForm::Jsonb) => col.append_text(jsonb_text(v)?),
+        Decoder::Text(TextForm::Uuid) => col.append_text(&uuid_text(v)?),
         Decoder::Text(form) => col.append_text(to_text(*form, v)?.as_bytes()),
         Decoder::List(elem) => {
             let Column::List {
@@ -144,6 +148,31 @@ fn array_items(mut v: &[u8]) -> Result<Vec<Option<&[u8]>>, String> {
     Ok(out)
 }
 
+/// The text of a binary jsonb: after its version byte (1).
+fn jsonb_text(v: &[u8]) -> Result<&[u8], String> {
+    match v.split_first() {
+        Some((1, rest)) => Ok(rest),
+        _ => Err("unknown jsonb binary version".into()),
+    }
+}
+
+/// A binary uuid as PostgreSQL prints it: 8-4-4-4-12 lowercase hex digits.
+fn uuid_text(v: &[u8]) -> Result<[u8; 36], String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b: &[u8; 16] = v.try_into().map_err(|_| "binary uuid is not 16 bytes")?;
+    let mut out = [b'-'; 36];
+    let mut j = 0;
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            j += 1; // a dash
+        }
+        out[j] = HEX[usize::from(x >> 4)];
+        out[j + 1] = HEX[usize::from(x & 15)];
+        j += 2;
+    }
+    Ok(out)
+}
+
 /// The text PostgreSQL prints for binary value `v` of `form`.
 pub fn to_text(form: TextForm, v: &[u8]) -> Result<String, String> {
     let utf8 = |b: &[u8]| {
@@ -153,22 +182,8 @@ pub fn to_text(form: TextForm, v: &[u8]) -> Result<String, String> {
     };
     match form {
         TextForm::Utf8 => utf8(v),
-        TextForm::Jsonb => match v.split_first() {
-            Some((1, rest)) => utf8(rest),
-            _ => Err("unknown jsonb binary version".into()),
-        },
-        TextForm::Uuid => {
-            let b: [u8; 16] = v.try_into().map_err(|_| "binary uuid is not 16 bytes")?;
-            let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            Ok(format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            ))
-        }
+        TextForm::Jsonb => utf8(jsonb_text(v)?),
+        TextForm::Uuid => utf8(&uuid_text(v)?),
         TextForm::Macaddr => {
             let b: [u8; 6] = v.try_into().map_err(|_| "binary macaddr is not 6 bytes")?;
             Ok(b.iter()
