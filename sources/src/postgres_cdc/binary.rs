@@ -176,7 +176,7 @@ fn uuid_text(v: &[u8]) -> Result<[u8; 36], String> {
 /// The text PostgreSQL prints for binary value `v` of `form`.
 pub fn to_text(form: TextForm, v: &[u8]) -> Result<String, String> {
     let utf8 = |b: &[u8]| {
-        std::str::from_utf8(b)
+        simdutf8::basic::from_utf8(b)
             .map(str::to_owned)
             .map_err(|_| "text is not UTF-8".to_string())
     };

@@ -22,6 +22,8 @@ pub struct SourceInfo<'a> {
     /// Commit time (ms since the Unix epoch).
     pub ts_ms: Option<i64>,
     pub snapshot: bool,
+    /// Processing time (the event's `ts_ms`): read once per received chunk, not per row.
+    pub now_ms: i64,
 }
 
 /// How to fill a value the server did not send (an unchanged TOASTed column).
@@ -299,7 +301,7 @@ impl TableEvents {
         self.txid.append_option(src.txid);
         self.src_ts.append_option(src.ts_ms);
         self.snapshot.append_value(src.snapshot);
-        self.ts_ms.append_value(now_ms());
+        self.ts_ms.append_value(src.now_ms);
         self.rows += 1;
     }
 

@@ -656,6 +656,7 @@ impl PostgresCdcSource {
             txid,
             ts_ms: ts,
             snapshot: false,
+            now_ms: now_ms(),
         };
         let batch =
             super::events::message_batch(&self.database, prefix, content, transactional, &src)
@@ -889,6 +890,7 @@ impl PostgresCdcSource {
             txid,
             ts_ms: ts,
             snapshot: false,
+            now_ms: now_ms(),
         };
         let toast = self.toast.clone();
         let Some(Captured { events, topic, .. }) = self.tables.get_mut(&rel) else {
@@ -1116,6 +1118,7 @@ impl PostgresCdcSource {
                         txid: None,
                         ts_ms: None,
                         snapshot: true,
+                        now_ms: now_ms(),
                     };
                     if !copy.header_done {
                         match copy_header_len(&copy.carry)

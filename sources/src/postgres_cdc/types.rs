@@ -341,7 +341,7 @@ impl Column {
 
     /// Parse PostgreSQL's text output of one value and append it.
     pub fn append_text(&mut self, v: &[u8]) -> Result<(), String> {
-        let s = std::str::from_utf8(v).map_err(|_| "value is not UTF-8".to_string())?;
+        let s = simdutf8::basic::from_utf8(v).map_err(|_| "value is not UTF-8".to_string())?;
         match self {
             Column::Bool(b) => b.append_value(match s {
                 "t" | "true" => true,
@@ -408,7 +408,7 @@ impl Column {
             Column::Decimal128(b, p, s) => b.append_value(numeric_binary_i128(v, *p, *s)?),
             Column::Decimal256(b, p, s) => b.append_value(numeric_binary(v, *p, *s)?),
             Column::Text(b) => {
-                b.append_value(std::str::from_utf8(v).map_err(|_| "text is not UTF-8")?)
+                b.append_value(simdutf8::basic::from_utf8(v).map_err(|_| "text is not UTF-8")?)
             }
             Column::Bytes(b) => b.append_value(v),
             Column::Date(b) => {
