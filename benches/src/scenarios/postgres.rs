@@ -213,8 +213,12 @@ pub async fn stream(p: &Params) -> Result<Report> {
 
     // Ours first; then PostgreSQL's own client drains the identical slot into /dev/null
     // (its WAL reads then find a warm cache: any advantage is the baseline's).
-    let (sample, rows, topic_bytes) =
-        run_pipeline(p, &db.source_yaml(&ours, "never"), Some(changes)).await?;
+    let (sample, rows, topic_bytes) = run_pipeline(
+        p,
+        &db.source_yaml_with(&ours, "never", "\n      binary: false"),
+        Some(changes),
+    )
+    .await?;
     ensure!(rows >= changes, "topic has {rows} rows, expected {changes}");
     let binary_yaml = db.source_yaml_with(&ours_binary, "never", "\n      binary: true");
     let (binary_sample, rows, binary_bytes) = run_pipeline(p, &binary_yaml, Some(changes)).await?;

@@ -1113,6 +1113,27 @@ impl PostgresCdcSource {
                         seq: 0,
                     }
                     .to_position();
+                    // Queue the complete rows accumulated so far (a partly appended row is
+                    // cut off) as a batch at `position`.
+                    let (stream, topic) = (&copy.stream_name, &copy.topic);
+                    let queue = |events: &mut TableEvents,
+                                 ready: &mut VecDeque<SourceBatch>,
+                                 rows: &mut u64|
+                     -> Result<()> {
+                        let batch = events
+                            .finish()
+                            .map_err(|e| Error::internal(e.to_string()))?;
+                        if let Some(batch) = batch {
+                            *rows += batch.num_rows() as u64;
+                            ready.push_back(SourceBatch {
+                                batch,
+                                position: position.clone(),
+                                stream: Some(stream.clone()),
+                                topic: topic.clone(),
+                            });
+                        }
+                        Ok(())
+                    };
                     let src = SourceInfo {
                         pos: &pos_text,
                         txid: None,
@@ -1150,19 +1171,7 @@ impl PostgresCdcSource {
                         // not finished: the batch that ends a unit then always carries the
                         // position recording it as done.
                         if copy.events.len() >= max_rows {
-                            if let Some(batch) = copy
-                                .events
-                                .finish()
-                                .map_err(|e| Error::internal(e.to_string()))?
-                            {
-                                snap.rows += batch.num_rows() as u64;
-                                self.ready.push_back(SourceBatch {
-                                    batch,
-                                    position: position.clone(),
-                                    stream: Some(copy.stream_name.clone()),
-                                    topic: copy.topic.clone(),
-                                });
-                            }
+                            queue(&mut copy.events, &mut self.ready, &mut snap.rows)?;
                         }
                         copy.done += 1;
                         let Err(e) = copy.events.push_snapshot_row(&row, &src) else {
@@ -1197,19 +1206,7 @@ impl PostgresCdcSource {
                             &pos_text,
                             [None, Some(raw_json(&names, &values))],
                         )?;
-                        if let Some(batch) = copy
-                            .events
-                            .finish()
-                            .map_err(|e| Error::internal(e.to_string()))?
-                        {
-                            snap.rows += batch.num_rows() as u64;
-                            self.ready.push_back(SourceBatch {
-                                batch,
-                                position: position.clone(),
-                                stream: Some(copy.stream_name.clone()),
-                                topic: copy.topic.clone(),
-                            });
-                        }
+                        queue(&mut copy.events, &mut self.ready, &mut snap.rows)?;
                         self.ready.push_back(SourceBatch {
                             batch: dead,
                             position: position.clone(),
