@@ -314,7 +314,9 @@ impl StatusRegistry {
                 let why = p.last_error.as_deref().unwrap_or("failed");
                 out.push(format!("{}: failed: {why}", p.name));
             }
-            if let Some(why) = &p.unhealthy {
+            // A connector's health matters while its pipeline runs (or will run again).
+            let ended = matches!(p.state, PipelineState::Finished | PipelineState::Stopped);
+            if let (Some(why), false) = (&p.unhealthy, ended) {
                 out.push(format!("{}: unhealthy: {why}", p.name));
             }
         }

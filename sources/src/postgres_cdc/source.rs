@@ -223,8 +223,10 @@ pub struct PostgresCdcSource {
     /// source must be reopened.
     interrupted: bool,
     last_heartbeat: Instant,
-    /// Commit time (ms) of the oldest decoded change not yet confirmed, for lag warnings.
-    oldest_unconfirmed_ms: Option<i64>,
+    /// Commits decoded and not yet confirmed to the server, oldest first, for the lag
+    /// check: (end LSN, commit time in ms of the oldest commit merged into the entry).
+    /// Commits less than a second apart share an entry, which bounds its length.
+    unconfirmed: VecDeque<(u64, i64)>,
     /// Whether protocol 2 streaming was negotiated.
     streaming: bool,
     /// The top-level xid of the open Stream Start block, if any.
@@ -280,7 +282,7 @@ impl PostgresCdcSource {
             interrupted: false,
             dead_letter: None,
             last_heartbeat: Instant::now(),
-            oldest_unconfirmed_ms: None,
+            unconfirmed: VecDeque::new(),
             streaming: false,
             stream_xid: None,
             streamed: HashMap::new(),
@@ -315,9 +317,8 @@ impl PostgresCdcSource {
         if let Some(marker) = self.text_values_marker() {
             match std::fs::read_to_string(&marker) {
                 Ok(text) => {
-                    let until = parse_lsn(text.trim()).ok_or_else(|| {
-                        Error::state(format!("{}: not an LSN: {text}", marker.display()))
-                    })?;
+                    // Unreadable (it is written atomically, so not torn): text values.
+                    let until = parse_lsn(text.trim()).unwrap_or(u64::MAX);
                     if resume_lsn.is_some_and(|r| r < until) {
                         tracing::info!(until = %format_lsn(until),
                             "binary: auto: text values until past the change that needed them");
@@ -464,8 +465,9 @@ impl PostgresCdcSource {
         self.last_heartbeat = Instant::now();
         let lag_bytes = self.received.saturating_sub(self.confirmed);
         let lag_secs = self
-            .oldest_unconfirmed_ms
-            .map_or(0, |t| (now_ms() - t).max(0) / 1000);
+            .unconfirmed
+            .front()
+            .map_or(0, |&(_, t)| (now_ms() - t).max(0) / 1000);
         let behind = lag_secs as u64 > h.max_lag_secs;
         if behind {
             tracing::warn!(
@@ -680,7 +682,6 @@ impl PostgresCdcSource {
                 final_lsn,
             } => {
                 let commit_ms = commit_time_us / 1000 + PG_EPOCH_MS;
-                self.oldest_unconfirmed_ms.get_or_insert(commit_ms);
                 self.txn = Some(Txn {
                     xid,
                     commit_ms,
@@ -688,7 +689,12 @@ impl PostgresCdcSource {
                 })
             }
             PgOutput::Commit { end_lsn, .. } => {
-                self.txn = None;
+                if let Some(t) = self.txn.take() {
+                    match self.unconfirmed.back_mut() {
+                        Some(last) if t.commit_ms - last.1 < 1000 => last.0 = end_lsn,
+                        _ => self.unconfirmed.push_back((end_lsn, t.commit_ms)),
+                    }
+                }
                 self.last_commit_end = end_lsn;
                 if self.pending_rows() >= max_rows {
                     self.flush_current(true)?;
@@ -821,7 +827,12 @@ impl PostgresCdcSource {
                 let until = self.txn.as_ref().map_or(self.received, |t| t.final_lsn);
                 if let Some(marker) = self.text_values_marker() {
                     std::fs::create_dir_all(marker.parent().unwrap_or(&marker))
-                        .and_then(|()| std::fs::write(&marker, format_lsn(until)))
+                        .and_then(|()| {
+                            rivven_engine::topic::write_atomic(
+                                &marker,
+                                format_lsn(until).as_bytes(),
+                            )
+                        })
                         .map_err(|e| Error::io(format!("write {}", marker.display()), e))?;
                 }
                 self.interrupted = true;
@@ -946,8 +957,12 @@ impl PostgresCdcSource {
             .await
             .map_err(|e| e.into_error("standby status update"))?;
         self.confirmed = durable;
-        if self.confirmed >= self.last_commit_end {
-            self.oldest_unconfirmed_ms = None;
+        while self
+            .unconfirmed
+            .front()
+            .is_some_and(|&(lsn, _)| lsn <= durable)
+        {
+            self.unconfirmed.pop_front();
         }
         self.last_status = Instant::now();
         self.report_slot();
@@ -1071,11 +1086,16 @@ impl PostgresCdcSource {
                         .as_mut()
                         .ok_or_else(|| Error::internal("snapshot copy"))?;
                     if !more {
-                        // This table is done: its last batch records it as done.
+                        // This table is done: its last batch records it as done (a batch
+                        // without rows when none are left: an empty table or chunk, or a
+                        // last row that went to the dead-letter topic).
                         let batch = copy
                             .events
                             .finish()
-                            .map_err(|e| Error::internal(e.to_string()))?;
+                            .map_err(|e| Error::internal(e.to_string()))?
+                            .unwrap_or_else(|| {
+                                arrow::array::RecordBatch::new_empty(copy.events.schema().clone())
+                            });
                         let stream_name = copy.stream_name.clone();
                         let unit = copy.unit.clone();
                         let topic = copy.topic.clone();
@@ -1088,22 +1108,19 @@ impl PostgresCdcSource {
                         snap.tables_done.push(unit);
                         let all_done =
                             snap.pending.is_empty() && snap.workers.iter().all(|w| !w.busy());
-                        if let Some(batch) = batch {
-                            snap.rows += batch.num_rows() as u64;
-                            return Ok(Some(SourceBatch {
-                                batch,
-                                position: Pos {
-                                    lsn: cp,
-                                    snapshot_done: all_done,
-                                    tables_done: snap.tables_done.clone(),
-                                    seq: 0,
-                                }
-                                .to_position(),
-                                stream: Some(stream_name),
-                                topic,
-                            }));
-                        }
-                        continue;
+                        snap.rows += batch.num_rows() as u64;
+                        return Ok(Some(SourceBatch {
+                            batch,
+                            position: Pos {
+                                lsn: cp,
+                                snapshot_done: all_done,
+                                tables_done: snap.tables_done.clone(),
+                                seq: 0,
+                            }
+                            .to_position(),
+                            stream: Some(stream_name),
+                            topic,
+                        }));
                     }
                     let pos_text = format_lsn(cp);
                     let position = Pos {
@@ -1661,8 +1678,15 @@ impl Source for PostgresCdcSource {
                 .await
                 .map_err(|e| e.into_error("replication connection"))?,
         );
+        if let Some(st) = &self.status {
+            st.set_unhealthy(None);
+        }
+        // Streaming resumes at the stored LSN unless a new slot replaces the old one (a
+        // snapshot that is not the resumption of an interrupted one).
+        let resumes_unfinished = pos.as_ref().is_some_and(|p| !p.snapshot_done);
+        let keeps_slot = slot.is_some() && (!snapshot || resumes_unfinished);
         self.binary = self
-            .decide_binary(pos.as_ref().filter(|p| p.snapshot_done).map(|p| p.lsn))
+            .decide_binary(pos.as_ref().filter(|_| keeps_slot).map(|p| p.lsn))
             .await?;
         self.report_slot();
         if snapshot {

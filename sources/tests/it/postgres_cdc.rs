@@ -1243,12 +1243,14 @@ async fn a_snapshot_row_that_cannot_be_decoded_goes_to_the_dead_letter_topic() {
     db.sql(
         "CREATE TABLE inf (id int PRIMARY KEY, at timestamp, v text);
          INSERT INTO inf VALUES (1, '2024-01-01', 'one'), (2, '2024-01-02', 'two'),
-           (3, 'infinity', 'three'), (4, '2024-01-04', 'four'), (5, '2024-01-05', 'five')",
+           (3, 'infinity', 'three'), (4, '2024-01-04', 'four'), (5, '2024-01-05', 'five'),
+           (6, '-infinity', 'six')",
     );
     let mut src = PostgresCdcSource::new(db.config("tables: [inf]\nsnapshot_mode: initial_only\n"))
         .with_dead_letter(Some("pg.dlq".into()));
     src.open(None).await.unwrap();
-    // Two rows per batch: the failing row comes right after a full batch.
+    // Two rows per batch: the failing row comes right after a full batch; the last row
+    // fails too, so the batch recording the table as done has no rows.
     let mut got = Vec::new();
     while let Some(b) = src.poll(2).await.unwrap() {
         got.push(b);
@@ -1277,7 +1279,14 @@ async fn a_snapshot_row_that_cannot_be_decoded_goes_to_the_dead_letter_topic() {
     }
     let ids: Vec<&str> = good.iter().map(|r| r.split(' ').next().unwrap()).collect();
     assert_eq!(ids, ["id=1", "id=2", "id=4", "id=5"], "{good:?}");
-    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let last = got.last().unwrap();
+    assert_eq!(last.batch.num_rows(), 0);
+    assert_eq!(
+        last.position.0["snapshot_done"], true,
+        "{:?}",
+        last.position
+    );
     let (table, op, error, before, after) = &dead[0];
     assert_eq!(table.as_deref(), Some("public.inf"));
     assert_eq!(op.as_deref(), Some("r"));
