@@ -402,15 +402,23 @@ impl ReplicationConnection {
     }
 
     /// The next whole backend message. Cancel-safe.
+    /// The length (after the tag byte) of the message at the front of the read buffer,
+    /// once its header is there; complete when the buffer holds more than that.
+    fn frame_len(&self) -> ConnResult<Option<usize>> {
+        if self.rbuf.len() < 5 {
+            return Ok(None);
+        }
+        let len =
+            u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
+        if !(4..=MAX_MESSAGE).contains(&len) {
+            return Err(protocol(format!("bad message length {len}")));
+        }
+        Ok(Some(len))
+    }
+
     pub async fn read_message(&mut self) -> ConnResult<Message> {
         loop {
-            if self.rbuf.len() >= 5 {
-                let len =
-                    u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]])
-                        as usize;
-                if !(4..=MAX_MESSAGE).contains(&len) {
-                    return Err(protocol(format!("bad message length {len}")));
-                }
+            if let Some(len) = self.frame_len()? {
                 if self.rbuf.len() > len {
                     let mut frame = self.rbuf.split_to(1 + len);
                     let tag = frame[0];
@@ -420,18 +428,23 @@ impl ReplicationConnection {
                         body: frame.freeze(),
                     });
                 }
-                self.rbuf.reserve(1 + len - self.rbuf.len());
+                self.fill(1 + len - self.rbuf.len()).await?;
             } else {
-                self.rbuf.reserve(8192);
-            }
-            let n = self.io.read_buf(&mut self.rbuf).await?;
-            if n == 0 {
-                return Err(ConnError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                )));
+                self.fill(8192).await?;
             }
         }
+    }
+
+    /// Read more into the read buffer, with room for at least `room` bytes. Cancel-safe.
+    async fn fill(&mut self, room: usize) -> ConnResult<()> {
+        self.rbuf.reserve(room);
+        if self.io.read_buf(&mut self.rbuf).await? == 0 {
+            return Err(ConnError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )));
+        }
+        Ok(())
     }
 
     /// Run a simple query; rows come back as text (`None` = NULL). Errors carry SQLSTATE.
@@ -495,17 +508,10 @@ impl ReplicationConnection {
         let mut got = false;
         loop {
             // A complete message at the front of the buffer: (tag, length after the tag).
-            let complete = if self.rbuf.len() >= 5 {
-                let len =
-                    u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]])
-                        as usize;
-                if !(4..=MAX_MESSAGE).contains(&len) {
-                    return Err(protocol(format!("bad message length {len}")));
-                }
-                (self.rbuf.len() > len).then_some((self.rbuf[0], len))
-            } else {
-                None
-            };
+            let complete = self
+                .frame_len()?
+                .filter(|&len| self.rbuf.len() > len)
+                .map(|len| (self.rbuf[0], len));
             match complete {
                 Some((b'd', len)) => {
                     out.extend_from_slice(&self.rbuf[5..1 + len]);
@@ -534,16 +540,7 @@ impl ReplicationConnection {
                         }
                     }
                 }
-                None => {
-                    self.rbuf.reserve(64 << 10);
-                    let n = self.io.read_buf(&mut self.rbuf).await?;
-                    if n == 0 {
-                        return Err(ConnError::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the server closed the connection",
-                        )));
-                    }
-                }
+                None => self.fill(64 << 10).await?,
             }
         }
     }

@@ -26,6 +26,19 @@ pub struct SourceInfo<'a> {
     pub now_ms: i64,
 }
 
+impl<'a> SourceInfo<'a> {
+    /// A streamed change (or message) at `pos`, processed now.
+    pub fn streamed(pos: &'a str, txid: Option<i64>, ts_ms: Option<i64>) -> Self {
+        SourceInfo {
+            pos,
+            txid,
+            ts_ms,
+            snapshot: false,
+            now_ms: now_ms(),
+        }
+    }
+}
+
 /// How to fill a value the server did not send (an unchanged TOASTed column).
 #[derive(Debug, Clone)]
 pub struct ToastPolicy {

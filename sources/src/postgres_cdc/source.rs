@@ -637,6 +637,19 @@ impl PostgresCdcSource {
     }
 
     /// A logical decoding message: an event of its own, after the rows before it.
+    /// `source.pos`, `txid` and commit time of a streamed event: its transaction's when
+    /// it belongs to the open one (`in_txn`), else the last commit's position alone.
+    fn origin(&self, in_txn: bool) -> (String, Option<i64>, Option<i64>) {
+        match (&self.txn, in_txn) {
+            (Some(t), true) => (
+                format_lsn(t.final_lsn),
+                Some(t.xid as i64),
+                Some(t.commit_ms),
+            ),
+            _ => (format_lsn(self.last_commit_end), None, None),
+        }
+    }
+
     fn on_message(&mut self, transactional: bool, prefix: &str, content: &[u8]) -> Result<()> {
         if !self.cfg.messages
             || !(self.cfg.message_prefixes.is_empty()
@@ -645,21 +658,8 @@ impl PostgresCdcSource {
             return Ok(());
         }
         self.flush_current(true)?;
-        let (pos, txid, ts) = match (&self.txn, transactional) {
-            (Some(t), true) => (
-                format_lsn(t.final_lsn),
-                Some(t.xid as i64),
-                Some(t.commit_ms),
-            ),
-            _ => (format_lsn(self.last_commit_end), None, None),
-        };
-        let src = SourceInfo {
-            pos: &pos,
-            txid,
-            ts_ms: ts,
-            snapshot: false,
-            now_ms: now_ms(),
-        };
+        let (pos, txid, ts) = self.origin(transactional);
+        let src = SourceInfo::streamed(&pos, txid, ts);
         let batch =
             super::events::message_batch(&self.database, prefix, content, transactional, &src)
                 .map_err(|e| Error::internal(format!("build message event: {e}")))?;
@@ -888,21 +888,8 @@ impl PostgresCdcSource {
             self.flush_current(true)?;
             self.current = Some(rel);
         }
-        let (pos, txid, ts) = match &self.txn {
-            Some(t) => (
-                format_lsn(t.final_lsn),
-                Some(t.xid as i64),
-                Some(t.commit_ms),
-            ),
-            None => (format_lsn(self.last_commit_end), None, None),
-        };
-        let src = SourceInfo {
-            pos: &pos,
-            txid,
-            ts_ms: ts,
-            snapshot: false,
-            now_ms: now_ms(),
-        };
+        let (pos, txid, ts) = self.origin(true);
+        let src = SourceInfo::streamed(&pos, txid, ts);
         let toast = self.toast.clone();
         let Some(Captured { events, topic, .. }) = self.tables.get_mut(&rel) else {
             return Ok(());
