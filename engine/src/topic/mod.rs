@@ -17,6 +17,7 @@
 //! - Offsets are per partition, one per row, dense and increasing from 0. Retention removes
 //!   whole sealed segments (never the active one) by size and by age.
 
+mod constant;
 mod fsutil;
 mod groups;
 mod segment;

@@ -6,7 +6,9 @@
 //! body   := base_offset u64 | record_count u32 | append_time_ms i64 | meta_len u32
 //!           | meta (JSON, may be empty) | Arrow IPC stream bytes
 //! ```
-//! All integers are little-endian. A frame is valid only if it is complete and its CRC
+//! All integers are little-endian. In the IPC stream, columns whose values are all equal are
+//! stored once, as marked one-run `RunEndEncoded` columns, and expanded again on reading
+//! (see [`constant`](super::constant)). A frame is valid only if it is complete and its CRC
 //! matches; recovery cuts a segment at its first invalid frame, so a torn write (the process
 //! killed in the middle of an append) is never read back.
 
@@ -63,7 +65,11 @@ pub(crate) fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::A
     Ok(buf)
 }
 
+/// Write `batch` as an Arrow IPC stream, its constant columns compacted (see
+/// [`constant`](super::constant)).
 fn write_ipc(buf: &mut Vec<u8>, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
+    let compacted = super::constant::compact(batch)?;
+    let batch = compacted.as_ref().unwrap_or(batch);
     let mut w = StreamWriter::try_new(buf, &batch.schema())?;
     w.write(batch)?;
     w.finish()
@@ -229,6 +235,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<(FrameBody<'_>, RecordBatch), S
         .next()
         .ok_or("frame holds no record batch")?
         .map_err(|e| e.to_string())?;
+    let batch = super::constant::expand(batch).map_err(|e| e.to_string())?;
     Ok((fb, batch))
 }
 

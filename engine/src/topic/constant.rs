@@ -1,0 +1,457 @@
+//! Constant columns in topic frames.
+//!
+//! Change-event batches repeat a lot: every row of a snapshot batch has `op = r`, a null
+//! `before` image and the same `source` fields, and every insert has a null `before`. Stored
+//! as is, those columns are a third of a snapshot frame (a null 16-column struct alone is
+//! about 90 bytes of zeroed buffers per row). Before a batch is framed, [`compact`] replaces
+//! each column whose values are all equal (all null included) by a one-run
+//! `RunEndEncoded<Int32, T>` column holding the value once, marks it in the field metadata,
+//! and [`expand`] turns it back into a plain `T` column when the frame is read. Readers of
+//! the topic therefore see exactly the schema and values that were appended.
+//!
+//! Columns are compacted at the top level and inside structs without nulls (where each
+//! child is a column of its own). Values are compared by their bytes, so `0.0` and `-0.0`
+//! are different values and NaNs are equal only with the same bits; a column that does not
+//! match exactly is simply stored as is. Batches shorter than [`MIN_ROWS`] are left alone.
+//! Run-end encoded columns the producer itself made carry no mark and pass through.
+
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, GenericByteArray, Int32Array, RecordBatch,
+    RecordBatchOptions, RunArray, StructArray, UInt32Array,
+};
+use arrow::datatypes::{
+    ArrowNativeType, ByteArrayType, DataType, Field, FieldRef, Fields, GenericBinaryType,
+    GenericStringType, Int32Type, Schema,
+};
+use arrow::error::ArrowError;
+use std::sync::Arc;
+
+/// Field-metadata key marking a column this module run-end encoded.
+pub(crate) const MARK: &str = "rivven.topic.constant";
+
+/// Fewer rows than this are stored as is: the run's own buffers and the work of expanding
+/// it would cost more than the repeated values.
+pub(crate) const MIN_ROWS: usize = 64;
+
+/// The batch with its constant columns run-end encoded, or `None` when it has none.
+pub(crate) fn compact(batch: &RecordBatch) -> Result<Option<RecordBatch>, ArrowError> {
+    if batch.num_rows() < MIN_ROWS {
+        return Ok(None);
+    }
+    let schema = batch.schema();
+    let Some((fields, columns)) = compact_all(schema.fields(), batch.columns())? else {
+        return Ok(None);
+    };
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::new(schema), columns, &options).map(Some)
+}
+
+/// The batch with every marked column expanded back to its declared type.
+pub(crate) fn expand(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(marked_within) {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(fields.capacity());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        let (f, c) = expand_column(f, c)?;
+        fields.push(f);
+        columns.push(c);
+    }
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::new(schema), columns, &options)
+}
+
+/// Compact a list of sibling columns; `None` when none of them changes.
+#[allow(clippy::type_complexity)]
+fn compact_all(
+    fields: &Fields,
+    columns: &[ArrayRef],
+) -> Result<Option<(Vec<FieldRef>, Vec<ArrayRef>)>, ArrowError> {
+    let mut out: Option<(Vec<FieldRef>, Vec<ArrayRef>)> = None;
+    for (i, (f, c)) in fields.iter().zip(columns).enumerate() {
+        if let Some((nf, nc)) = compact_column(f, c)? {
+            let (fs, cs) =
+                out.get_or_insert_with(|| (fields.iter().cloned().collect(), columns.to_vec()));
+            fs[i] = nf;
+            cs[i] = nc;
+        }
+    }
+    Ok(out)
+}
+
+fn compact_column(
+    field: &FieldRef,
+    array: &ArrayRef,
+) -> Result<Option<(FieldRef, ArrayRef)>, ArrowError> {
+    if is_constant(array) {
+        let values = if array.null_count() == 0 {
+            array.slice(0, 1)
+        } else {
+            new_null_array(array.data_type(), 1)
+        };
+        let len = i32::try_from(array.len())
+            .map_err(|_| ArrowError::InvalidArgumentError("batch too long".into()))?;
+        let run = RunArray::<Int32Type>::try_new(&Int32Array::from(vec![len]), &values)?;
+        let mut metadata = field.metadata().clone();
+        metadata.insert(MARK.to_owned(), String::new());
+        let f = Field::new(field.name(), run.data_type().clone(), field.is_nullable())
+            .with_metadata(metadata);
+        return Ok(Some((Arc::new(f), Arc::new(run))));
+    }
+    let DataType::Struct(children) = field.data_type() else {
+        return Ok(None);
+    };
+    // Below a null slot a child's values are arbitrary: only null-free structs are looked into.
+    if array.null_count() > 0 {
+        return Ok(None);
+    }
+    let s = array.as_struct();
+    let Some((fields, columns)) = compact_all(children, s.columns())? else {
+        return Ok(None);
+    };
+    let s = StructArray::try_new(fields.clone().into(), columns, None)?;
+    let f = Field::new(field.name(), s.data_type().clone(), field.is_nullable())
+        .with_metadata(field.metadata().clone());
+    Ok(Some((Arc::new(f), Arc::new(s))))
+}
+
+/// Whether every value of `array` is the same (all null counts), compared by bytes.
+fn is_constant(array: &ArrayRef) -> bool {
+    let n = array.len();
+    if n < MIN_ROWS {
+        return false;
+    }
+    if array.null_count() == n {
+        return true;
+    }
+    if array.null_count() > 0 {
+        return false;
+    }
+    let ty = array.data_type();
+    if let Some(width) = ty.primitive_width() {
+        let data = array.to_data();
+        let start = data.offset() * width;
+        let bytes = &data.buffers()[0].as_slice()[start..start + n * width];
+        return all_equal_chunks(bytes, width);
+    }
+    match ty {
+        DataType::Boolean => {
+            let t = array.as_boolean().true_count();
+            t == 0 || t == n
+        }
+        DataType::FixedSizeBinary(w) => {
+            let a = array.as_fixed_size_binary();
+            let width = *w as usize;
+            // The array's value buffer starts at its first value (slicing slices the buffer).
+            width == 0 || all_equal_chunks(&a.value_data()[..n * width], width)
+        }
+        DataType::Utf8 => bytes_constant(array.as_bytes::<GenericStringType<i32>>()),
+        DataType::LargeUtf8 => bytes_constant(array.as_bytes::<GenericStringType<i64>>()),
+        DataType::Binary => bytes_constant(array.as_bytes::<GenericBinaryType<i32>>()),
+        DataType::LargeBinary => bytes_constant(array.as_bytes::<GenericBinaryType<i64>>()),
+        _ => false,
+    }
+}
+
+fn all_equal_chunks(bytes: &[u8], width: usize) -> bool {
+    let (first, rest) = bytes.split_at(width);
+    match width {
+        8 => {
+            let f = u64::from_ne_bytes(first.try_into().unwrap_or_default());
+            rest.chunks_exact(8)
+                .all(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()) == f)
+        }
+        4 => {
+            let f = u32::from_ne_bytes(first.try_into().unwrap_or_default());
+            rest.chunks_exact(4)
+                .all(|c| u32::from_ne_bytes(c.try_into().unwrap_or_default()) == f)
+        }
+        _ => rest.chunks_exact(width).all(|c| c == first),
+    }
+}
+
+fn bytes_constant<T: ByteArrayType>(a: &GenericByteArray<T>) -> bool {
+    let offsets = a.value_offsets();
+    let first = a.value_length(0);
+    if !offsets.windows(2).all(|w| w[1] - w[0] == first) {
+        return false;
+    }
+    let width = first.as_usize();
+    let data = &a.value_data()[offsets[0].as_usize()..offsets[a.len()].as_usize()];
+    width == 0 || all_equal_chunks(data, width)
+}
+
+/// Whether the field, or a field nested in it, was compacted.
+fn marked_within(field: &FieldRef) -> bool {
+    field.metadata().contains_key(MARK)
+        || matches!(field.data_type(), DataType::Struct(c) if c.iter().any(marked_within))
+}
+
+fn expand_column(field: &FieldRef, array: &ArrayRef) -> Result<(FieldRef, ArrayRef), ArrowError> {
+    if field.metadata().contains_key(MARK) {
+        let DataType::RunEndEncoded(_, values_field) = field.data_type() else {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "column {} is marked constant but is {}",
+                field.name(),
+                field.data_type()
+            )));
+        };
+        let run = array
+            .as_run_opt::<Int32Type>()
+            .ok_or_else(|| ArrowError::InvalidArgumentError("bad constant column".into()))?;
+        let values = run.values();
+        if values.len() != 1 {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "constant column {} holds {} values",
+                field.name(),
+                values.len()
+            )));
+        }
+        let n = array.len();
+        let expanded = if values.null_count() == 1 {
+            new_null_array(values_field.data_type(), n)
+        } else {
+            arrow::compute::take(values.as_ref(), &UInt32Array::from(vec![0u32; n]), None)?
+        };
+        let mut metadata = field.metadata().clone();
+        metadata.remove(MARK);
+        let f = Field::new(
+            field.name(),
+            values_field.data_type().clone(),
+            field.is_nullable(),
+        )
+        .with_metadata(metadata);
+        return Ok((Arc::new(f), expanded));
+    }
+    match field.data_type() {
+        DataType::Struct(children) if children.iter().any(marked_within) => {
+            let s = array.as_struct();
+            let mut fields = Vec::with_capacity(children.len());
+            let mut columns = Vec::with_capacity(children.len());
+            for (f, c) in children.iter().zip(s.columns()) {
+                let (f, c) = expand_column(f, c)?;
+                fields.push(f);
+                columns.push(c);
+            }
+            let s = StructArray::try_new(fields.into(), columns, s.nulls().cloned())?;
+            let f = Field::new(field.name(), s.data_type().clone(), field.is_nullable())
+                .with_metadata(field.metadata().clone());
+            Ok((Arc::new(f), Arc::new(s)))
+        }
+        _ => Ok((field.clone(), array.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::segment;
+    use arrow::array::{
+        BooleanArray, Decimal128Array, FixedSizeBinaryArray, Float64Array, Int64Array, StringArray,
+    };
+    use arrow::buffer::NullBuffer;
+    use std::collections::HashMap;
+
+    const N: usize = 200;
+
+    fn row_fields() -> Fields {
+        Fields::from(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("flag", DataType::Boolean, true),
+        ])
+    }
+
+    fn row_struct(ids: Vec<i64>, name: &str, nulls: Option<NullBuffer>) -> ArrayRef {
+        let n = ids.len();
+        Arc::new(
+            StructArray::try_new(
+                row_fields(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(vec![name; n])),
+                    Arc::new(
+                        Decimal128Array::from(vec![12_345i128; n])
+                            .with_precision_and_scale(12, 2)
+                            .unwrap(),
+                    ),
+                    Arc::new(BooleanArray::from(vec![true; n])),
+                ],
+                nulls,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// A snapshot-shaped change batch with constant and varying columns of several types.
+    fn change_batch() -> RecordBatch {
+        let source_fields = Fields::from(vec![
+            Field::new("db", DataType::Utf8, false),
+            Field::new("pos", DataType::Utf8, false),
+            Field::new("txid", DataType::Int64, true),
+            Field::new("snapshot", DataType::Boolean, false),
+            Field::new("zero", DataType::Float64, false),
+            Field::new("hash", DataType::FixedSizeBinary(3), false),
+        ]);
+        let zeros: Vec<f64> = (0..N)
+            .map(|i| if i == N - 1 { -0.0 } else { 0.0 })
+            .collect();
+        let source = StructArray::try_new(
+            source_fields.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["shop"; N])),
+                Arc::new(StringArray::from(
+                    (0..N).map(|i| format!("0/{i:X}")).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(vec![None::<i64>; N])),
+                Arc::new(BooleanArray::from(vec![true; N])),
+                Arc::new(Float64Array::from(zeros)),
+                Arc::new(
+                    FixedSizeBinaryArray::try_from_iter(std::iter::repeat_n(b"abc", N)).unwrap(),
+                ),
+            ],
+            None,
+        )
+        .unwrap();
+        let mut meta = HashMap::new();
+        meta.insert("k".to_owned(), "v".to_owned());
+        let schema = Schema::new(vec![
+            Field::new("op", DataType::Utf8, false).with_metadata(meta),
+            Field::new("before", DataType::Struct(row_fields()), true),
+            Field::new("after", DataType::Struct(row_fields()), true),
+            Field::new("source", DataType::Struct(source_fields), false),
+            Field::new("ts_ms", DataType::Int64, false),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(vec!["r"; N])),
+                Arc::new(StructArray::new_null(row_fields(), N)),
+                row_struct((0..N as i64).collect(), "same", None),
+                Arc::new(source),
+                Arc::new(Int64Array::from(vec![7; N])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn frame_bytes(batch: &RecordBatch) -> Vec<u8> {
+        let prepared = segment::prepare_frame(batch, batch.num_rows() as u32, 1, b"").unwrap();
+        segment::seal_frame(prepared, 0)
+    }
+
+    fn round_trip(batch: &RecordBatch) -> RecordBatch {
+        let frame = frame_bytes(batch);
+        let (_, decoded) = segment::decode_body(&frame[segment::PREFIX_LEN as usize..]).unwrap();
+        decoded
+    }
+
+    fn plain_ipc_len(batch: &RecordBatch) -> usize {
+        let mut buf = Vec::new();
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema()).unwrap();
+        w.write(batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        buf.len()
+    }
+
+    fn marked(schema: &Schema) -> Vec<String> {
+        fn walk(prefix: &str, fields: &Fields, out: &mut Vec<String>) {
+            for f in fields {
+                let name = format!("{prefix}{}", f.name());
+                if f.metadata().contains_key(MARK) {
+                    assert!(matches!(f.data_type(), DataType::RunEndEncoded(..)));
+                    out.push(name);
+                } else if let DataType::Struct(c) = f.data_type() {
+                    walk(&format!("{name}."), c, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk("", schema.fields(), &mut out);
+        out
+    }
+
+    #[test]
+    fn constant_columns_are_stored_once_and_read_back_exactly() {
+        let batch = change_batch();
+        let compacted = compact(&batch).unwrap().expect("has constant columns");
+        assert_eq!(
+            marked(&compacted.schema()),
+            [
+                "op",
+                "before",
+                "after.name",
+                "after.amount",
+                "after.flag",
+                "source.db",
+                "source.txid",
+                "source.snapshot",
+                "source.hash",
+                "ts_ms"
+            ],
+            "after.id, source.pos and source.zero (-0.0 in the last row) vary"
+        );
+        let decoded = round_trip(&batch);
+        assert_eq!(decoded.schema(), batch.schema());
+        assert_eq!(decoded, batch);
+        let stored = frame_bytes(&batch).len();
+        let plain = plain_ipc_len(&batch);
+        assert!(
+            stored * 2 < plain,
+            "compacted frame {stored} bytes, plain IPC {plain} bytes"
+        );
+    }
+
+    #[test]
+    fn sliced_batches_short_batches_and_partly_null_structs() {
+        // A slice whose rows are constant although the whole array is not.
+        let ids: Vec<i64> = (0..N as i64).map(|i| if i < 100 { 1 } else { i }).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("after", DataType::Struct(row_fields()), true),
+        ]));
+        let mut valid = vec![true; N];
+        valid[3] = false;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                row_struct(ids, "x", Some(NullBuffer::from(valid))),
+            ],
+        )
+        .unwrap();
+        let slice = batch.slice(2, 90);
+        let compacted = compact(&slice).unwrap().unwrap();
+        // Inside a struct with a null row, children are not looked into.
+        assert_eq!(marked(&compacted.schema()), ["id"]);
+        assert_eq!(round_trip(&slice), slice);
+        assert_eq!(round_trip(&batch), batch);
+
+        let short = batch.slice(0, MIN_ROWS - 1);
+        assert!(compact(&short).unwrap().is_none());
+        assert_eq!(round_trip(&short), short);
+    }
+
+    #[test]
+    fn run_end_encoded_columns_of_the_producer_pass_through() {
+        let run = RunArray::<Int32Type>::try_new(
+            &Int32Array::from(vec![100, N as i32]),
+            &StringArray::from(vec!["a", "b"]),
+        )
+        .unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "r",
+            run.data_type().clone(),
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(run)]).unwrap();
+        assert!(compact(&batch).unwrap().is_none());
+        assert_eq!(round_trip(&batch), batch);
+    }
+}
