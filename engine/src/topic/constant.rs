@@ -12,11 +12,14 @@
 //! Columns are compacted at the top level and inside structs without nulls (where each
 //! child is a column of its own). Values are compared by their bytes, so `0.0` and `-0.0`
 //! are different values and NaNs are equal only with the same bits; a column that does not
-//! match exactly is simply stored as is. Batches shorter than [`MIN_ROWS`] are left alone.
-//! Run-end encoded columns the producer itself made carry no mark and pass through.
+//! match exactly is simply stored as is. Batches shorter than [`MIN_ROWS`] are left alone,
+//! and so is a batch whose schema already uses the mark key anywhere. Whether a frame's
+//! batch was compacted is recorded in the frame itself (see [`segment`](super::segment)), so
+//! [`expand`] runs only on batches [`compact`] produced: the producer's own run-end encoded
+//! columns and metadata pass through untouched.
 
 use arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, GenericByteArray, Int32Array, RecordBatch,
+    new_null_array, Array, ArrayData, ArrayRef, AsArray, GenericByteArray, Int32Array, RecordBatch,
     RecordBatchOptions, RunArray, StructArray, UInt32Array,
 };
 use arrow::datatypes::{
@@ -33,12 +36,16 @@ pub(crate) const MARK: &str = "rivven.topic.constant";
 /// it would cost more than the repeated values.
 pub(crate) const MIN_ROWS: usize = 64;
 
-/// The batch with its constant columns run-end encoded, or `None` when it has none.
+/// The batch with its constant columns run-end encoded, or `None` when it has none (or
+/// its schema already uses [`MARK`]).
 pub(crate) fn compact(batch: &RecordBatch) -> Result<Option<RecordBatch>, ArrowError> {
-    if batch.num_rows() < MIN_ROWS {
+    if batch.num_rows() < MIN_ROWS || i32::try_from(batch.num_rows()).is_err() {
         return Ok(None);
     }
     let schema = batch.schema();
+    if schema.fields().iter().any(marked_within) {
+        return Ok(None);
+    }
     let Some((fields, columns)) = compact_all(schema.fields(), batch.columns())? else {
         return Ok(None);
     };
@@ -47,16 +54,18 @@ pub(crate) fn compact(batch: &RecordBatch) -> Result<Option<RecordBatch>, ArrowE
     RecordBatch::try_new_with_options(Arc::new(schema), columns, &options).map(Some)
 }
 
-/// The batch with every marked column expanded back to its declared type.
+/// The batch [`compact`] made, with every marked column expanded back to its declared type.
 pub(crate) fn expand(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     let schema = batch.schema();
     if !schema.fields().iter().any(marked_within) {
         return Ok(batch);
     }
+    // One all-zero index array serves every column that repeats a value.
+    let zeros = UInt32Array::from(vec![0u32; batch.num_rows()]);
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(fields.capacity());
     for (f, c) in schema.fields().iter().zip(batch.columns()) {
-        let (f, c) = expand_column(f, c)?;
+        let (f, c) = expand_column(f, c, &zeros)?;
         fields.push(f);
         columns.push(c);
     }
@@ -93,12 +102,29 @@ fn compact_column(
         } else {
             new_null_array(array.data_type(), 1)
         };
-        let len = i32::try_from(array.len())
-            .map_err(|_| ArrowError::InvalidArgumentError("batch too long".into()))?;
-        let run = RunArray::<Int32Type>::try_new(&Int32Array::from(vec![len]), &values)?;
+        // `compact` admits only batches whose length fits an i32.
+        let len = i32::try_from(array.len()).unwrap_or(i32::MAX);
+        // The values field carries a dictionary's `dict_is_ordered`, which IPC keeps only on
+        // dictionary-typed fields.
+        let values_field = Field::new("values", array.data_type().clone(), true)
+            .with_dict_is_ordered(field.dict_is_ordered().unwrap_or(false));
+        let ty = DataType::RunEndEncoded(
+            Arc::new(Field::new("run_ends", DataType::Int32, false)),
+            Arc::new(values_field),
+        );
+        let run = RunArray::<Int32Type>::from(
+            ArrayData::builder(ty)
+                .len(array.len())
+                .add_child_data(Int32Array::from(vec![len]).into_data())
+                .add_child_data(values.into_data())
+                .build()?,
+        );
         let mut metadata = field.metadata().clone();
         metadata.insert(MARK.to_owned(), String::new());
-        let f = Field::new(field.name(), run.data_type().clone(), field.is_nullable())
+        let f = field
+            .as_ref()
+            .clone()
+            .with_data_type(run.data_type().clone())
             .with_metadata(metadata);
         return Ok(Some((Arc::new(f), Arc::new(run))));
     }
@@ -113,9 +139,8 @@ fn compact_column(
     let Some((fields, columns)) = compact_all(children, s.columns())? else {
         return Ok(None);
     };
-    let s = StructArray::try_new(fields.clone().into(), columns, None)?;
-    let f = Field::new(field.name(), s.data_type().clone(), field.is_nullable())
-        .with_metadata(field.metadata().clone());
+    let s = StructArray::try_new(fields.into(), columns, None)?;
+    let f = field.as_ref().clone().with_data_type(s.data_type().clone());
     Ok(Some((Arc::new(f), Arc::new(s))))
 }
 
@@ -174,15 +199,15 @@ fn all_equal_chunks(bytes: &[u8], width: usize) -> bool {
     }
 }
 
+/// One pass that stops at the first value unlike the first (values of equal length that
+/// differ, such as LSNs or UUIDs, are told apart as early as values of other lengths).
 fn bytes_constant<T: ByteArrayType>(a: &GenericByteArray<T>) -> bool {
     let offsets = a.value_offsets();
-    let first = a.value_length(0);
-    if !offsets.windows(2).all(|w| w[1] - w[0] == first) {
-        return false;
-    }
-    let width = first.as_usize();
-    let data = &a.value_data()[offsets[0].as_usize()..offsets[a.len()].as_usize()];
-    width == 0 || all_equal_chunks(data, width)
+    let data = a.value_data();
+    let first = &data[offsets[0].as_usize()..offsets[1].as_usize()];
+    offsets[1..]
+        .windows(2)
+        .all(|w| &data[w[0].as_usize()..w[1].as_usize()] == first)
 }
 
 /// Whether the field, or a field nested in it, was compacted.
@@ -191,7 +216,11 @@ fn marked_within(field: &FieldRef) -> bool {
         || matches!(field.data_type(), DataType::Struct(c) if c.iter().any(marked_within))
 }
 
-fn expand_column(field: &FieldRef, array: &ArrayRef) -> Result<(FieldRef, ArrayRef), ArrowError> {
+fn expand_column(
+    field: &FieldRef,
+    array: &ArrayRef,
+    zeros: &UInt32Array,
+) -> Result<(FieldRef, ArrayRef), ArrowError> {
     if field.metadata().contains_key(MARK) {
         let DataType::RunEndEncoded(_, values_field) = field.data_type() else {
             return Err(ArrowError::InvalidArgumentError(format!(
@@ -215,16 +244,16 @@ fn expand_column(field: &FieldRef, array: &ArrayRef) -> Result<(FieldRef, ArrayR
         let expanded = if values.null_count() == 1 {
             new_null_array(values_field.data_type(), n)
         } else {
-            arrow::compute::take(values.as_ref(), &UInt32Array::from(vec![0u32; n]), None)?
+            arrow::compute::take(values.as_ref(), &zeros.slice(0, n), None)?
         };
         let mut metadata = field.metadata().clone();
         metadata.remove(MARK);
-        let f = Field::new(
-            field.name(),
-            values_field.data_type().clone(),
-            field.is_nullable(),
-        )
-        .with_metadata(metadata);
+        let f = field
+            .as_ref()
+            .clone()
+            .with_data_type(values_field.data_type().clone())
+            .with_dict_is_ordered(values_field.dict_is_ordered().unwrap_or(false))
+            .with_metadata(metadata);
         return Ok((Arc::new(f), expanded));
     }
     match field.data_type() {
@@ -233,13 +262,12 @@ fn expand_column(field: &FieldRef, array: &ArrayRef) -> Result<(FieldRef, ArrayR
             let mut fields = Vec::with_capacity(children.len());
             let mut columns = Vec::with_capacity(children.len());
             for (f, c) in children.iter().zip(s.columns()) {
-                let (f, c) = expand_column(f, c)?;
+                let (f, c) = expand_column(f, c, zeros)?;
                 fields.push(f);
                 columns.push(c);
             }
             let s = StructArray::try_new(fields.into(), columns, s.nulls().cloned())?;
-            let f = Field::new(field.name(), s.data_type().clone(), field.is_nullable())
-                .with_metadata(field.metadata().clone());
+            let f = field.as_ref().clone().with_data_type(s.data_type().clone());
             Ok((Arc::new(f), Arc::new(s)))
         }
         _ => Ok((field.clone(), array.clone())),
@@ -347,7 +375,7 @@ mod tests {
 
     fn round_trip(batch: &RecordBatch) -> RecordBatch {
         let frame = frame_bytes(batch);
-        let (_, decoded) = segment::decode_body(&frame[segment::PREFIX_LEN as usize..]).unwrap();
+        let (_, decoded) = segment::decode_frame(&frame).unwrap();
         decoded
     }
 
@@ -439,6 +467,36 @@ mod tests {
     }
 
     #[test]
+    fn the_producers_own_use_of_the_mark_key_and_field_flags_survive() {
+        let mut meta = HashMap::new();
+        meta.insert(MARK.to_owned(), "mine".to_owned());
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true).with_metadata(meta),
+            Field::new("d", dict.clone(), true).with_dict_is_ordered(true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["x"; N])),
+                new_null_array(&dict, N),
+            ],
+        )
+        .unwrap();
+        // A schema already using the key is stored as is (and read back as is).
+        assert!(compact(&batch).unwrap().is_none());
+        assert_eq!(round_trip(&batch), batch);
+
+        // Without it, the all-null dictionary column is compacted and keeps its flag.
+        let batch = batch.project(&[1]).unwrap();
+        let compacted = compact(&batch).unwrap().unwrap();
+        assert_eq!(marked(&compacted.schema()), ["d"]);
+        let back = round_trip(&batch);
+        assert_eq!(back, batch);
+        assert_eq!(back.schema().field(0).dict_is_ordered(), Some(true));
+    }
+
+    #[test]
     fn run_end_encoded_columns_of_the_producer_pass_through() {
         let run = RunArray::<Int32Type>::try_new(
             &Int32Array::from(vec![100, N as i32]),
@@ -452,6 +510,26 @@ mod tests {
         )]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(run)]).unwrap();
         assert!(compact(&batch).unwrap().is_none());
+        assert_eq!(round_trip(&batch), batch);
+        // A one-run column of the producer's, beside a compacted one, stays run-end encoded.
+        let one_run = RunArray::<Int32Type>::try_new(
+            &Int32Array::from(vec![N as i32]),
+            &StringArray::from(vec!["a"]),
+        )
+        .unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("r", one_run.data_type().clone(), false),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(one_run),
+                Arc::new(Int64Array::from(vec![None::<i64>; N])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(marked(&compact(&batch).unwrap().unwrap().schema()), ["n"]);
         assert_eq!(round_trip(&batch), batch);
     }
 }

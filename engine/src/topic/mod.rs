@@ -500,7 +500,8 @@ impl EmbeddedLog {
     }
 
     /// Read batches holding offsets `>= from`, about `max_bytes` worth (at least one frame
-    /// if any is available). The first batch is sliced so that it starts exactly at `from`.
+    /// if any is available), counted both as stored and as decoded (a frame with constant
+    /// columns decodes to more than it stores). The first batch is sliced so that it starts exactly at `from`.
     /// If `from` is below the retained start (retention deleted it), reading starts at the
     /// retained start and a warning is logged.
     pub async fn read(
@@ -530,7 +531,11 @@ impl EmbeddedLog {
         let topic_name: Arc<str> = Arc::from(topic);
         blocking(move || {
             let mut out = Vec::with_capacity(frames.len());
+            let mut decoded_bytes = 0usize;
             for (file, entry) in frames {
+                if !out.is_empty() && decoded_bytes >= max_bytes {
+                    break;
+                }
                 let body = segment::read_frame(&file, &entry).map_err(|e| {
                     Error::io(
                         format!("read {topic_name}/{partition} at offset {}", entry.offset),
@@ -538,7 +543,8 @@ impl EmbeddedLog {
                     )
                     .retryable(false)
                 })?;
-                let decoded = segment::decode_body(body.body())
+                let decoded = body
+                    .decode()
                     .map(|(fb, batch)| ((fb.offset, fb.append_time_ms), batch));
                 // The batch owns copies of its buffers: the frame buffer can be reused.
                 body.recycle();
@@ -548,6 +554,7 @@ impl EmbeddedLog {
                         entry.offset
                     ))
                 })?;
+                decoded_bytes += batch.get_array_memory_size();
                 let fb = (offset, append_time_ms);
                 let mut first = fb.0;
                 if from > first {

@@ -2,13 +2,14 @@
 //! (schema + one record batch), so that consecutive batches may have different schemas.
 //!
 //! ```text
-//! frame  := magic "RVN1" | body_len u32 | crc32(body) u32 | body
+//! frame  := magic ("RVN1" | "RVN2") | body_len u32 | crc32(body) u32 | body
 //! body   := base_offset u64 | record_count u32 | append_time_ms i64 | meta_len u32
 //!           | meta (JSON, may be empty) | Arrow IPC stream bytes
 //! ```
-//! All integers are little-endian. In the IPC stream, columns whose values are all equal are
-//! stored once, as marked one-run `RunEndEncoded` columns, and expanded again on reading
-//! (see [`constant`](super::constant)). A frame is valid only if it is complete and its CRC
+//! All integers are little-endian. In an `RVN2` frame the batch's columns whose values are
+//! all equal are stored once, as marked one-run `RunEndEncoded` columns, and expanded again
+//! on reading (see [`constant`](super::constant)); an `RVN1` frame holds the batch as it was
+//! appended. Builds that know only `RVN1` stop at the first `RVN2` frame. A frame is valid only if it is complete and its CRC
 //! matches; recovery cuts a segment at its first invalid frame, so a torn write (the process
 //! killed in the middle of an append) is never read back.
 
@@ -21,7 +22,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Magic of a frame holding the batch as appended.
 pub(crate) const MAGIC: &[u8; 4] = b"RVN1";
+/// Magic of a frame holding the batch with its constant columns compacted.
+pub(crate) const MAGIC_COMPACTED: &[u8; 4] = b"RVN2";
+
+fn is_magic(m: &[u8]) -> bool {
+    m == MAGIC || m == MAGIC_COMPACTED
+}
 pub(crate) const PREFIX_LEN: u64 = 12;
 const BODY_FIXED: usize = 24;
 /// Upper bound on one frame's body, to reject garbage lengths before allocating.
@@ -65,11 +73,7 @@ pub(crate) fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::A
     Ok(buf)
 }
 
-/// Write `batch` as an Arrow IPC stream, its constant columns compacted (see
-/// [`constant`](super::constant)).
 fn write_ipc(buf: &mut Vec<u8>, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
-    let compacted = super::constant::compact(batch)?;
-    let batch = compacted.as_ref().unwrap_or(batch);
     let mut w = StreamWriter::try_new(buf, &batch.schema())?;
     w.write(batch)?;
     w.finish()
@@ -114,7 +118,12 @@ pub(crate) fn prepare_frame(
     let mut f = take_buffer(
         PREFIX_LEN as usize + BODY_FIXED + meta.len() + batch.get_array_memory_size() + 1024,
     );
-    f.extend_from_slice(MAGIC);
+    let compacted = super::constant::compact(batch)?;
+    f.extend_from_slice(if compacted.is_some() {
+        MAGIC_COMPACTED
+    } else {
+        MAGIC
+    });
     f.extend_from_slice(&[0; 4]); // body length
     f.extend_from_slice(&[0; 4]); // crc
     f.extend_from_slice(&[0; 8]); // base offset
@@ -122,7 +131,7 @@ pub(crate) fn prepare_frame(
     f.extend_from_slice(&ts.to_le_bytes());
     f.extend_from_slice(&(meta.len() as u32).to_le_bytes());
     f.extend_from_slice(meta);
-    write_ipc(&mut f, batch)?;
+    write_ipc(&mut f, compacted.as_ref().unwrap_or(batch))?;
     let body_len = (f.len() - PREFIX_LEN as usize) as u32;
     f[4..8].copy_from_slice(&body_len.to_le_bytes());
     Ok(PreparedFrame(f))
@@ -195,9 +204,9 @@ fn parse_body(body: &[u8]) -> Option<FrameBody<'_>> {
 pub(crate) struct ReadFrame(Vec<u8>);
 
 impl ReadFrame {
-    /// The verified body.
-    pub(crate) fn body(&self) -> &[u8] {
-        &self.0[PREFIX_LEN as usize..]
+    /// Decode the verified frame into its (single) record batch.
+    pub(crate) fn decode(&self) -> Result<(FrameBody<'_>, RecordBatch), String> {
+        decode_frame(&self.0)
     }
 
     /// Give the buffer back for reuse.
@@ -211,7 +220,7 @@ pub(crate) fn read_frame(file: &File, entry: &FrameEntry) -> io::Result<ReadFram
     let mut buf = take_buffer(entry.len as usize);
     buf.resize(entry.len as usize, 0);
     file.read_exact_at(&mut buf, entry.pos)?;
-    if buf.len() < PREFIX_LEN as usize || &buf[..4] != MAGIC {
+    if buf.len() < PREFIX_LEN as usize || !is_magic(&buf[..4]) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "bad frame magic",
@@ -227,15 +236,19 @@ pub(crate) fn read_frame(file: &File, entry: &FrameEntry) -> io::Result<ReadFram
     Ok(ReadFrame(buf))
 }
 
-/// Decode a verified body into its (single) record batch.
-pub(crate) fn decode_body(body: &[u8]) -> Result<(FrameBody<'_>, RecordBatch), String> {
-    let fb = parse_body(body).ok_or("truncated frame body")?;
+/// Decode a verified frame (prefix and body) into its (single) record batch.
+pub(crate) fn decode_frame(frame: &[u8]) -> Result<(FrameBody<'_>, RecordBatch), String> {
+    let fb = parse_body(&frame[PREFIX_LEN as usize..]).ok_or("truncated frame body")?;
     let mut reader = StreamReader::try_new(fb.ipc, None).map_err(|e| e.to_string())?;
     let batch = reader
         .next()
         .ok_or("frame holds no record batch")?
         .map_err(|e| e.to_string())?;
-    let batch = super::constant::expand(batch).map_err(|e| e.to_string())?;
+    let batch = if &frame[..4] == MAGIC_COMPACTED {
+        super::constant::expand(batch).map_err(|e| e.to_string())?
+    } else {
+        batch
+    };
     Ok((fb, batch))
 }
 
@@ -267,7 +280,7 @@ pub(crate) fn scan_segment(path: &Path, base: u64, verify: bool) -> io::Result<S
         let mut prefix = [0u8; PREFIX_LEN as usize];
         r.read_exact(&mut prefix)?;
         let body_len = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
-        if &prefix[..4] != MAGIC
+        if !is_magic(&prefix[..4])
             || body_len > MAX_BODY
             || pos + PREFIX_LEN + u64::from(body_len) > file_len
         {

@@ -208,3 +208,47 @@ async fn group_offsets_persist() {
     assert_eq!(log.groups().committed("g", "t", 2), None);
     assert_eq!(log.groups().committed("other", "t", 0), None);
 }
+
+/// Frames whose constant columns were compacted decode to far more than they store: a read
+/// counts decoded bytes too, so it still returns about `max_bytes`.
+#[tokio::test]
+async fn reads_count_the_decoded_size_of_compacted_frames() {
+    use arrow::array::{new_null_array, Array};
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), TopicSettings::default()).unwrap();
+    log.ensure_topic("t").unwrap();
+    let wide = DataType::Struct(
+        (0..16)
+            .map(|i| Field::new(format!("c{i}"), DataType::Int64, true))
+            .collect(),
+    );
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("v", DataType::Int64, false),
+        Field::new("before", wide.clone(), true),
+    ]));
+    for i in 0..4 {
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(i * 1000..(i + 1) * 1000)),
+                new_null_array(&wide, 1000),
+            ],
+        )
+        .unwrap();
+        log.append("t", 0, &b, None).await.unwrap();
+    }
+    let stored = std::fs::metadata(dir.path().join("topics/t/0/00000000000000000000.log"))
+        .unwrap()
+        .len();
+    assert!(
+        stored < 4 * 16_000,
+        "the null struct is stored once per frame: {stored}"
+    );
+    // Every frame fits the budget as stored; decoded, one frame alone exceeds it.
+    let got = log.read("t", 0, 0, 100_000).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].batch.column(1).null_count(), 1000);
+    assert!(got[0].batch.get_array_memory_size() > 100_000);
+    let all = log.read("t", 0, 0, 64 << 20).await.unwrap();
+    assert_eq!(values(&all), (0..4000).collect::<Vec<_>>());
+}
