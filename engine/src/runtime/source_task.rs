@@ -8,7 +8,7 @@ use crate::connector::PartitionChoice;
 use crate::error::{Error, Result};
 use crate::registry::{PipelineContext, SourceFactory};
 use crate::status::{PipelineState, PipelineStatus};
-use crate::topic::{write_atomic, SourceMark};
+use crate::topic::{write_atomic, Append, SourceMark};
 use arrow::array::RecordBatch;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -259,20 +259,17 @@ fn transform(
     Ok(pieces)
 }
 
-/// Append one batch to its topic: to the partitioner's choice when one ran, else to the
-/// partition of its stream (the pipeline's name when it has none); with `mark` when it
-/// carries the source position.
-async fn append(
+/// Where one batch goes: to the partitioner's choice when one ran, else to the partition of
+/// its stream (the pipeline's name when it has none).
+fn destination<'a>(
     shared: &Shared,
-    status: &PipelineStatus,
     name: &str,
-    default_topic: &str,
-    piece: (&SourceBatch, Option<PartitionChoice>),
-    mark: Option<&SourceMark>,
-) -> Result<()> {
-    let (b, choice) = piece;
+    default_topic: &'a str,
+    piece: &'a Piece,
+) -> Result<(&'a str, u32)> {
+    let b = &piece.batch;
     let topic = b.topic.as_deref().unwrap_or(default_topic);
-    let partition = match choice {
+    let partition = match piece.partition {
         Some(c) => {
             if !shared.log.has_topic(topic) && shared.settings.topic.auto_create {
                 shared.log.create_topic(topic, c.of)?;
@@ -297,12 +294,16 @@ async fn append(
             partition_for(b.stream.as_deref().unwrap_or(name), parts)
         }
     };
-    shared.log.append(topic, partition, &b.batch, mark).await?;
-    status.add(b.batch.num_rows() as u64, batch_bytes(&b.batch) as u64);
-    Ok(())
+    Ok((topic, partition))
 }
 
+/// At most this many queued batches are appended under one fsync.
+const MAX_GROUP: usize = 16;
+
 /// Appends queued batches with their position marks; acknowledges each after it is durable.
+/// Batches already queued when the writer is ready are appended together (group commit:
+/// one fsync for them all under `fsync: always`), so a slow disk makes fewer, larger syncs
+/// instead of holding the source back once per batch.
 async fn writer(
     name: String,
     default_topic: String,
@@ -317,48 +318,58 @@ async fn writer(
         .join("sources")
         .join(format!("{name}.json"));
     let mut last_file_write = std::time::Instant::now();
-    while let Some(Piece {
-        batch: b,
-        marks,
-        partition,
-    }) = rx.recv().await
-    {
-        if !marks {
-            append(
-                &shared,
-                &status,
-                &name,
-                &default_topic,
-                (&b, partition),
-                None,
-            )
-            .await?;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP && !rx.is_empty() {
+            match rx.recv().await {
+                Some(piece) => group.push(piece),
+                None => break,
+            }
+        }
+        let marks: Vec<Option<SourceMark>> = group
+            .iter()
+            .map(|piece| {
+                piece.marks.then(|| {
+                    seq += 1;
+                    SourceMark {
+                        source: name.clone(),
+                        seq: seq - 1,
+                        position: piece.batch.position.clone(),
+                    }
+                })
+            })
+            .collect();
+        let mut items = Vec::with_capacity(group.len());
+        for (piece, mark) in group.iter().zip(&marks) {
+            // Only a marking piece can be empty: its position advances without a frame.
+            if piece.batch.batch.num_rows() > 0 {
+                let (topic, partition) = destination(&shared, &name, &default_topic, piece)?;
+                items.push(Append {
+                    topic,
+                    partition,
+                    batch: &piece.batch.batch,
+                    mark: mark.as_ref(),
+                });
+            }
+        }
+        if !items.is_empty() {
+            shared.log.append_all(&items).await?;
+        }
+        for item in &items {
+            status.add(item.batch.num_rows() as u64, batch_bytes(item.batch) as u64);
+        }
+        let position_only = group
+            .iter()
+            .any(|piece| piece.marks && piece.batch.batch.num_rows() == 0);
+        let Some(last) = marks.iter().flatten().last() else {
             continue;
-        }
-        let mark = SourceMark {
-            source: name.clone(),
-            seq,
-            position: b.position.clone(),
         };
-        seq += 1;
-        let rows = b.batch.num_rows();
-        if rows > 0 {
-            append(
-                &shared,
-                &status,
-                &name,
-                &default_topic,
-                (&b, partition),
-                Some(&mark),
-            )
-            .await?;
-        }
         // The log holds the authoritative mark; the file covers position-only advances and
         // positions whose frames retention deleted. Written at most once per commit interval.
         let due =
             last_file_write.elapsed().as_millis() as u64 >= shared.settings.commit_interval_ms;
-        if rows == 0 || due {
-            let data = serde_json::to_vec(&mark).map_err(|e| Error::internal(e.to_string()))?;
+        if position_only || due {
+            let data = serde_json::to_vec(last).map_err(|e| Error::internal(e.to_string()))?;
             let path = state_file.clone();
             tokio::task::spawn_blocking(move || write_atomic(&path, &data))
                 .await
@@ -366,8 +377,10 @@ async fn writer(
                 .map_err(|e| Error::io("write source position", e))?;
             last_file_write = std::time::Instant::now();
         }
-        status.set_position(mark.position.0.clone());
-        let _ = acks.send(mark.position);
+        status.set_position(last.position.0.clone());
+        for mark in marks.into_iter().flatten() {
+            let _ = acks.send(mark.position);
+        }
     }
     Ok(())
 }

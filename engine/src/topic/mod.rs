@@ -48,6 +48,16 @@ pub struct SourceMark {
     pub position: Position,
 }
 
+/// One batch for [`EmbeddedLog::append_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub batch: &'a RecordBatch,
+    /// The source position this batch carries, if any.
+    pub mark: Option<&'a SourceMark>,
+}
+
 /// One partition's on-disk state.
 #[derive(Debug)]
 struct Partition {
@@ -124,48 +134,67 @@ impl Partition {
         self.segments.iter().map(|s| s.size).sum()
     }
 
+    /// Write a run of frames in order and make them durable together: under
+    /// `fsync: always`, one fsync for the run (group commit). Readers, who take the
+    /// partition's lock, never see a frame of the run before that fsync. On any error the
+    /// whole run is cut off again, so the next append starts at a frame boundary. A run is
+    /// written into one segment: the segment may roll before it, never inside it. Returns
+    /// each frame's base offset.
     fn append(
         &mut self,
-        frame_for: impl FnOnce(u64) -> Vec<u8>,
-        count: u32,
-        ts: i64,
+        frames: Vec<(segment::PreparedFrame, u32, i64)>,
         settings: &TopicSettings,
-    ) -> Result<u64> {
+    ) -> Result<Vec<u64>> {
         use std::os::unix::fs::FileExt;
         if let Some(active) = self.segments.last() {
             if active.size >= settings.segment_bytes && !active.frames.is_empty() {
                 self.roll(settings)?;
             }
         }
-        let base = self.next_offset;
-        let frame = frame_for(base);
         let seg = self
             .segments
             .last_mut()
             .ok_or_else(|| Error::internal("partition without segment"))?;
-        if let Err(e) = seg.file.write_all_at(&frame, seg.size) {
-            // Cut any partial write so the next append starts at a frame boundary.
-            let _ = seg.file.set_len(seg.size);
-            return Err(Error::io(format!("append to {}", seg.path.display()), e));
+        let (size0, frames0, offset0) = (seg.size, seg.frames.len(), self.next_offset);
+        let mut bases = Vec::with_capacity(frames.len());
+        let mut written = Ok(());
+        for (prepared, count, ts) in frames {
+            let base = self.next_offset;
+            let frame = segment::seal_frame(prepared, base);
+            if let Err(e) = seg.file.write_all_at(&frame, seg.size) {
+                written = Err(Error::io(format!("append to {}", seg.path.display()), e));
+                break;
+            }
+            seg.frames.push(FrameEntry {
+                offset: base,
+                count,
+                pos: seg.size,
+                len: frame.len() as u32,
+                append_time_ms: ts,
+            });
+            seg.size += frame.len() as u64;
+            self.next_offset = base + u64::from(count);
+            segment::recycle(frame);
+            bases.push(base);
         }
-        if settings.fsync == FsyncPolicy::Always {
-            seg.file
-                .sync_data()
-                .map_err(|e| Error::io(format!("fsync {}", seg.path.display()), e))?;
-        } else {
-            self.dirty = true;
+        if written.is_ok() {
+            if settings.fsync == FsyncPolicy::Always {
+                written = seg
+                    .file
+                    .sync_data()
+                    .map_err(|e| Error::io(format!("fsync {}", seg.path.display()), e));
+            } else {
+                self.dirty = true;
+            }
         }
-        seg.frames.push(FrameEntry {
-            offset: base,
-            count,
-            pos: seg.size,
-            len: frame.len() as u32,
-            append_time_ms: ts,
-        });
-        seg.size += frame.len() as u64;
-        self.next_offset = base + u64::from(count);
-        segment::recycle(frame);
-        Ok(base)
+        if let Err(e) = written {
+            seg.frames.truncate(frames0);
+            seg.size = size0;
+            self.next_offset = offset0;
+            let _ = seg.file.set_len(size0);
+            return Err(e);
+        }
+        Ok(bases)
     }
 
     fn roll(&mut self, settings: &TopicSettings) -> Result<()> {
@@ -406,40 +435,82 @@ impl EmbeddedLog {
         batch: &RecordBatch,
         mark: Option<&SourceMark>,
     ) -> Result<u64> {
-        if batch.num_rows() == 0 {
-            return Err(Error::internal("empty batches are not appended"));
+        let bases = self
+            .append_all(&[Append {
+                topic,
+                partition,
+                batch,
+                mark,
+            }])
+            .await?;
+        bases
+            .first()
+            .copied()
+            .ok_or_else(|| Error::internal("append wrote no frame"))
+    }
+
+    /// Append batches in order, each with the source position it carries, and make them
+    /// durable together: consecutive batches for one partition are written as one run with
+    /// one fsync under `fsync: always` (group commit), and no reader sees them before.
+    /// Resolves once every frame is durable under the fsync policy; returns each batch's
+    /// first offset. On error, the run that failed is not in the log (earlier runs are).
+    pub async fn append_all(&self, items: &[Append<'_>]) -> Result<Vec<u64>> {
+        struct Run {
+            topic: Arc<Topic>,
+            partition: u32,
+            frames: Vec<(segment::PreparedFrame, u32, i64)>,
+            marks: Vec<SourceMark>,
         }
-        let t = self.topic(topic)?;
-        let count =
-            u32::try_from(batch.num_rows()).map_err(|_| Error::internal("batch too large"))?;
-        let meta = match mark {
-            Some(m) => serde_json::to_vec(m).map_err(|e| Error::internal(e.to_string()))?,
-            None => Vec::new(),
-        };
-        let ts = now_ms();
-        let prepared = segment::prepare_frame(batch, count, ts, &meta)?;
-        let settings = self.inner.settings.clone();
-        let mark = mark.cloned();
-        let base = blocking(move || {
-            let p = t
-                .partitions
-                .get(partition as usize)
-                .ok_or_else(|| Error::internal(format!("partition {partition} out of range")))?;
-            let mut p = p.lock().map_err(lock_err)?;
-            let base = p.append(
-                |base| segment::seal_frame(prepared, base),
-                count,
-                ts,
-                &settings,
-            )?;
-            if let Some(m) = mark {
-                p.marks.insert(m.source.clone(), m);
+        let mut runs: Vec<Run> = Vec::new();
+        let mut previous: Option<(&str, u32)> = None;
+        for item in items {
+            if item.batch.num_rows() == 0 {
+                return Err(Error::internal("empty batches are not appended"));
             }
-            Ok(base)
+            let count = u32::try_from(item.batch.num_rows())
+                .map_err(|_| Error::internal("batch too large"))?;
+            let meta = match item.mark {
+                Some(m) => serde_json::to_vec(m).map_err(|e| Error::internal(e.to_string()))?,
+                None => Vec::new(),
+            };
+            let ts = now_ms();
+            let prepared = segment::prepare_frame(item.batch, count, ts, &meta)?;
+            if previous != Some((item.topic, item.partition)) {
+                runs.push(Run {
+                    topic: self.topic(item.topic)?,
+                    partition: item.partition,
+                    frames: Vec::new(),
+                    marks: Vec::new(),
+                });
+                previous = Some((item.topic, item.partition));
+            }
+            let run = runs.last_mut().ok_or_else(|| Error::internal("no run"))?;
+            run.frames.push((prepared, count, ts));
+            run.marks.extend(item.mark.cloned());
+        }
+        let settings = self.inner.settings.clone();
+        let bases = blocking(move || {
+            let mut bases = Vec::new();
+            for run in runs {
+                let p = run
+                    .topic
+                    .partitions
+                    .get(run.partition as usize)
+                    .ok_or_else(|| {
+                        Error::internal(format!("partition {} out of range", run.partition))
+                    })?;
+                let mut p = p.lock().map_err(lock_err)?;
+                bases.extend(p.append(run.frames, &settings)?);
+                for m in run.marks {
+                    p.marks.insert(m.source.clone(), m);
+                }
+            }
+            Ok(bases)
         })
-        .await?;
+        .await;
+        // Readers are woken even after an error: the runs before it are in the log.
         self.inner.appended.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(base)
+        bases
     }
 
     /// The newest position recorded in any topic for source `source`.

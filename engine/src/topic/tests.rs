@@ -252,3 +252,65 @@ async fn reads_count_the_decoded_size_of_compacted_frames() {
     let all = log.read("t", 0, 0, 64 << 20).await.unwrap();
     assert_eq!(values(&all), (0..4000).collect::<Vec<_>>());
 }
+
+/// `append_all` writes consecutive batches of one partition as one run (one fsync), keeps
+/// their order and offsets across partitions, and records the newest mark of each source.
+#[tokio::test]
+async fn group_appends_keep_order_offsets_and_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = |seq: u64| SourceMark {
+        source: "src".into(),
+        seq,
+        position: Position(serde_json::json!({ "seq": seq })),
+    };
+    let (m0, m1, m2) = (mark(0), mark(1), mark(2));
+    let (b0, b1, b2, b3) = (batch(0, 3), batch(3, 2), batch(100, 4), batch(5, 1));
+    {
+        let log = EmbeddedLog::open(dir.path(), settings()).unwrap();
+        log.create_topic("t", 2).unwrap();
+        let item = |partition, batch, mark| Append {
+            topic: "t",
+            partition,
+            batch,
+            mark,
+        };
+        let bases = log
+            .append_all(&[
+                item(0, &b0, Some(&m0)),
+                item(0, &b1, None),
+                item(1, &b2, Some(&m1)),
+                item(0, &b3, Some(&m2)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(bases, [0, 3, 0, 5]);
+        assert_eq!(log.source_mark("src").unwrap().seq, 2);
+    }
+    // Everything is durable and found again on reopening, in order.
+    let log = EmbeddedLog::open(dir.path(), settings()).unwrap();
+    assert_eq!(log.source_mark("src").unwrap(), m2);
+    let p0 = log.read("t", 0, 0, 1 << 20).await.unwrap();
+    assert_eq!(values(&p0), [0, 1, 2, 3, 4, 5]);
+    let p1 = log.read("t", 1, 0, 1 << 20).await.unwrap();
+    assert_eq!(values(&p1), [100, 101, 102, 103]);
+    // An empty batch fails the whole call before anything is written.
+    let empty = batch(0, 0);
+    let err = log
+        .append_all(&[
+            Append {
+                topic: "t",
+                partition: 0,
+                batch: &b0,
+                mark: None,
+            },
+            Append {
+                topic: "t",
+                partition: 0,
+                batch: &empty,
+                mark: None,
+            },
+        ])
+        .await;
+    assert!(err.is_err());
+    assert_eq!(log.end_offset("t", 0).unwrap(), 6);
+}
