@@ -11,6 +11,12 @@ struct Item<T> {
     _bytes: OwnedSemaphorePermit,
 }
 
+/// The room an item took in the queue; released on drop.
+pub struct Room {
+    _rows: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
 /// Sending half.
 pub struct QueueSender<T> {
     tx: mpsc::UnboundedSender<Item<T>>,
@@ -78,6 +84,20 @@ impl<T> QueueReceiver<T> {
     /// Cancel-safe. The item's room is released when it is taken.
     pub async fn recv(&mut self) -> Option<T> {
         self.rx.recv().await.map(|i| i.value)
+    }
+
+    /// Like [`recv`](Self::recv), but the item's room is released only when the returned
+    /// [`Room`] is dropped: for a consumer that holds items beyond taking them.
+    pub async fn recv_holding_room(&mut self) -> Option<(T, Room)> {
+        self.rx.recv().await.map(|i| {
+            (
+                i.value,
+                Room {
+                    _rows: i._rows,
+                    _bytes: i._bytes,
+                },
+            )
+        })
     }
 
     /// Whether nothing is queued right now.

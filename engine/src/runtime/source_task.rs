@@ -318,11 +318,16 @@ async fn writer(
         .join("sources")
         .join(format!("{name}.json"));
     let mut last_file_write = std::time::Instant::now();
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
+    while let Some((first, room)) = rx.recv_holding_room().await {
+        // The group keeps its room in the queue until it is durable, so the queue's bounds
+        // still cap what the pipeline holds.
+        let (mut group, mut rooms) = (vec![first], vec![room]);
         while group.len() < MAX_GROUP && !rx.is_empty() {
-            match rx.recv().await {
-                Some(piece) => group.push(piece),
+            match rx.recv_holding_room().await {
+                Some((piece, room)) => {
+                    group.push(piece);
+                    rooms.push(room);
+                }
                 None => break,
             }
         }
@@ -381,6 +386,7 @@ async fn writer(
         for mark in marks.into_iter().flatten() {
             let _ = acks.send(mark.position);
         }
+        drop(rooms);
     }
     Ok(())
 }

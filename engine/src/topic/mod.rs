@@ -66,6 +66,9 @@ struct Partition {
     next_offset: u64,
     dirty: bool,
     marks: HashMap<String, SourceMark>,
+    /// Set when a failed run could not be cut off again: appending after it could leave
+    /// stale frames reachable, so the partition refuses appends until it is reopened.
+    broken: Option<String>,
 }
 
 fn lock_err<T>(_: T) -> Error {
@@ -121,6 +124,7 @@ impl Partition {
                 next_offset,
                 dirty: false,
                 marks,
+                broken: None,
             },
             truncated,
         ))
@@ -138,14 +142,21 @@ impl Partition {
     /// `fsync: always`, one fsync for the run (group commit). Readers, who take the
     /// partition's lock, never see a frame of the run before that fsync. On any error the
     /// whole run is cut off again, so the next append starts at a frame boundary. A run is
-    /// written into one segment: the segment may roll before it, never inside it. Returns
-    /// each frame's base offset.
+    /// written into one segment: the segment may roll before it, never inside it (callers
+    /// keep runs near `segment_bytes`). Returns each frame's base offset.
     fn append(
         &mut self,
         frames: Vec<(segment::PreparedFrame, u32, i64)>,
         settings: &TopicSettings,
     ) -> Result<Vec<u64>> {
         use std::os::unix::fs::FileExt;
+        if let Some(why) = &self.broken {
+            return Err(Error::internal(format!(
+                "partition {} refuses appends until reopened: {why}",
+                self.dir.display()
+            ))
+            .retryable(false));
+        }
         if let Some(active) = self.segments.last() {
             if active.size >= settings.segment_bytes && !active.frames.is_empty() {
                 self.roll(settings)?;
@@ -191,7 +202,9 @@ impl Partition {
             seg.frames.truncate(frames0);
             seg.size = size0;
             self.next_offset = offset0;
-            let _ = seg.file.set_len(size0);
+            if let Err(cut) = seg.file.set_len(size0) {
+                self.broken = Some(format!("cutting off a failed append: {cut}"));
+            }
             return Err(e);
         }
         Ok(bases)
@@ -463,6 +476,8 @@ impl EmbeddedLog {
         }
         let mut runs: Vec<Run> = Vec::new();
         let mut previous: Option<(&str, u32)> = None;
+        // A run ends at about a segment's size, so that segments roll near `segment_bytes`.
+        let mut run_bytes = 0u64;
         for item in items {
             if item.batch.num_rows() == 0 {
                 return Err(Error::internal("empty batches are not appended"));
@@ -475,7 +490,10 @@ impl EmbeddedLog {
             };
             let ts = now_ms();
             let prepared = segment::prepare_frame(item.batch, count, ts, &meta)?;
-            if previous != Some((item.topic, item.partition)) {
+            if previous != Some((item.topic, item.partition))
+                || run_bytes >= self.inner.settings.segment_bytes
+            {
+                run_bytes = 0;
                 runs.push(Run {
                     topic: self.topic(item.topic)?,
                     partition: item.partition,
@@ -485,6 +503,7 @@ impl EmbeddedLog {
                 previous = Some((item.topic, item.partition));
             }
             let run = runs.last_mut().ok_or_else(|| Error::internal("no run"))?;
+            run_bytes += prepared.len() as u64;
             run.frames.push((prepared, count, ts));
             run.marks.extend(item.mark.cloned());
         }

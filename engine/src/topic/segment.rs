@@ -107,6 +107,13 @@ pub(crate) fn recycle(buf: Vec<u8>) {
 /// A frame encoded up to its offset and checksum (see [`seal_frame`]).
 pub(crate) struct PreparedFrame(Vec<u8>);
 
+impl PreparedFrame {
+    /// The frame's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Encode a frame's body in place (header fields, `meta`, the batch as Arrow IPC), leaving
 /// the base offset and the checksum, which are known only under the partition lock.
 pub(crate) fn prepare_frame(
