@@ -62,13 +62,7 @@ pub(crate) fn expand(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     }
     // One all-zero index array serves every column that repeats a value.
     let zeros = UInt32Array::from(vec![0u32; batch.num_rows()]);
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns = Vec::with_capacity(fields.capacity());
-    for (f, c) in schema.fields().iter().zip(batch.columns()) {
-        let (f, c) = expand_column(f, c, &zeros)?;
-        fields.push(f);
-        columns.push(c);
-    }
+    let (fields, columns) = expand_all(schema.fields(), batch.columns(), &zeros)?;
     let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     RecordBatch::try_new_with_options(Arc::new(schema), columns, &options)
@@ -145,11 +139,9 @@ fn compact_column(
 }
 
 /// Whether every value of `array` is the same (all null counts), compared by bytes.
+/// [`compact`] has checked the batch's length.
 fn is_constant(array: &ArrayRef) -> bool {
     let n = array.len();
-    if n < MIN_ROWS {
-        return false;
-    }
     if array.null_count() == n {
         return true;
     }
@@ -216,6 +208,21 @@ fn marked_within(field: &FieldRef) -> bool {
         || matches!(field.data_type(), DataType::Struct(c) if c.iter().any(marked_within))
 }
 
+/// Expand a list of sibling columns.
+#[allow(clippy::type_complexity)]
+fn expand_all(
+    fields: &Fields,
+    columns: &[ArrayRef],
+    zeros: &UInt32Array,
+) -> Result<(Vec<FieldRef>, Vec<ArrayRef>), ArrowError> {
+    fields
+        .iter()
+        .zip(columns)
+        .map(|(f, c)| expand_column(f, c, zeros))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|pairs| pairs.into_iter().unzip())
+}
+
 fn expand_column(
     field: &FieldRef,
     array: &ArrayRef,
@@ -259,13 +266,7 @@ fn expand_column(
     match field.data_type() {
         DataType::Struct(children) if children.iter().any(marked_within) => {
             let s = array.as_struct();
-            let mut fields = Vec::with_capacity(children.len());
-            let mut columns = Vec::with_capacity(children.len());
-            for (f, c) in children.iter().zip(s.columns()) {
-                let (f, c) = expand_column(f, c, zeros)?;
-                fields.push(f);
-                columns.push(c);
-            }
+            let (fields, columns) = expand_all(children, s.columns(), zeros)?;
             let s = StructArray::try_new(fields.into(), columns, s.nulls().cloned())?;
             let f = field.as_ref().clone().with_data_type(s.data_type().clone());
             Ok((Arc::new(f), Arc::new(s)))

@@ -591,9 +591,9 @@ impl EmbeddedLog {
 
     /// Read batches holding offsets `>= from`, about `max_bytes` worth (at least one frame
     /// if any is available), counted both as stored and as decoded (a frame with constant
-    /// columns decodes to more than it stores). The first batch is sliced so that it starts exactly at `from`.
-    /// If `from` is below the retained start (retention deleted it), reading starts at the
-    /// retained start and a warning is logged.
+    /// columns decodes to more than it stores). The first batch is sliced so that it starts
+    /// exactly at `from`. If `from` is below the retained start (retention deleted it),
+    /// reading starts at the retained start and a warning is logged.
     pub async fn read(
         &self,
         topic: &str,

@@ -9,9 +9,10 @@
 //! All integers are little-endian. In an `RVN2` frame the batch's columns whose values are
 //! all equal are stored once, as marked one-run `RunEndEncoded` columns, and expanded again
 //! on reading (see [`constant`](super::constant)); an `RVN1` frame holds the batch as it was
-//! appended. Builds that know only `RVN1` stop at the first `RVN2` frame. A frame is valid only if it is complete and its CRC
-//! matches; recovery cuts a segment at its first invalid frame, so a torn write (the process
-//! killed in the middle of an append) is never read back.
+//! appended. Builds that know only `RVN1` stop at the first `RVN2` frame. A frame is valid
+//! only if it is complete and its CRC matches; recovery cuts a segment at its first invalid
+//! frame, so a torn write (the process killed in the middle of an append) is never read
+//! back.
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
@@ -30,6 +31,7 @@ pub(crate) const MAGIC_COMPACTED: &[u8; 4] = b"RVN2";
 fn is_magic(m: &[u8]) -> bool {
     m == MAGIC || m == MAGIC_COMPACTED
 }
+
 pub(crate) const PREFIX_LEN: u64 = 12;
 const BODY_FIXED: usize = 24;
 /// Upper bound on one frame's body, to reject garbage lengths before allocating.
