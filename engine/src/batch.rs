@@ -19,14 +19,6 @@ pub const META_NAMESPACE: &str = "rivven.namespace";
 /// names are columns of the row images.
 pub const META_KEY: &str = "rivven.key";
 
-/// Dead-letter rows (transform failures, records a source could not decode) carry these
-/// columns besides the record: the error,
-pub const DLQ_ERROR: &str = "__dlq_error";
-/// the step or decoder that failed (`transforms[2] (cast)`, `postgres-cdc decode`),
-pub const DLQ_TRANSFORM: &str = "__dlq_transform";
-/// and the topic (or destination) the record was bound for.
-pub const DLQ_TOPIC: &str = "__dlq_topic";
-
 /// An opaque, source-defined resume position (LSN, binlog coordinates, Kafka offsets, a
 /// generator's sequence). Serialized as JSON in the topic log and the state dir, so it is
 /// readable in `status` and on disk.

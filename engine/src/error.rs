@@ -28,8 +28,10 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// Whose fault an error is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whose fault an error is: shown with a pipeline's last error in `status`, and the exit
+/// code of `run` when a pipeline fails (see [`Origin::exit_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// The user must change something (config, permissions).
     User,
@@ -37,6 +39,19 @@ pub enum Origin {
     External,
     /// Our code failed.
     Internal,
+}
+
+impl Origin {
+    /// The exit code of `rivven-connect run` when a pipeline failed for this reason: 2 for
+    /// the user's (as for an invalid configuration), 1 for an external system's, 3 for our
+    /// own.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Origin::User => 2,
+            Origin::External => 1,
+            Origin::Internal => 3,
+        }
+    }
 }
 
 /// An engine error: kind, origin, retry hint, message and optional cause.

@@ -5,7 +5,10 @@
 //! - [`batch`]: the batch model and the canonical change-event schema;
 //! - [`connector`]: the [`Source`](connector::Source), [`Transform`](connector::Transform)
 //!   and [`Sink`](connector::Sink) traits and their delivery contracts;
-//! - [`registry`]: connector name → factory, with catalogue metadata and config schemas;
+//! - [`registry`]: the typed connector traits ([`SourceConnector`](registry::SourceConnector),
+//!   [`SinkConnector`](registry::SinkConnector)) and connector name → factory, with
+//!   catalogue metadata and config schemas;
+//! - [`pipelines`]: a loaded file resolved against the registry (each config parsed once);
 //! - [`config`]: the pipeline YAML, `${VAR}` substitution, validation with key paths and
 //!   line:column positions;
 //! - [`topic`]: the embedded topic log (Arrow IPC segments, partitions, retention,
@@ -17,7 +20,9 @@
 pub mod batch;
 pub mod config;
 pub mod connector;
+pub mod dead_letter;
 pub mod error;
+pub mod pipelines;
 pub mod redact;
 pub mod registry;
 pub mod routing;

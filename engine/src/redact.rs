@@ -44,16 +44,74 @@ pub fn register(var_name: &str, value: &str) {
     }
 }
 
-/// Replace every registered value in `text` with its `${VAR}` placeholder.
+/// Values at least this long are replaced wherever they occur; shorter ones only where
+/// they stand alone (see [`scrub`]), so that a one-letter password does not garble every
+/// word containing that letter.
+const ANYWHERE_LEN: usize = 8;
+
+/// Whether `c` can delimit a value that a message quotes or embeds: whitespace, quotes,
+/// brackets and the separators of URLs, connection strings and lists.
+fn delimiter(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '"' | '\''
+                | '`'
+                | ','
+                | ';'
+                | '('
+                | ')'
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '<'
+                | '>'
+                | '='
+                | ':'
+                | '@'
+                | '/'
+                | '&'
+                | '?'
+                | '|'
+        )
+}
+
+/// Replace every registered value in `text` with its `${VAR}` placeholder. A value shorter
+/// than eight characters is replaced only where it stands alone: at the start or end of the
+/// text or next to a [`delimiter`] on both sides (`password "pw"`, `user:pw@host`,
+/// `password=pw;`). Text that merely contains those letters (`postgres-cdc`, `p.yaml`) is
+/// left alone.
 pub fn scrub(text: &str) -> String {
     let Ok(secrets) = SECRETS.read() else {
         return text.to_owned();
     };
     let mut out = text.to_owned();
     for (value, placeholder) in secrets.iter() {
-        if out.contains(value.as_str()) {
-            out = out.replace(value.as_str(), placeholder);
+        if !out.contains(value.as_str()) {
+            continue;
         }
+        if value.len() >= ANYWHERE_LEN {
+            out = out.replace(value.as_str(), placeholder);
+            continue;
+        }
+        let mut next = String::with_capacity(out.len());
+        let mut rest = 0;
+        for (at, _) in out.match_indices(value.as_str()) {
+            if at < rest {
+                continue; // overlaps a replaced occurrence
+            }
+            let end = at + value.len();
+            let before = out[..at].chars().next_back().is_none_or(delimiter);
+            let after = out[end..].chars().next().is_none_or(delimiter);
+            if before && after {
+                next.push_str(&out[rest..at]);
+                next.push_str(placeholder);
+                rest = end;
+            }
+        }
+        next.push_str(&out[rest..]);
+        out = next;
     }
     out
 }
@@ -76,5 +134,36 @@ mod tests {
             "cannot reach ${HOST}:65000"
         );
         assert_eq!(scrub("retry 1 of 3"), "retry 1 of 3");
+    }
+
+    #[test]
+    fn short_secrets_do_not_garble_other_text() {
+        register("KAFKA_PASSWORD", "p");
+        register("API_TOKEN", "ab");
+        // Text that only contains the letters is left exactly as it was.
+        for text in [
+            "unknown source connector `x`; available: datagen, postgres-cdc",
+            "p.yaml:3:5: sources.pg.config.port: must be 1-65535, got 0",
+            "tables: abc, tab, crab; apple",
+        ] {
+            assert_eq!(scrub(text), text);
+        }
+        // Where a value stands alone, it never appears.
+        assert_eq!(
+            scrub("invalid type: string \"p\", expected u16"),
+            "invalid type: string \"${KAFKA_PASSWORD}\", expected u16"
+        );
+        assert_eq!(
+            scrub("postgres://u:p@db/x?token=ab"),
+            "postgres://u:${KAFKA_PASSWORD}@db/x?token=${API_TOKEN}"
+        );
+        assert_eq!(scrub("ab"), "${API_TOKEN}");
+        assert_eq!(
+            scrub("password=p; ab ab"),
+            "password=${KAFKA_PASSWORD}; ${API_TOKEN} ${API_TOKEN}"
+        );
+        // Long values go wherever they appear, even inside other text.
+        register("DB_PASSWORD", "hunter2hunter2");
+        assert_eq!(scrub("xhunter2hunter2y"), "x${DB_PASSWORD}y");
     }
 }

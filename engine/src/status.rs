@@ -57,7 +57,7 @@ pub struct PipelineStatus {
     bytes: AtomicU64,
     lag: AtomicU64,
     restarts: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<(String, crate::error::Origin)>>,
     unhealthy: Mutex<Option<String>>,
     position: Mutex<Option<serde_json::Value>>,
     gauges: Mutex<BTreeMap<GaugeKey, f64>>,
@@ -131,11 +131,19 @@ impl PipelineStatus {
         self.lag.store(lag, Ordering::Relaxed);
     }
 
-    /// Record a failure (the text is scrubbed of secrets).
-    pub fn record_error(&self, error: &dyn std::fmt::Display) {
+    /// Record a failure (the text is scrubbed of secrets) and whose fault it is.
+    pub fn record_error(&self, error: &crate::Error) {
         if let Ok(mut e) = self.last_error.lock() {
-            *e = Some(crate::redact::scrub(&error.to_string()));
+            *e = Some((crate::redact::scrub(&error.to_string()), error.origin()));
         }
+    }
+
+    /// Whose fault the last recorded failure was (`None`: no failure).
+    pub fn last_error_origin(&self) -> Option<crate::error::Origin> {
+        self.last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|e| e.1))
     }
 
     /// Mark the pipeline unhealthy with a reason (scrubbed of secrets), or healthy again
@@ -168,7 +176,12 @@ impl PipelineStatus {
             bytes: self.bytes.load(Ordering::Relaxed),
             lag: self.lag.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
-            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            last_error: self
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.as_ref().map(|e| e.0.clone())),
+            last_error_origin: self.last_error_origin(),
             unhealthy: self.unhealthy.lock().ok().and_then(|u| u.clone()),
             position: self.position.lock().ok().and_then(|p| p.clone()),
             details: self
@@ -217,6 +230,11 @@ pub struct PipelineSnapshot {
     pub restarts: u64,
     /// Last error, scrubbed of secrets.
     pub last_error: Option<String>,
+    /// Whose fault the last error was: `user` (configuration, permissions: change
+    /// something), `external` (a system outside the process failed) or `internal` (a bug in
+    /// rivven-connect: please report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_origin: Option<crate::error::Origin>,
     /// Why the connector reports the pipeline unhealthy (absent: healthy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy: Option<String>,
@@ -303,6 +321,16 @@ impl StatusRegistry {
             p.push(st.clone());
         }
         st
+    }
+
+    /// The status of the source or sink pipeline `name`.
+    pub fn get(&self, kind: PipelineKind, name: &str) -> Option<Arc<PipelineStatus>> {
+        self.pipelines
+            .read()
+            .ok()?
+            .iter()
+            .find(|p| p.kind == kind && p.name == name)
+            .cloned()
     }
 
     /// Why the process is not ready: one line per failed or unhealthy pipeline (empty:
@@ -523,20 +551,30 @@ mod tests {
             (200, r#"{"status":"ready"}"#.into())
         );
         a.set_unhealthy(Some("slot s lags 400 s"));
-        b.record_error(&"disk full");
+        b.record_error(&crate::Error::io(
+            "append",
+            std::io::Error::other("disk full"),
+        ));
         b.set_state(PipelineState::Failed);
         let (code, body) = get(addr, "/ready").await;
         assert_eq!(code, 503);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             v["reasons"],
-            serde_json::json!(["a: unhealthy: slot s lags 400 s", "b: failed: disk full"])
+            serde_json::json!([
+                "a: unhealthy: slot s lags 400 s",
+                "b: failed: append: disk full"
+            ])
         );
         // Liveness is unaffected; /status carries the reason; the gauge drops to 0.
         assert_eq!(get(addr, "/health").await.0, 200);
         let (_, status) = get(addr, "/status").await;
         assert!(
             status.contains(r#""unhealthy":"slot s lags 400 s""#),
+            "{status}"
+        );
+        assert!(
+            status.contains(r#""last_error_origin":"external""#),
             "{status}"
         );
         assert!(reg

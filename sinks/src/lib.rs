@@ -14,10 +14,10 @@ use rivven_engine::registry::Registry;
 /// Register every sink connector compiled into this crate.
 pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     #[cfg(feature = "stdout")]
-    registry.register_sink(std::sync::Arc::new(stdout::StdoutFactory))?;
+    registry.register_sink(stdout::Stdout)?;
     #[cfg(feature = "object-storage")]
-    for f in object_storage::ObjectStorageFactory::all() {
-        registry.register_sink(std::sync::Arc::new(f))?;
+    for c in object_storage::ObjectStorage::all() {
+        registry.register_sink(c)?;
     }
     let _ = &registry;
     Ok(())

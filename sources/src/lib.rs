@@ -12,9 +12,9 @@ use rivven_engine::registry::Registry;
 /// Register every source connector compiled into this crate.
 pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     #[cfg(feature = "datagen")]
-    registry.register_source(std::sync::Arc::new(datagen::DatagenFactory))?;
+    registry.register_source(datagen::Datagen)?;
     #[cfg(feature = "postgres-cdc")]
-    registry.register_source(std::sync::Arc::new(postgres_cdc::PostgresCdcFactory))?;
+    registry.register_source(postgres_cdc::PostgresCdc)?;
     let _ = &registry;
     Ok(())
 }

@@ -11,232 +11,16 @@
 //! changes the schema is applied to consecutive runs of selected rows, so the output is a
 //! sequence of batches in input order.
 
-use arrow::array::{Array, BooleanArray, RecordBatch};
-use arrow::compute::kernels::zip::zip;
+use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use rivven_engine::connector::{Routed, Transform};
-use rivven_engine::Error;
+use rivven_engine::{Error, Result};
 use std::sync::Arc;
 
 use crate::image;
+use crate::op::{dead_letter_rows, Ctx, Op, Spec};
 use crate::predicate::PredicateConfig;
-use crate::transforms::Spec;
-use crate::Result;
-
-/// What an op sees besides the batch.
-pub struct Ctx<'a> {
-    /// The topic the batch is currently bound for.
-    pub topic: &'a str,
-}
-
-/// A transform compiled for one input schema.
-pub trait Op: Send + Sync {
-    /// The schema of the batches [`Op::map`] returns.
-    fn output_schema(&self) -> &SchemaRef;
-
-    /// Transform every row of `batch`.
-    fn map(&self, batch: &RecordBatch, ctx: &Ctx<'_>) -> Result<RecordBatch>;
-
-    /// Whether [`Op::map`] is row-wise: it keeps the row count and output row *i* depends on
-    /// input row *i* alone. The chain may then run it over rows that an earlier filter has
-    /// marked for dropping (one fused selection instead of a copy per filter); if that
-    /// fails, it runs again over the kept rows only, so errors are those of the kept rows.
-    fn row_wise(&self) -> bool {
-        false
-    }
-
-    /// For ops that only drop rows (besides a row-wise rewrite): the output *before*
-    /// dropping and which rows to keep, so that consecutive filters are applied as one
-    /// selection, materialized once. `None`: not such an op.
-    fn select(
-        &self,
-        batch: &RecordBatch,
-        ctx: &Ctx<'_>,
-    ) -> Option<Result<(RecordBatch, BooleanArray)>> {
-        let _ = (batch, ctx);
-        None
-    }
-
-    /// Transform the rows where `mask` is true (all rows when `None`), pass the others
-    /// through unchanged, and push the outputs in order. Filters and routers override this.
-    fn apply(
-        &self,
-        input: Routed,
-        mask: Option<&BooleanArray>,
-        ctx: &Ctx<'_>,
-        out: &mut Vec<Routed>,
-    ) -> Result<()> {
-        apply_masked(self, input, mask, ctx, out)
-    }
-}
-
-/// The default [`Op::apply`]: see the module docs.
-pub fn apply_masked<O: Op + ?Sized>(
-    op: &O,
-    input: Routed,
-    mask: Option<&BooleanArray>,
-    ctx: &Ctx<'_>,
-    out: &mut Vec<Routed>,
-) -> Result<()> {
-    let Some(mask) = mask else {
-        let batch = op.map(&input.batch, ctx)?;
-        out.push(Routed { batch, ..input });
-        return Ok(());
-    };
-    let selected = mask.true_count();
-    if selected == mask.len() {
-        let batch = op.map(&input.batch, ctx)?;
-        out.push(Routed { batch, ..input });
-        return Ok(());
-    }
-    if selected == 0 {
-        out.push(input);
-        return Ok(());
-    }
-    if same_shape(op.output_schema(), &input.batch.schema()) {
-        let new = op.map(&input.batch, ctx)?;
-        let columns = new
-            .columns()
-            .iter()
-            .zip(input.batch.columns())
-            .map(|(n, o)| Ok(zip(mask, n, &retype(o, n.data_type())?)?))
-            .collect::<Result<Vec<_>>>()?;
-        let batch = RecordBatch::try_new(new.schema(), columns)?;
-        out.push(Routed { batch, ..input });
-        return Ok(());
-    }
-    apply_runs(op, input, mask, ctx, out)
-}
-
-/// Apply `op` to each consecutive run of selected rows; other runs pass unchanged. For ops
-/// whose output rows do not correspond one to one with input rows.
-pub fn apply_runs<O: Op + ?Sized>(
-    op: &O,
-    input: Routed,
-    mask: &BooleanArray,
-    ctx: &Ctx<'_>,
-    out: &mut Vec<Routed>,
-) -> Result<()> {
-    for (start, len, on) in runs(mask) {
-        let part = input.batch.slice(start, len);
-        let batch = if on { op.map(&part, ctx)? } else { part };
-        out.push(Routed {
-            batch,
-            ..input.clone()
-        });
-    }
-    Ok(())
-}
-
-/// Same field names and types (nullability may differ: a merged column is as nullable as
-/// the more nullable side).
-fn same_shape(a: &SchemaRef, b: &SchemaRef) -> bool {
-    a.fields().len() == b.fields().len()
-        && a.fields()
-            .iter()
-            .zip(b.fields())
-            .all(|(x, y)| x.name() == y.name() && types_match(x.data_type(), y.data_type()))
-}
-
-fn types_match(a: &arrow::datatypes::DataType, b: &arrow::datatypes::DataType) -> bool {
-    use arrow::datatypes::DataType::Struct;
-    match (a, b) {
-        (Struct(x), Struct(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y.iter())
-                    .all(|(p, q)| p.name() == q.name() && types_match(p.data_type(), q.data_type()))
-        }
-        _ => a == b,
-    }
-}
-
-/// `a` with the type `to`, which differs from its own at most in struct-field nullability.
-pub(crate) fn retype(
-    a: &arrow::array::ArrayRef,
-    to: &arrow::datatypes::DataType,
-) -> Result<arrow::array::ArrayRef> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::DataType::Struct;
-    if a.data_type() == to {
-        return Ok(a.clone());
-    }
-    match (a.as_struct_opt(), to) {
-        (Some(sa), Struct(fields)) => {
-            let children = sa
-                .columns()
-                .iter()
-                .zip(fields.iter())
-                .map(|(c, f)| retype(c, f.data_type()))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Arc::new(arrow::array::StructArray::try_new(
-                fields.clone(),
-                children,
-                sa.nulls().cloned(),
-            )?))
-        }
-        _ => Ok(arrow::compute::cast(a, to)?),
-    }
-}
-
-/// Split `batch` by a per-row key: one batch per distinct key, in order of first
-/// appearance, rows in their order within each (the `take` kernel). When every row has the
-/// same key the batch is returned whole, without a copy.
-pub fn split_by<K: Eq + std::hash::Hash + Clone>(
-    batch: &RecordBatch,
-    keys: impl IntoIterator<Item = K>,
-) -> Result<Vec<(K, RecordBatch)>> {
-    let mut groups: Vec<(K, Vec<u32>)> = Vec::new();
-    let mut at: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
-    for (row, k) in keys.into_iter().enumerate() {
-        let g = *at.entry(k.clone()).or_insert_with(|| {
-            groups.push((k, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push(row as u32);
-    }
-    if groups.len() == 1 {
-        return Ok(groups
-            .into_iter()
-            .map(|(k, _)| (k, batch.clone()))
-            .collect());
-    }
-    groups
-        .into_iter()
-        .map(|(k, rows)| {
-            let taken =
-                arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(rows))?;
-            Ok((k, taken))
-        })
-        .collect()
-}
-
-/// Push `input` with only the rows `keep` selects (uncopied when it selects all).
-pub fn push_kept(input: Routed, keep: &BooleanArray, out: &mut Vec<Routed>) -> Result<()> {
-    if keep.true_count() == keep.len() {
-        out.push(input);
-    } else {
-        out.push(Routed {
-            batch: arrow::compute::filter_record_batch(&input.batch, keep)?,
-            ..input
-        });
-    }
-    Ok(())
-}
-
-/// Consecutive runs of equal mask values: `(start, len, value)`.
-pub fn runs(mask: &BooleanArray) -> Vec<(usize, usize, bool)> {
-    let mut out: Vec<(usize, usize, bool)> = Vec::new();
-    for i in 0..mask.len() {
-        let v = mask.value(i);
-        match out.last_mut() {
-            Some((_, len, last)) if *last == v => *len += 1,
-            _ => out.push((i, 1, v)),
-        }
-    }
-    out
-}
 
 struct Compiled {
     schema: SchemaRef,
@@ -256,7 +40,7 @@ pub struct Step {
     /// `cdc_features` blocks.
     pub config_key: &'static str,
     /// The parsed config.
-    pub spec: Box<dyn Spec>,
+    pub spec: Arc<dyn Spec>,
     /// The parsed predicate.
     pub predicate: Option<PredicateConfig>,
     cache: Vec<Arc<Compiled>>,
@@ -266,13 +50,27 @@ pub struct Step {
 /// pipeline) evict the oldest.
 const CACHE: usize = 256;
 
+/// A copy for a new chain: the same config, an empty cache, fresh state (see
+/// [`Spec::fresh`]).
+impl Clone for Step {
+    fn clone(&self) -> Self {
+        Self::new(
+            self.path.clone(),
+            self.label.clone(),
+            self.config_key,
+            self.spec.fresh().unwrap_or_else(|| self.spec.clone()),
+            self.predicate.clone(),
+        )
+    }
+}
+
 impl Step {
     /// A step with an empty cache.
     pub fn new(
         path: String,
         label: String,
         config_key: &'static str,
-        spec: Box<dyn Spec>,
+        spec: Arc<dyn Spec>,
         predicate: Option<PredicateConfig>,
     ) -> Self {
         Self {
@@ -511,59 +309,6 @@ fn run_isolating(
     }
     Ok(())
 }
-
-/// `input`'s rows with the dead-letter columns, bound for `dlq`.
-pub(crate) fn dead_letter_rows(
-    input: &Routed,
-    topic: &str,
-    label: &str,
-    err: &Error,
-    dlq: &Arc<str>,
-) -> Result<Routed> {
-    use arrow::array::StringArray;
-    use arrow::datatypes::{DataType, Field, Schema};
-    let n = input.batch.num_rows();
-    let schema = input.batch.schema();
-    // Rows that fail a second time (a dead-letter topic read back) replace their columns.
-    let kept: Vec<usize> = (0..schema.fields().len())
-        .filter(|&i| !DLQ_COLUMNS.contains(&schema.field(i).name().as_str()))
-        .collect();
-    let mut fields: Vec<arrow::datatypes::FieldRef> =
-        kept.iter().map(|&i| schema.fields()[i].clone()).collect();
-    let mut columns: Vec<arrow::array::ArrayRef> = kept
-        .iter()
-        .map(|&i| input.batch.column(i).clone())
-        .collect();
-    let to = input.topic.as_deref().unwrap_or(topic);
-    for (name, value) in [
-        (DLQ_ERROR, err.to_string()),
-        (DLQ_TRANSFORM, label.to_owned()),
-        (DLQ_TOPIC, to.to_owned()),
-    ] {
-        fields.push(Arc::new(Field::new(name, DataType::Utf8, false)));
-        columns.push(Arc::new(StringArray::from(vec![value; n])));
-    }
-    let batch = RecordBatch::try_new(
-        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
-        columns,
-    )?;
-    tracing::warn!(
-        transform = label,
-        rows = n,
-        dead_letter_topic = %dlq,
-        error = %err,
-        "rows sent to the dead-letter topic"
-    );
-    Ok(Routed {
-        batch,
-        topic: Some(dlq.clone()),
-        partition: None,
-        dead_letter: true,
-    })
-}
-
-pub use rivven_engine::batch::{DLQ_ERROR, DLQ_TOPIC, DLQ_TRANSFORM};
-const DLQ_COLUMNS: [&str; 3] = [DLQ_ERROR, DLQ_TRANSFORM, DLQ_TOPIC];
 
 /// `r` with only the rows `sel` keeps.
 fn materialize(r: Routed, sel: Option<BooleanArray>) -> Result<Routed> {

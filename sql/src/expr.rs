@@ -13,7 +13,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::{Arc, OnceLock};
 
-use crate::Result;
+use rivven_engine::Result;
 
 /// The planning session (no tables; only the function registry and the SQL dialect).
 pub fn session() -> &'static SessionContext {
@@ -154,4 +154,55 @@ pub fn has_field(path: &str, schema: &SchemaRef) -> bool {
 fn missing(path: &str, schema: &SchemaRef) -> String {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     format!("no field `{path}`; fields: {}", names.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Field};
+
+    #[test]
+    fn now_is_evaluated_per_batch_not_at_compile_time() {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![Field::new(
+            "x",
+            DataType::Int64,
+            true,
+        )]));
+        let e = compile("now()", &schema).unwrap();
+        let batch = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow::array::Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let at = |b: &arrow::array::RecordBatch| {
+            eval(&e, b)
+                .unwrap()
+                .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                .value(0)
+        };
+        let first = at(&batch);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = at(&batch);
+        assert!(second >= first + 5_000_000, "{first} then {second}");
+        let alias = compile("current_timestamp", &schema);
+        assert!(alias.is_ok(), "{alias:?}");
+        for (f, ty) in [
+            ("current_date", DataType::Date32),
+            ("today()", DataType::Date32),
+            (
+                "current_time",
+                DataType::Time64(arrow::datatypes::TimeUnit::Nanosecond),
+            ),
+        ] {
+            let e = compile(f, &schema).unwrap();
+            // Volatile: still a function call after compilation, not a folded literal.
+            assert!(
+                !e.as_any()
+                    .is::<datafusion::physical_expr::expressions::Literal>(),
+                "{f} was folded"
+            );
+            assert_eq!(eval(&e, &batch).unwrap().data_type(), &ty);
+        }
+    }
 }

@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use rivven_engine::batch::is_change_event_schema;
 use std::sync::Arc;
 
-use crate::Result;
+use rivven_engine::Result;
 
 /// The envelope columns of a change event, in order.
 pub const ENVELOPE: [&str; 5] = ["op", "before", "after", "source", "ts_ms"];

@@ -21,14 +21,15 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{lit, Expr};
 use datafusion::physical_expr::PhysicalExpr;
 use rivven_engine::batch::{is_change_event_schema, op, META_NAMESPACE, META_STREAM};
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
 use crate::expr;
 
 /// An operation a predicate selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     /// `c`.
@@ -62,7 +63,7 @@ impl Operation {
 }
 
 /// `field_value`: a field equal to a value (compared as text).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum FieldValue {
     /// `{ field: status, value: active }`.
@@ -70,6 +71,7 @@ pub enum FieldValue {
         /// Field path.
         field: String,
         /// Value, compared with the field's text form.
+        #[schemars(with = "crate::field_list::Scalar")]
         value: serde_yaml::Value,
     },
     /// `"status=active"`.
@@ -103,7 +105,7 @@ pub fn yaml_text(v: &serde_yaml::Value) -> String {
 }
 
 /// The `predicate:` of a transform.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredicateConfig {
     /// One table regex.
@@ -132,21 +134,9 @@ pub struct PredicateConfig {
     pub negate: bool,
 }
 
-fn anchored(re: &str) -> String {
-    format!("^(?:{re})$")
-}
-
-impl PredicateConfig {
-    fn tables(&self) -> Vec<String> {
-        self.table.iter().chain(&self.tables).cloned().collect()
-    }
-
-    fn schemas(&self) -> Vec<String> {
-        self.schema.iter().chain(&self.schemas).cloned().collect()
-    }
-
+impl Validate for PredicateConfig {
     /// Checks without a schema: the regexes compile, `field_value` has a `=`.
-    pub fn validate(&self) -> Vec<FieldError> {
+    fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         let lists = [
             ("table", self.table.iter().cloned().collect::<Vec<_>>()),
@@ -175,6 +165,20 @@ impl PredicateConfig {
             }
         }
         errs
+    }
+}
+
+fn anchored(re: &str) -> String {
+    format!("^(?:{re})$")
+}
+
+impl PredicateConfig {
+    fn tables(&self) -> Vec<String> {
+        self.table.iter().chain(&self.tables).cloned().collect()
+    }
+
+    fn schemas(&self) -> Vec<String> {
+        self.schema.iter().chain(&self.schemas).cloned().collect()
     }
 
     /// Whether evaluation needs the row view (it reads a field).

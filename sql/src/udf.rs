@@ -264,48 +264,4 @@ mod tests {
         let got: Vec<Option<&str>> = out.iter().collect();
         assert_eq!(got, [Some("*******.io"), Some("***€ab"), Some("ab"), None]);
     }
-
-    #[test]
-    fn now_is_evaluated_per_batch_not_at_compile_time() {
-        let schema = Arc::new(arrow::datatypes::Schema::new(vec![Field::new(
-            "x",
-            DataType::Int64,
-            true,
-        )]));
-        let e = crate::expr::compile("now()", &schema).unwrap();
-        let batch = arrow::array::RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(arrow::array::Int64Array::from(vec![1]))],
-        )
-        .unwrap();
-        let at = |b: &arrow::array::RecordBatch| {
-            crate::expr::eval(&e, b)
-                .unwrap()
-                .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
-                .value(0)
-        };
-        let first = at(&batch);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let second = at(&batch);
-        assert!(second >= first + 5_000_000, "{first} then {second}");
-        let alias = crate::expr::compile("current_timestamp", &schema);
-        assert!(alias.is_ok(), "{alias:?}");
-        for (f, ty) in [
-            ("current_date", DataType::Date32),
-            ("today()", DataType::Date32),
-            (
-                "current_time",
-                DataType::Time64(arrow::datatypes::TimeUnit::Nanosecond),
-            ),
-        ] {
-            let e = crate::expr::compile(f, &schema).unwrap();
-            // Volatile: still a function call after compilation, not a folded literal.
-            assert!(
-                !e.as_any()
-                    .is::<datafusion::physical_expr::expressions::Literal>(),
-                "{f} was folded"
-            );
-            assert_eq!(crate::expr::eval(&e, &batch).unwrap().data_type(), &ty);
-        }
-    }
 }

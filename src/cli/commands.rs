@@ -1,7 +1,8 @@
 //! The subcommands.
 
-use super::{Cli, Command};
+use super::args::{Cli, Command, PostgresArgs};
 use rivven_engine::config::{self, LoadedConfig};
+use rivven_engine::pipelines::Pipelines;
 use rivven_engine::registry::{Category, Registry};
 use rivven_engine::runtime::Runtime;
 use std::collections::BTreeMap;
@@ -18,28 +19,43 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> ExitCode {
         }
         Command::Check => check(&cli.config, &registry).await,
         Command::Run => run(&cli.config, &registry).await,
-        Command::Spec { connector } => spec(connector.as_deref(), &registry),
+        Command::Spec {
+            transform: Some(kind),
+            ..
+        } => spec_transform(&kind, &registry),
+        Command::Spec { connector, .. } => spec(connector.as_deref(), &registry),
         Command::Discover { source, json } => discover(&cli.config, &source, json, &registry).await,
         Command::Status { url, json } => super::status::status(&cli.config, url, json).await,
         Command::Postgres(args) => legacy_postgres(&args, &registry).await,
     }
 }
 
-/// Load and validate, printing every error.
-fn load(path: &std::path::Path, registry: &Registry) -> Result<LoadedConfig, ExitCode> {
+/// Load the file and resolve every pipeline against the registry (each connector config
+/// and transform list parsed once), printing every error.
+fn load(
+    path: &std::path::Path,
+    registry: &Registry,
+) -> Result<(LoadedConfig, Pipelines), ExitCode> {
     let loaded = config::load(path).map_err(|errs| {
         eprintln!("{errs}");
         ExitCode::from(EXIT_CONFIG)
     })?;
-    loaded.validate_connectors(registry).map_err(|errs| {
+    resolve(loaded, registry)
+}
+
+fn resolve(
+    loaded: LoadedConfig,
+    registry: &Registry,
+) -> Result<(LoadedConfig, Pipelines), ExitCode> {
+    let pipelines = Pipelines::resolve(&loaded, registry).map_err(|errs| {
         eprintln!("{errs}");
         ExitCode::from(EXIT_CONFIG)
     })?;
-    Ok(loaded)
+    Ok((loaded, pipelines))
 }
 
 async fn check(path: &std::path::Path, registry: &Registry) -> ExitCode {
-    let loaded = match load(path, registry) {
+    let (loaded, pipelines) = match load(path, registry) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -60,57 +76,50 @@ async fn check(path: &std::path::Path, registry: &Registry) -> ExitCode {
         .map(|_| format!("embedded topic log in {} is writable", state_dir.display()))
         .map_err(|e| rivven_engine::Error::io("settings.state_dir", e));
     report("topics".into(), state);
-    for (name, s) in &loaded.config.sources {
-        if !s.enabled {
-            println!("  skip    source {name} ({}): disabled", s.connector);
+    for p in &pipelines.sources {
+        let (name, connector) = (&p.name, &p.connector_name);
+        if !p.enabled {
+            println!("  skip    source {name} ({connector}): disabled");
             continue;
         }
-        let (Some(f), Ok(parts)) = (registry.source(&s.connector), s.parts()) else {
+        let reached = p.connector.check().await;
+        let reached_ok = reached.is_ok();
+        report(format!("source {name} ({connector})"), reached);
+        let Some(plan) = p.transforms.as_ref().filter(|_| reached_ok) else {
             continue;
         };
-        let what = format!("source {name} ({})", s.connector);
-        let reached = f.check(&parts.config).await;
-        let reached_ok = reached.is_ok();
-        report(what, reached);
-        if reached_ok {
-            if let Some(t) = registry.transforms() {
-                if !parts.transforms.is_empty() {
-                    let at = format!("sources.{name}");
-                    let r = match f.discover(&parts.config).await {
-                        Err(e) => Err(e),
-                        Ok(streams) => {
-                            let errs = t.check_streams(&parts.transforms, &streams);
-                            if errs.is_empty() {
-                                Ok(format!(
-                                    "compile against {} discovered stream(s)",
-                                    streams.len()
-                                ))
-                            } else {
-                                Err(rivven_engine::Error::config(
-                                    errs.into_iter()
-                                        .map(|e| loaded.error_at(e.under(&at)).to_string())
-                                        .collect::<Vec<_>>()
-                                        .join("\n          "),
-                                ))
-                            }
-                        }
-                    };
-                    report(format!("transforms of source {name}"), r);
+        let at = format!("sources.{name}");
+        let r = match p.connector.discover().await {
+            Err(e) => Err(e),
+            Ok(streams) => {
+                let errs = plan.check_streams(&streams);
+                if errs.is_empty() {
+                    Ok(format!(
+                        "compile against {} discovered stream(s)",
+                        streams.len()
+                    ))
+                } else {
+                    Err(rivven_engine::Error::config(
+                        errs.into_iter()
+                            .map(|e| loaded.error_at(e.under(&at)).to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n          "),
+                    ))
                 }
             }
-        }
+        };
+        report(format!("transforms of source {name}"), r);
     }
-    for (name, s) in &loaded.config.sinks {
-        if !s.enabled {
-            println!("  skip    sink {name} ({}): disabled", s.connector);
+    for p in &pipelines.sinks {
+        let (name, connector) = (&p.name, &p.connector_name);
+        if !p.enabled {
+            println!("  skip    sink {name} ({connector}): disabled");
             continue;
         }
-        if let (Some(f), Ok(parts)) = (registry.sink(&s.connector), s.parts()) {
-            report(
-                format!("sink {name} ({})", s.connector),
-                f.check(&parts.config).await,
-            );
-        }
+        report(
+            format!("sink {name} ({connector})"),
+            p.connector.check().await,
+        );
     }
     if failed > 0 {
         println!("{failed} check(s) failed");
@@ -131,11 +140,10 @@ async fn bind(
 }
 
 async fn run(path: &std::path::Path, registry: &Registry) -> ExitCode {
-    let loaded = match load(path, registry) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    run_loaded(&loaded, registry).await
+    match load(path, registry) {
+        Ok((loaded, pipelines)) => run_loaded(&loaded, &pipelines).await,
+        Err(code) => code,
+    }
 }
 
 /// The parts of a `postgres://user:password@host:port/database` URL.
@@ -201,7 +209,7 @@ fn parse_pg_url(url: &str) -> Result<PgUrl, String> {
 }
 
 /// `rivven-connect postgres ...`: the same engine, with a pipeline built from flags.
-async fn legacy_postgres(args: &super::PostgresArgs, registry: &Registry) -> ExitCode {
+async fn legacy_postgres(args: &PostgresArgs, registry: &Registry) -> ExitCode {
     if let Some(b) = &args.broker {
         eprintln!(
             "error: --broker {b}: external brokers are not available in this build; changes \
@@ -270,16 +278,15 @@ async fn legacy_postgres(args: &super::PostgresArgs, registry: &Registry) -> Exi
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(errs) = loaded.validate_connectors(registry) {
-        eprintln!("{errs}");
-        return ExitCode::from(EXIT_CONFIG);
+    match resolve(loaded, registry) {
+        Ok((loaded, pipelines)) => run_loaded(&loaded, &pipelines).await,
+        Err(code) => code,
     }
-    run_loaded(&loaded, registry).await
 }
 
 /// Run a loaded configuration: status endpoints, signal handling, the runtime.
-async fn run_loaded(loaded: &LoadedConfig, registry: &Registry) -> ExitCode {
-    let runtime = match Runtime::new(loaded, registry) {
+async fn run_loaded(loaded: &LoadedConfig, pipelines: &Pipelines) -> ExitCode {
+    let runtime = match Runtime::new(loaded, pipelines) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -325,7 +332,7 @@ async fn run_loaded(loaded: &LoadedConfig, registry: &Registry) -> ExitCode {
         }
         Ok(report) => {
             eprintln!("error: pipeline(s) failed: {}", report.failed.join(", "));
-            ExitCode::FAILURE
+            ExitCode::from(report.exit_code())
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -430,17 +437,64 @@ fn spec(connector: Option<&str>, registry: &Registry) -> ExitCode {
     }
 }
 
+/// `spec --transform [TYPE]`: the transform types, or one type's config JSON Schema.
+fn spec_transform(kind: &str, registry: &Registry) -> ExitCode {
+    let Some(t) = registry.transforms() else {
+        eprintln!("error: transforms are not available in this build");
+        return ExitCode::FAILURE;
+    };
+    let kinds = t.kinds();
+    if kind.is_empty() {
+        for k in &kinds {
+            let aliases = if k.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (also {})", k.aliases.join(", "))
+            };
+            println!("  {:<26} {}{aliases}", k.name, k.description);
+        }
+        println!(
+            "  {:<26} a source's config.cdc_features block",
+            "cdc_features"
+        );
+        return ExitCode::SUCCESS;
+    }
+    match t.config_schema(kind) {
+        Some(schema) => {
+            let info = kinds
+                .iter()
+                .find(|k| k.name == kind || k.aliases.contains(&kind));
+            let doc = serde_json::json!({
+                "transform": info.map_or(kind, |i| i.name),
+                "aliases": info.map_or(&[][..], |i| i.aliases),
+                "description": info.map_or("a source's config.cdc_features block", |i| i.description),
+                "config": schema,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        None => {
+            let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+            eprintln!(
+                "error: unknown transform type `{kind}`; available: {}, cdc_features",
+                names.join(", ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn discover(
     path: &std::path::Path,
     source: &str,
     json: bool,
     registry: &Registry,
 ) -> ExitCode {
-    let loaded = match load(path, registry) {
+    let (loaded, pipelines) = match load(path, registry) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let Some(spec) = loaded.config.sources.get(source) else {
+    let Some(p) = pipelines.sources.iter().find(|p| p.name == source) else {
         let names: Vec<&String> = loaded.config.sources.keys().collect();
         eprintln!(
             "error: no source `{source}` in {}; sources: {names:?}",
@@ -448,14 +502,7 @@ async fn discover(
         );
         return ExitCode::FAILURE;
     };
-    let Some(factory) = registry.source(&spec.connector) else {
-        return ExitCode::FAILURE;
-    };
-    let config = match spec.parts() {
-        Ok(parts) => parts.config,
-        Err(_) => spec.config.clone(),
-    };
-    match factory.discover(&config).await {
+    match p.connector.discover().await {
         Ok(streams) if json => {
             let doc: Vec<_> = streams
                 .iter()

@@ -1,114 +1,14 @@
 //! Command-line interface.
 
+mod args;
 mod commands;
 mod init;
 mod status;
 
-use clap::{Parser, Subcommand, ValueEnum};
+pub use args::{Cli, Command, LogFormat, PostgresArgs};
+use clap::Parser;
 use rivven_engine::registry::Registry;
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Arrow-columnar change data capture and data movement.
-#[derive(Debug, Parser)]
-#[command(name = "rivven-connect", version, about, propagate_version = true)]
-pub struct Cli {
-    /// Pipeline configuration file.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "RIVVEN_CONFIG",
-        default_value = "rivven-connect.yaml"
-    )]
-    pub config: PathBuf,
-    /// More logging: -v debug, -vv trace (RUST_LOG overrides).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Arguments of the legacy `postgres` subcommand.
-#[derive(Debug, clap::Args)]
-pub struct PostgresArgs {
-    /// `postgres://user:password@host:port/database` (the password is never printed).
-    #[arg(long)]
-    pub connection: String,
-    /// Replication slot (created when absent).
-    #[arg(long, default_value = "rivven_slot")]
-    pub slot: String,
-    /// Publication (created when absent).
-    #[arg(long, default_value = "rivven_pub")]
-    pub publication: String,
-    /// Topic; default `cdc.<database>`.
-    #[arg(long)]
-    pub topic: Option<String>,
-    /// Tables to capture (`table` or `schema.table`, comma-separated); default: all.
-    #[arg(long, value_delimiter = ',')]
-    pub tables: Vec<String>,
-    /// Snapshot mode (initial, always, never, initial_only, when_needed, no_data).
-    #[arg(long, default_value = "initial")]
-    pub snapshot_mode: String,
-    /// Directory of the embedded topic log and state.
-    #[arg(long, default_value = "./rivven-state")]
-    pub state_dir: PathBuf,
-    /// Also print the change events as JSON lines on standard output.
-    #[arg(long)]
-    pub print: bool,
-    /// External broker: not available in this build (the embedded log is used); giving it
-    /// is an error rather than being ignored.
-    #[arg(long)]
-    pub broker: Option<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Print a commented example configuration that runs as is on the embedded topic log.
-    Init,
-    /// Validate the configuration, then test every connector's connectivity.
-    Check,
-    /// Run every enabled pipeline until they finish or SIGINT/SIGTERM drains them.
-    Run,
-    /// Show a connector's config JSON Schema, or the catalogue when no name is given.
-    Spec {
-        /// Connector name.
-        connector: Option<String>,
-    },
-    /// List the streams a configured source produces, with their Arrow schemas.
-    Discover {
-        /// Source name (a key under `sources:`).
-        source: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Legacy mode: PostgreSQL CDC without a config file, into the embedded topic log
-    /// (optionally printed as JSON lines).
-    Postgres(PostgresArgs),
-    /// Show the status of the pipelines of a running process.
-    Status {
-        /// Status endpoint; default: settings.health of the configuration.
-        #[arg(long)]
-        url: Option<String>,
-        /// Print the raw JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;

@@ -100,7 +100,17 @@ pub async fn status(config: &std::path::Path, url: Option<String>, json: bool) -
             p.bytes,
             p.lag,
             p.restarts,
-            p.last_error.as_deref().unwrap_or("-")
+            match (&p.last_error, p.last_error_origin) {
+                (Some(e), Some(origin)) => format!(
+                    "({}) {e}",
+                    serde_json::to_value(origin)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                ),
+                (Some(e), None) => e.clone(),
+                (None, _) => "-".into(),
+            }
         );
         if let Some(why) = &p.unhealthy {
             println!("  UNHEALTHY: {why}");

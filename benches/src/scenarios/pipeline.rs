@@ -9,18 +9,25 @@ use crate::measure::{Figure, Machine, Probe, Report};
 use anyhow::{ensure, Result};
 use async_trait::async_trait;
 use rivven_engine::batch::SinkBatch;
-use rivven_engine::config::FieldError;
+use rivven_engine::config::Validate;
 use rivven_engine::connector::Sink;
-use rivven_engine::registry::{Category, ConnectorInfo, PipelineContext, Registry, SinkFactory};
+use rivven_engine::registry::{Category, ConnectorInfo, PipelineContext, Registry, SinkConnector};
 use rivven_engine::runtime::Runtime;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A sink that accepts everything and counts rows (benchmark-only; not in the product).
 #[derive(Debug, Default)]
-struct NullFactory {
+struct Null {
     rows: Arc<AtomicU64>,
 }
+
+/// The null sink takes no keys.
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoKeys {}
+
+impl Validate for NoKeys {}
 
 struct NullSink {
     rows: Arc<AtomicU64>,
@@ -40,7 +47,9 @@ impl Sink for NullSink {
 }
 
 #[async_trait]
-impl SinkFactory for NullFactory {
+impl SinkConnector for Null {
+    type Config = NoKeys;
+
     fn info(&self) -> ConnectorInfo {
         ConnectorInfo {
             name: "null",
@@ -50,23 +59,11 @@ impl SinkFactory for NullFactory {
         }
     }
 
-    fn config_schema(&self) -> schemars::Schema {
-        schemars::json_schema!({"type": "object"})
-    }
-
-    fn validate(&self, _config: &serde_yaml::Value) -> Vec<FieldError> {
-        Vec::new()
-    }
-
-    async fn check(&self, _config: &serde_yaml::Value) -> rivven_engine::Result<String> {
+    async fn check(&self, _: &NoKeys) -> rivven_engine::Result<String> {
         Ok("null sink".into())
     }
 
-    fn create(
-        &self,
-        _ctx: &PipelineContext,
-        _config: &serde_yaml::Value,
-    ) -> rivven_engine::Result<Box<dyn Sink>> {
+    fn create(&self, _: &PipelineContext, _: NoKeys) -> rivven_engine::Result<Box<dyn Sink>> {
         Ok(Box::new(NullSink {
             rows: self.rows.clone(),
         }))
@@ -111,10 +108,12 @@ settings:
     let mut registry = Registry::new();
     rivven_sources::register(&mut registry)?;
     let counter = Arc::new(AtomicU64::new(0));
-    registry.register_sink(Arc::new(NullFactory {
+    registry.register_sink(Null {
         rows: counter.clone(),
-    }))?;
-    let runtime = Runtime::new(&loaded, &registry)?;
+    })?;
+    let pipelines = rivven_engine::pipelines::Pipelines::resolve(&loaded, &registry)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = Runtime::new(&loaded, &pipelines)?;
 
     // The source's own ceiling: datagen alone, batches dropped (same data, same batching).
     let probe = Probe::start();

@@ -113,7 +113,9 @@ settings:
         .map_err(|e| anyhow!("{e}"))?;
     let mut registry = Registry::new();
     rivven_sources::register(&mut registry)?;
-    let runtime = Runtime::new(&loaded, &registry)?;
+    let pipelines = rivven_engine::pipelines::Pipelines::resolve(&loaded, &registry)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = Runtime::new(&loaded, &pipelines)?;
     let log = runtime.log().clone();
     let stop = runtime.shutdown_token();
     let probe = Probe::start();

@@ -72,7 +72,9 @@ settings:
         let mut registry = Registry::new();
         rivven_sources::register(&mut registry)?;
         rivven_sinks::register(&mut registry)?;
-        let runtime = Runtime::new(&loaded, &registry)?;
+        let pipelines = rivven_engine::pipelines::Pipelines::resolve(&loaded, &registry)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let runtime = Runtime::new(&loaded, &pipelines)?;
         let probe = Probe::start();
         let report = runtime.run().await?;
         let sample = probe.stop();

@@ -89,7 +89,7 @@ pub async fn run(p: &Params) -> Result<Report> {
     // pipeline compiles once and runs for hours), then applied batch by batch. Twice: with
     // consecutive filters fused into one selection (the default), and with every filter
     // copying its rows at once.
-    let steps = || rivven_sql::parse_list(&list, "").map_err(|e| anyhow::anyhow!("{e:?}"));
+    let steps = || rivven_sql::plan::parse_list(&list, "").map_err(|e| anyhow::anyhow!("{e:?}"));
     let run = |mut chain: rivven_sql::chain::Chain| -> Result<(Sample, u64)> {
         use rivven_engine::connector::Transform;
         if let Some(first) = batches.first() {

@@ -2,8 +2,7 @@
 
 use super::env::{substitute, SubstError, Substituted};
 use super::locate::{Location, PositionIndex};
-use super::{ConnectorParts, FieldError, PipelineConfig};
-use crate::registry::Registry;
+use super::{FieldError, PipelineConfig};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -70,60 +69,7 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// An error at `path`, located in the file.
     pub fn error_at(&self, err: FieldError) -> ConfigError {
-        let location = self.index.locate(&err.path).map(|l| Location {
-            line: l.line,
-            column: self.subst.original_column(l.line, l.column),
-        });
-        ConfigError {
-            file: self.file.clone(),
-            location,
-            path: err.path,
-            message: err.message,
-        }
-    }
-
-    /// Validate every enabled connector's `config` against its factory in `registry`.
-    pub fn validate_connectors(&self, registry: &Registry) -> Result<(), ConfigErrors> {
-        let mut errs = Vec::new();
-        for (name, src) in &self.config.sources {
-            let base = format!("sources.{name}");
-            match registry.source(&src.connector) {
-                None => errs.push(FieldError::new(
-                    format!("{base}.connector"),
-                    format!(
-                        "unknown source connector `{}`; available: {}",
-                        src.connector,
-                        registry.source_names().join(", ")
-                    ),
-                )),
-                Some(f) => errs.extend(validate_parts(registry, &base, src.parts(), |c| {
-                    f.validate(c)
-                })),
-            }
-        }
-        for (name, sink) in &self.config.sinks {
-            let base = format!("sinks.{name}");
-            match registry.sink(&sink.connector) {
-                None => errs.push(FieldError::new(
-                    format!("{base}.connector"),
-                    format!(
-                        "unknown sink connector `{}`; available: {}",
-                        sink.connector,
-                        registry.sink_names().join(", ")
-                    ),
-                )),
-                Some(f) => errs.extend(validate_parts(registry, &base, sink.parts(), |c| {
-                    f.validate(c)
-                })),
-            }
-        }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(
-                errs.into_iter().map(|e| self.error_at(e)).collect(),
-            ))
-        }
+        locate(&self.file, &self.index, &self.subst, err)
     }
 
     /// The state directory, resolved against [`LoadedConfig::base_dir`].
@@ -132,30 +78,6 @@ impl LoadedConfig {
         let dir = dir.strip_prefix(".").unwrap_or(dir);
         self.base_dir.join(dir)
     }
-}
-
-/// Validate a pipeline's connector config and its transform list; paths under `base`.
-fn validate_parts(
-    registry: &Registry,
-    base: &str,
-    parts: Result<ConnectorParts, FieldError>,
-    validate_config: impl FnOnce(&serde_yaml::Value) -> Vec<FieldError>,
-) -> Vec<FieldError> {
-    let parts = match parts {
-        Ok(p) => p,
-        Err(e) => return vec![e.under(base)],
-    };
-    let mut errs: Vec<FieldError> = validate_config(&parts.config)
-        .into_iter()
-        .map(|e| e.under(&format!("{base}.config")))
-        .collect();
-    errs.extend(
-        registry
-            .validate_transforms(&parts.transforms)
-            .into_iter()
-            .map(|e| e.under(base)),
-    );
-    errs
 }
 
 /// Load and validate a pipeline file, reading `${VAR}`s from the process environment.
@@ -214,33 +136,14 @@ pub fn load_str(
         return Err(whole(None, "the file is empty".into()));
     }
     let index = PositionIndex::build(&subst.text);
-    let mut loaded_errs = Vec::new();
-    let config = match crate::registry::parse_value::<PipelineConfig>(&value) {
-        Ok(c) => Some(c),
-        Err(errs) => {
-            loaded_errs = errs;
-            None
-        }
-    };
-    let locate = |err: FieldError| {
-        let location = index.locate(&err.path).map(|l| Location {
-            line: l.line,
-            column: subst.original_column(l.line, l.column),
-        });
-        ConfigError {
-            file: file.to_owned(),
-            location,
-            path: err.path,
-            message: err.message,
-        }
-    };
-    let Some(config) = config else {
-        return Err(ConfigErrors(loaded_errs.into_iter().map(locate).collect()));
-    };
-    let errs = config.validate();
-    if !errs.is_empty() {
-        return Err(ConfigErrors(errs.into_iter().map(locate).collect()));
-    }
+    let parsed = super::parse::<PipelineConfig>(&value);
+    let config = parsed.map_err(|errs| {
+        ConfigErrors(
+            errs.into_iter()
+                .map(|e| locate(file, &index, &subst, e))
+                .collect(),
+        )
+    })?;
     Ok(LoadedConfig {
         config,
         file: file.to_owned(),
@@ -248,6 +151,21 @@ pub fn load_str(
         index,
         subst,
     })
+}
+
+/// `err` with the line and column of its key path in the file (columns of the text before
+/// substitution).
+fn locate(file: &str, index: &PositionIndex, subst: &Substituted, err: FieldError) -> ConfigError {
+    let location = index.locate(&err.path).map(|l| Location {
+        line: l.line,
+        column: subst.original_column(l.line, l.column),
+    });
+    ConfigError {
+        file: file.to_owned(),
+        location,
+        path: err.path,
+        message: err.message,
+    }
 }
 
 /// serde_yaml appends " at line L column C"; we print the location ourselves.
@@ -348,6 +266,23 @@ mod tests {
         assert_eq!(
             s,
             "p.yaml:13:5: settings.health.port: invalid value: integer `70000`, expected u16"
+        );
+    }
+
+    #[test]
+    fn endpoints_need_no_port() {
+        let text = format!(
+            "{GOOD}settings:\n  health: {{enabled: false}}\n  metrics: {{host: 127.0.0.1}}\n"
+        );
+        let c = load_text(&text, &[]).unwrap();
+        let (h, m) = (&c.config.settings.health, &c.config.settings.metrics);
+        assert!(!h.enabled && h.port == 8080);
+        assert!(m.enabled && m.port == 9091);
+        let text = format!("{GOOD}settings:\n  metrics:\n    prt: 1\n");
+        let s = load_text(&text, &[]).unwrap_err().to_string();
+        assert!(
+            s.starts_with("p.yaml:13:5: settings.metrics.prt: unknown field"),
+            "{s}"
         );
     }
 

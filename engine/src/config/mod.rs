@@ -30,6 +30,7 @@ pub use load::{load, load_str, ConfigError, ConfigErrors, LoadedConfig};
 pub use locate::{Location, PositionIndex};
 
 use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -73,6 +74,76 @@ impl std::fmt::Display for FieldError {
             write!(f, "{}: {}", self.path, self.message)
         }
     }
+}
+
+/// Checks of a parsed config that the types cannot express (ranges, keys that exclude each
+/// other, references between keys). Pure: no I/O, no clock, no environment.
+///
+/// Every config type of the engine, of a connector and of a transform implements it; the
+/// registry runs it right after [`parse`], so code that receives a config may assume it
+/// holds.
+pub trait Validate {
+    /// What is wrong, with key paths relative to the value itself (`port`,
+    /// `tables[2]`) and the constraint named: `must be 1-65535, got 0`. Empty: valid.
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+}
+
+/// Deserialize a YAML value into `T`, reporting errors with their key path. A missing
+/// (`null`) value is read as an empty mapping, so a config whose keys all have defaults may
+/// be omitted. See [`parse`] for deserializing and validating at once.
+pub fn parse_value<T: DeserializeOwned>(value: &serde_yaml::Value) -> Result<T, Vec<FieldError>> {
+    let value = if value.is_null() {
+        serde_yaml::Value::Mapping(Default::default())
+    } else {
+        value.clone()
+    };
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let mut path = e.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        let message = e.inner().to_string();
+        // For an unknown key, point at the key itself.
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            if let Some(key) = rest.split('`').next() {
+                if !path.ends_with(key) {
+                    path = if path.is_empty() {
+                        key.to_owned()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                }
+            }
+        }
+        vec![FieldError::new(path, message)]
+    })
+}
+
+/// Deserialize (see [`parse_value`]) and [`Validate`]: the one way a config becomes a typed
+/// value. Errors carry key paths relative to `value`.
+pub fn parse<T: DeserializeOwned + Validate>(
+    value: &serde_yaml::Value,
+) -> Result<T, Vec<FieldError>> {
+    let config = parse_value::<T>(value)?;
+    let errs = config.validate();
+    if errs.is_empty() {
+        Ok(config)
+    } else {
+        Err(errs)
+    }
+}
+
+/// Field errors as one configuration [`crate::Error`], for errors found after the loader has
+/// reported positions (or in code paths with no file at hand).
+pub fn errors_to_error(errs: &[FieldError]) -> crate::Error {
+    crate::Error::config(
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 /// The whole pipeline file.
@@ -358,10 +429,43 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// How often a sink is flushed and its consumer offsets committed while data flows.
     pub commit_interval_ms: u64,
-    /// The HTTP endpoint serving `/health` and `/status` (used by `rivven-connect status`).
+    /// The HTTP endpoint serving `/health`, `/ready` and `/status` (used by
+    /// `rivven-connect status`); port 8080 unless given.
+    #[serde(deserialize_with = "endpoint::<8080, _>")]
+    #[schemars(with = "EndpointKeys")]
     pub health: EndpointSettings,
-    /// The HTTP endpoint serving Prometheus `/metrics`.
+    /// The HTTP endpoint serving Prometheus `/metrics`; port 9091 unless given.
+    #[serde(deserialize_with = "endpoint::<9091, _>")]
+    #[schemars(with = "EndpointKeys")]
     pub metrics: EndpointSettings,
+}
+
+/// The keys of an HTTP endpoint as written in the file.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct EndpointKeys {
+    /// Serve it.
+    #[serde(default = "yes")]
+    enabled: bool,
+    /// Address to bind: an IP address or `localhost`.
+    #[serde(default = "localhost")]
+    host: String,
+    /// Port to bind (default 8080 for `health`, 9091 for `metrics`).
+    #[serde(default)]
+    port: Option<u16>,
+}
+
+/// An [`EndpointSettings`] whose `port` defaults to `PORT`, so that `{enabled: false}`
+/// needs no port.
+fn endpoint<'de, const PORT: u16, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<EndpointSettings, D::Error> {
+    let k = EndpointKeys::deserialize(d)?;
+    Ok(EndpointSettings {
+        enabled: k.enabled,
+        host: k.host,
+        port: k.port.unwrap_or(PORT),
+    })
 }
 
 impl Default for Settings {
@@ -502,16 +606,13 @@ impl Default for RetrySettings {
 }
 
 /// An HTTP endpoint.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct EndpointSettings {
-    /// Serve it.
-    #[serde(default = "yes")]
+    /// Serve it (default true).
     pub enabled: bool,
-    /// Address to bind.
-    #[serde(default = "localhost")]
+    /// Address to bind (default 127.0.0.1).
     pub host: String,
-    /// Port to bind.
+    /// Port to bind (default 8080 for `health`, 9091 for `metrics`).
     pub port: u16,
 }
 
@@ -629,9 +730,9 @@ pub fn valid_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl PipelineConfig {
-    /// Check every constraint that does not need the connector registry. Pure: no I/O.
-    pub fn validate(&self) -> Vec<FieldError> {
+impl Validate for PipelineConfig {
+    /// Every constraint that does not need the connector registry.
+    fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.version != "1.0" && self.version != "1" {
             errs.push(FieldError::new(

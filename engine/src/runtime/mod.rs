@@ -21,155 +21,45 @@ mod batcher;
 pub mod queue;
 mod sink_task;
 mod source_task;
+mod task;
 
-use crate::config::{LoadedConfig, RetrySettings, Settings};
+use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
-use crate::registry::Registry;
+use crate::pipelines::Pipelines;
 use crate::status::{PipelineKind, StatusRegistry};
 use crate::topic::EmbeddedLog;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use batcher::{Batcher, Next};
-
-/// How a pipeline task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskEnd {
-    /// Source exhausted / sink caught up after all sources finished.
-    Finished,
-    /// Stopped by shutdown.
-    Stopped,
-    /// Failed permanently.
-    Failed,
-}
-
-/// State shared by every task.
-pub(crate) struct Shared {
-    pub settings: Settings,
-    pub state_dir: PathBuf,
-    pub log: EmbeddedLog,
-    pub cancel: CancellationToken,
-    /// Topics already warned about for a partition-count mismatch.
-    pub mismatch_warned: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-impl Shared {
-    /// True the first time it is asked about `topic`.
-    pub(crate) fn first_mismatch(&self, topic: &str) -> bool {
-        self.mismatch_warned
-            .lock()
-            .map(|mut s| s.insert(topic.to_owned()))
-            .unwrap_or(false)
-    }
-}
-
-/// A pipeline's transform list with the compiler that builds a fresh chain per attempt.
-#[derive(Clone)]
-pub(crate) struct Transforms {
-    registry: Registry,
-    spec: crate::config::TransformSpec,
-}
-
-impl Transforms {
-    /// See [`crate::registry::TransformFactory::topic_layout`].
-    pub(crate) fn topic_layout(&self) -> Option<crate::registry::TopicLayout> {
-        self.registry.topic_layout(&self.spec)
-    }
-}
-
-impl Transforms {
-    /// Compile once up front so a bad list fails at start, not on the first batch.
-    fn new(registry: &Registry, parts: &crate::config::ConnectorParts) -> Result<Self> {
-        registry.create_transforms(&parts.transforms)?;
-        Ok(Self {
-            registry: registry.clone(),
-            spec: parts.transforms.clone(),
-        })
-    }
-
-    /// A new chain (`None`: no transforms).
-    pub(crate) fn create(&self) -> Result<Option<Box<dyn crate::connector::Transform>>> {
-        self.registry.create_transforms(&self.spec)
-    }
-}
-
-/// Exponential backoff: `initial * 2^failures`, capped at `max`.
-pub(crate) fn backoff(retry: &RetrySettings, failures: u32) -> Duration {
-    let ms = retry
-        .initial_backoff_ms
-        .saturating_mul(1u64 << failures.min(30));
-    Duration::from_millis(ms.min(retry.max_backoff_ms))
-}
-
-/// Run a pipeline: call `attempt` until it ends without error, restarting it after an
-/// exponential backoff when it fails with a retryable error. `attempt` returns how it ended
-/// and whether it made progress (a durable batch), which resets the failure count.
-/// A non-retryable error or `max_retries` consecutive failures fail the pipeline.
-pub(crate) async fn supervise<F, Fut>(
-    status: &crate::status::PipelineStatus,
-    shared: &Shared,
-    mut attempt: F,
-) -> TaskEnd
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = (Result<TaskEnd>, bool)>,
-{
-    use crate::status::PipelineState;
-    let what = match status.kind {
-        crate::status::PipelineKind::Source => "source",
-        crate::status::PipelineKind::Sink => "sink",
-    };
-    let mut failures = 0u32;
-    loop {
-        status.set_state(PipelineState::Starting);
-        let (result, progressed) = attempt().await;
-        let e = match result {
-            Ok(end) => {
-                let (state, msg) = match end {
-                    TaskEnd::Finished => (PipelineState::Finished, "finished"),
-                    TaskEnd::Stopped => (PipelineState::Stopped, "stopped"),
-                    TaskEnd::Failed => (PipelineState::Failed, "failed"),
-                };
-                status.set_state(state);
-                tracing::info!(pipeline = %status.name, "{what} {msg}");
-                return end;
-            }
-            Err(e) => e,
-        };
-        status.record_error(&e);
-        if progressed {
-            failures = 0;
-        }
-        if !e.is_retryable() || failures >= shared.settings.retry.max_retries {
-            tracing::error!(pipeline = %status.name, error = %e, retries = failures, "{what} failed");
-            status.set_state(PipelineState::Failed);
-            return TaskEnd::Failed;
-        }
-        let wait = backoff(&shared.settings.retry, failures);
-        failures += 1;
-        tracing::warn!(pipeline = %status.name, error = %e, backoff_ms = wait.as_millis() as u64, "{what} failed; restarting");
-        status.set_state(PipelineState::Restarting);
-        status.restarted();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.cancel.cancelled() => {
-                status.set_state(PipelineState::Stopped);
-                return TaskEnd::Stopped;
-            }
-        }
-    }
-}
+pub use task::TaskEnd;
+use task::{Shared, Transforms};
 
 /// What a run ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
     /// Pipelines that failed permanently.
     pub failed: Vec<String>,
+    /// Whose fault each failure was, in the order of `failed` (a task that panicked is
+    /// our own).
+    pub origins: Vec<crate::error::Origin>,
     /// Whether the run ended because of a shutdown request.
     pub stopped: bool,
+}
+
+impl RunReport {
+    /// The process exit code: 0 when nothing failed, else the most serious failure's
+    /// [`Origin::exit_code`](crate::error::Origin::exit_code): a bug (3) before the user's
+    /// (2) before an external system's (1).
+    pub fn exit_code(&self) -> u8 {
+        use crate::error::Origin;
+        [Origin::Internal, Origin::User, Origin::External]
+            .into_iter()
+            .find(|o| self.origins.contains(o))
+            .map_or(0, Origin::exit_code)
+    }
 }
 
 /// A configured set of pipelines, ready to run.
@@ -190,11 +80,10 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Build the runtime: validate connector configs, open the topic log.
-    pub fn new(loaded: &LoadedConfig, registry: &Registry) -> Result<Self> {
-        loaded
-            .validate_connectors(registry)
-            .map_err(|e| Error::config(e.to_string()))?;
+    /// Build the runtime for the enabled pipelines of `pipelines` (resolved from `loaded`):
+    /// open the topic log, and compile every transform chain once so that a bad one fails
+    /// here rather than on the first batch.
+    pub fn new(loaded: &LoadedConfig, pipelines: &Pipelines) -> Result<Self> {
         let cfg = &loaded.config;
         let state_dir = loaded.state_dir();
         std::fs::create_dir_all(&state_dir).map_err(|e| {
@@ -205,48 +94,32 @@ impl Runtime {
         })?;
         let log = EmbeddedLog::open(&state_dir, cfg.settings.topic.clone())?;
         let status = Arc::new(StatusRegistry::default());
+        let transforms = |plan: &Option<Arc<dyn crate::registry::TransformPlan>>, at: &str| {
+            let t = Transforms(plan.clone());
+            t.create().map_err(|e| e.context(at))?;
+            Ok::<_, Error>(t)
+        };
         let mut sources = Vec::new();
-        for (name, s) in cfg.sources.iter().filter(|(_, s)| s.enabled) {
-            let factory = registry.source(&s.connector).cloned().ok_or_else(|| {
-                Error::config(format!(
-                    "sources.{name}.connector: unknown `{}`",
-                    s.connector
-                ))
-            })?;
-            let parts = s
-                .parts()
-                .map_err(|e| Error::config(e.under(&format!("sources.{name}")).to_string()))?;
-            let transforms = Transforms::new(registry, &parts)
-                .map_err(|e| e.context(format!("sources.{name}")))?;
+        for s in pipelines.sources.iter().filter(|s| s.enabled) {
             sources.push(source_task::SourcePipeline {
-                name: name.clone(),
+                name: s.name.clone(),
                 topic: s.topic.clone(),
-                dead_letter_topic: parts.transforms.dead_letter_topic.clone(),
-                config: parts.config,
-                transforms,
-                factory,
-                status: status.add(name, PipelineKind::Source, &s.connector),
+                dead_letter_topic: s.dead_letter_topic.clone(),
+                transforms: transforms(&s.transforms, &format!("sources.{}", s.name))?,
+                connector: s.connector.clone(),
+                status: status.add(&s.name, PipelineKind::Source, &s.connector_name),
             });
         }
         let mut sinks = Vec::new();
-        for (name, s) in cfg.sinks.iter().filter(|(_, s)| s.enabled) {
-            let factory = registry.sink(&s.connector).cloned().ok_or_else(|| {
-                Error::config(format!("sinks.{name}.connector: unknown `{}`", s.connector))
-            })?;
-            let parts = s
-                .parts()
-                .map_err(|e| Error::config(e.under(&format!("sinks.{name}")).to_string()))?;
-            let transforms = Transforms::new(registry, &parts)
-                .map_err(|e| e.context(format!("sinks.{name}")))?;
+        for s in pipelines.sinks.iter().filter(|s| s.enabled) {
             sinks.push(sink_task::SinkPipeline {
-                name: name.clone(),
+                name: s.name.clone(),
                 topics: s.topics.clone(),
                 group: s.consumer_group.clone(),
                 start: s.start_offset,
-                config: parts.config,
-                transforms,
-                factory,
-                status: status.add(name, PipelineKind::Sink, &s.connector),
+                transforms: transforms(&s.transforms, &format!("sinks.{}", s.name))?,
+                connector: s.connector.clone(),
+                status: status.add(&s.name, PipelineKind::Sink, &s.connector_name),
             });
         }
         let shared = Arc::new(Shared {
@@ -318,11 +191,23 @@ impl Runtime {
             source_set.spawn(async move { (name, source_task::run(p, sh).await) });
         }
         let mut failed = Vec::new();
+        let origin_of = |kind, name: &str| {
+            self.status
+                .get(kind, name)
+                .and_then(|s| s.last_error_origin())
+                .unwrap_or(crate::error::Origin::Internal)
+        };
         while let Some(r) = source_set.join_next().await {
             match r {
-                Ok((name, TaskEnd::Failed)) => failed.push(name),
+                Ok((name, TaskEnd::Failed)) => {
+                    let origin = origin_of(PipelineKind::Source, &name);
+                    failed.push((name, origin));
+                }
                 Ok(_) => {}
-                Err(e) => failed.push(format!("source task panicked: {e}")),
+                Err(e) => failed.push((
+                    format!("source task panicked: {e}"),
+                    crate::error::Origin::Internal,
+                )),
             }
         }
         if has_sources {
@@ -330,9 +215,15 @@ impl Runtime {
         }
         while let Some(r) = sink_set.join_next().await {
             match r {
-                Ok((name, TaskEnd::Failed)) => failed.push(name),
+                Ok((name, TaskEnd::Failed)) => {
+                    let origin = origin_of(PipelineKind::Sink, &name);
+                    failed.push((name, origin));
+                }
                 Ok(_) => {}
-                Err(e) => failed.push(format!("sink task panicked: {e}")),
+                Err(e) => failed.push((
+                    format!("sink task panicked: {e}"),
+                    crate::error::Origin::Internal,
+                )),
             }
         }
         background.cancel();
@@ -340,8 +231,10 @@ impl Runtime {
         tokio::task::spawn_blocking(move || log.sync_all())
             .await
             .map_err(|e| Error::internal(e.to_string()))??;
+        let (failed, origins) = failed.into_iter().unzip();
         Ok(RunReport {
             failed,
+            origins,
             stopped: shared.cancel.is_cancelled(),
         })
     }

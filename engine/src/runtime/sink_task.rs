@@ -1,12 +1,12 @@
 //! One sink pipeline: topic reader → bounded queue → sink → flush → commit offsets.
 
 use super::queue::{bounded, QueueSender};
-use super::{Shared, TaskEnd};
+use super::task::{supervise, Shared, TaskEnd, Transforms};
 use crate::batch::{batch_bytes, SinkBatch};
 use crate::config::StartOffset;
 use crate::connector::{Committed, FlushWhen};
 use crate::error::{Error, Result};
-use crate::registry::{PipelineContext, SinkFactory};
+use crate::registry::{ConfiguredSink, PipelineContext};
 use crate::status::{PipelineState, PipelineStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,9 +21,8 @@ pub(super) struct SinkPipeline {
     pub topics: Vec<String>,
     pub group: String,
     pub start: StartOffset,
-    pub config: serde_yaml::Value,
-    pub transforms: super::Transforms,
-    pub factory: Arc<dyn SinkFactory>,
+    pub transforms: Transforms,
+    pub connector: Arc<dyn ConfiguredSink>,
     pub status: Arc<PipelineStatus>,
 }
 
@@ -90,7 +89,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     sources_done: watch::Receiver<bool>,
 ) -> TaskEnd {
-    super::supervise(&p.status, &shared, || async {
+    supervise(&p.status, &shared, || async {
         let (r, progressed) = attempt(&p, &shared, sources_done.clone()).await;
         let end = r.map(|caught_up| {
             if caught_up {
@@ -120,7 +119,7 @@ async fn attempt(
         state_dir: shared.state_dir.join("sinks").join(&p.name),
         dead_letter_topic: None,
     };
-    let mut sink = match p.factory.create(&ctx, &p.config) {
+    let mut sink = match p.connector.create(&ctx) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };

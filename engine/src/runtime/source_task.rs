@@ -2,11 +2,11 @@
 
 use super::batcher::{Batcher, Next};
 use super::queue::{bounded, QueueReceiver};
-use super::{Shared, TaskEnd};
+use super::task::{supervise, Shared, TaskEnd, Transforms};
 use crate::batch::{batch_bytes, Position, SourceBatch};
 use crate::connector::PartitionChoice;
 use crate::error::{Error, Result};
-use crate::registry::{PipelineContext, SourceFactory};
+use crate::registry::{ConfiguredSource, PipelineContext};
 use crate::status::{PipelineState, PipelineStatus};
 use crate::topic::{write_atomic, Append, SourceMark};
 use arrow::array::RecordBatch;
@@ -17,9 +17,8 @@ pub(super) struct SourcePipeline {
     pub name: String,
     pub topic: String,
     pub dead_letter_topic: Option<String>,
-    pub config: serde_yaml::Value,
-    pub transforms: super::Transforms,
-    pub factory: Arc<dyn SourceFactory>,
+    pub transforms: Transforms,
+    pub connector: Arc<dyn ConfiguredSource>,
     pub status: Arc<PipelineStatus>,
 }
 
@@ -62,7 +61,7 @@ fn partition_for(key: &str, partitions: u32) -> u32 {
 }
 
 pub(super) async fn run(p: SourcePipeline, shared: Arc<Shared>) -> TaskEnd {
-    super::supervise(&p.status, &shared, || async {
+    supervise(&p.status, &shared, || async {
         let (r, progressed) = attempt(&p, &shared).await;
         let end = r.map(|a| match a {
             Attempt::Exhausted => TaskEnd::Finished,
@@ -88,7 +87,7 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
             .join(format!("{}.d", p.name)),
         dead_letter_topic: p.dead_letter_topic.clone(),
     };
-    let mut source = match p.factory.create(&ctx, &p.config) {
+    let mut source = match p.connector.create(&ctx) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };

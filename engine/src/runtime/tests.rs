@@ -2,9 +2,11 @@
 
 use super::*;
 use crate::batch::{Position, SinkBatch, SourceBatch};
-use crate::config::FieldError;
+use crate::config::Validate;
 use crate::connector::{Sink, Source, StreamInfo};
-use crate::registry::{Category, ConnectorInfo, PipelineContext, SinkFactory, SourceFactory};
+use crate::registry::{
+    Category, ConnectorInfo, PipelineContext, Registry, SinkConnector, SourceConnector,
+};
 use crate::status::PipelineState;
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -80,29 +82,34 @@ fn info(name: &'static str) -> ConnectorInfo {
     }
 }
 
+/// The test connectors take no keys.
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoKeys {}
+
+impl Validate for NoKeys {}
+
+struct SourceF(Arc<Factories>);
+
 #[async_trait]
-impl SourceFactory for Factories {
+impl SourceConnector for SourceF {
+    type Config = NoKeys;
     fn info(&self) -> ConnectorInfo {
         info("counter")
     }
-    fn config_schema(&self) -> schemars::Schema {
-        schemars::json_schema!({})
-    }
-    fn validate(&self, _: &serde_yaml::Value) -> Vec<FieldError> {
-        Vec::new()
-    }
-    async fn check(&self, _: &serde_yaml::Value) -> Result<String> {
+    async fn check(&self, _: &NoKeys) -> Result<String> {
         Ok(String::new())
     }
-    async fn discover(&self, _: &serde_yaml::Value) -> Result<Vec<StreamInfo>> {
+    async fn discover(&self, _: &NoKeys) -> Result<Vec<StreamInfo>> {
         Ok(Vec::new())
     }
-    fn create(&self, _: &PipelineContext, _: &serde_yaml::Value) -> Result<Box<dyn Source>> {
+    fn create(&self, _: &PipelineContext, _: NoKeys) -> Result<Box<dyn Source>> {
+        let f = &self.0;
         Ok(Box::new(Counter {
             next: 0,
-            total: self.total,
-            fail_at: self.source_fail_at,
-            failures: self.state.source_failures.clone(),
+            total: f.total,
+            fail_at: f.source_fail_at,
+            failures: f.state.source_failures.clone(),
         }))
     }
 }
@@ -146,20 +153,15 @@ impl Sink for Collect {
 struct SinkF(Arc<Factories>);
 
 #[async_trait]
-impl SinkFactory for SinkF {
+impl SinkConnector for SinkF {
+    type Config = NoKeys;
     fn info(&self) -> ConnectorInfo {
         info("collect")
     }
-    fn config_schema(&self) -> schemars::Schema {
-        schemars::json_schema!({})
-    }
-    fn validate(&self, _: &serde_yaml::Value) -> Vec<FieldError> {
-        Vec::new()
-    }
-    async fn check(&self, _: &serde_yaml::Value) -> Result<String> {
+    async fn check(&self, _: &NoKeys) -> Result<String> {
         Ok(String::new())
     }
-    fn create(&self, _: &PipelineContext, _: &serde_yaml::Value) -> Result<Box<dyn Sink>> {
+    fn create(&self, _: &PipelineContext, _: NoKeys) -> Result<Box<dyn Sink>> {
         Ok(Box::new(Collect {
             fail_at: self.0.sink_fail_at,
             failures: self.0.state.sink_failures.clone(),
@@ -176,14 +178,15 @@ async fn run(
     let state = f.state.clone();
     let f = Arc::new(f);
     let mut registry = Registry::new();
-    registry.register_source(f.clone()).unwrap();
-    registry.register_sink(Arc::new(SinkF(f))).unwrap();
+    registry.register_source(SourceF(f.clone())).unwrap();
+    registry.register_sink(SinkF(f)).unwrap();
     let yaml = format!(
         "version: \"1.0\"\nsources:\n  src:\n    connector: counter\n    topic: t\nsinks:\n  snk:\n    connector: collect\n    topics: [t]\n    consumer_group: g\n    start_offset: earliest\nsettings:\n  state_dir: {}\n  retry: {{initial_backoff_ms: 1, max_backoff_ms: 5}}\n  batch: {{linger_ms: 0}}\n",
         dir.display()
     );
     let loaded = crate::config::load_str(&yaml, "p.yaml", dir.to_owned(), |_| None).unwrap();
-    let rt = Runtime::new(&loaded, &registry).unwrap();
+    let pipelines = Pipelines::resolve(&loaded, &registry).unwrap();
+    let rt = Runtime::new(&loaded, &pipelines).unwrap();
     let status = rt.status();
     let report = tokio::time::timeout(Duration::from_secs(30), rt.run())
         .await
@@ -271,19 +274,11 @@ async fn non_retryable_error_fails_the_pipeline() {
     };
     let (report, state, status) = run(f, dir.path()).await;
     assert_eq!(report.failed, vec!["src".to_owned()]);
+    // The injected failure is a connect error: an external system's fault.
+    assert_eq!(report.origins, vec![crate::error::Origin::External]);
+    assert_eq!(report.exit_code(), 1);
     // What was durable before the failure still reached the sink.
     let in_topic = topic_values(dir.path()).await;
     assert_eq!(*state.seen.lock().unwrap(), in_topic);
     assert_eq!(status.report().pipelines[0].state, PipelineState::Failed);
-}
-
-#[test]
-fn backoff_doubles_up_to_the_ceiling() {
-    let r = RetrySettings {
-        max_retries: 5,
-        initial_backoff_ms: 100,
-        max_backoff_ms: 1000,
-    };
-    let ms: Vec<u128> = (0..6).map(|f| backoff(&r, f).as_millis()).collect();
-    assert_eq!(ms, [100, 200, 400, 800, 1000, 1000]);
 }

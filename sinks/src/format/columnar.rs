@@ -1,7 +1,7 @@
 //! The columnar formats: Parquet (arrow-rs `ArrowWriter`) and Avro object container files
 //! (arrow-avro), both encoding straight from Arrow arrays.
 
-use super::{FileEncoder, FormatWriter, SharedBuf};
+use super::encoder::{FileEncoder, FormatWriter, SharedBuf};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;

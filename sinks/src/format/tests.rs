@@ -1,5 +1,5 @@
 use super::*;
-use arrow::array::{Array, ArrayRef, Int64Array, StringArray, StructArray};
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use std::io::Read;

@@ -1,6 +1,8 @@
 //! The text formats (`jsonl`, `json`, `csv`) and their output compression.
 
-use super::{Compression, FileEncoder, Format, FormatWriter, SharedBuf};
+use super::encoder::{
+    with_parent_nulls, Compression, FileEncoder, Format, FormatWriter, SharedBuf,
+};
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -340,7 +342,7 @@ fn flat_columns(
     parent: Option<&NullBuffer>,
     out: &mut Vec<ArrayRef>,
 ) -> Result<()> {
-    let col = super::with_parent_nulls(col, parent)?;
+    let col = with_parent_nulls(col, parent)?;
     match col.data_type() {
         DataType::Struct(_) => {
             let s = col

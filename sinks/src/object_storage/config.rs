@@ -1,7 +1,7 @@
 //! Configuration of the object-storage sinks (`object-storage`, `s3`, `gcs`, `azure-blob`).
 
 use crate::format::{AvroOptions, Compression, CsvOptions, Format, FormatOptions, ParquetOptions};
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
 use rivven_engine::secret::SecretString;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -267,6 +267,10 @@ pub struct Resolved {
     /// The format options.
     pub format: FormatOptions,
 }
+
+/// Every check depends on the provider, which the connector name may imply: they run in
+/// [`ObjectStorageConfig::resolve`], called by the connector's own `validate`.
+impl Validate for ObjectStorageConfig {}
 
 impl ObjectStorageConfig {
     /// Resolve for connector `connector` (whose name may imply the provider), or list what

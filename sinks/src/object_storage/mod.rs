@@ -52,39 +52,36 @@ pub use layout::{escape as hive_escape, Layout, HIVE_NULL};
 pub use sink::ObjectStorageSink;
 
 use async_trait::async_trait;
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{errors_to_error, FieldError};
 use rivven_engine::connector::Sink;
-use rivven_engine::registry::{
-    config_error, parse_value, Category, ConnectorInfo, PipelineContext, SinkFactory,
-};
+use rivven_engine::registry::{Category, ConnectorInfo, PipelineContext, SinkConnector};
 use rivven_engine::Result;
 
-/// Factory of one of the object-storage connector names.
+/// One of the object-storage connector names; the name may imply the provider.
 #[derive(Debug, Clone, Copy)]
-pub struct ObjectStorageFactory {
+pub struct ObjectStorage {
     name: &'static str,
 }
 
-impl ObjectStorageFactory {
+impl ObjectStorage {
     /// The four connector names: `object-storage`, `s3`, `gcs`, `azure-blob`.
-    pub fn all() -> [ObjectStorageFactory; 4] {
-        ["object-storage", "s3", "gcs", "azure-blob"].map(|name| ObjectStorageFactory { name })
+    pub fn all() -> [ObjectStorage; 4] {
+        ["object-storage", "s3", "gcs", "azure-blob"].map(|name| ObjectStorage { name })
     }
 
-    fn resolve(
-        &self,
-        config: &serde_yaml::Value,
-    ) -> std::result::Result<Resolved, Vec<FieldError>> {
-        parse_value::<ObjectStorageConfig>(config)?.resolve(self.name)
-    }
-
-    fn resolved(&self, config: &serde_yaml::Value) -> Result<Resolved> {
-        self.resolve(config).map_err(|errs| config_error(&errs))
+    /// `cfg` resolved for this connector name (validated already, so this does not fail
+    /// for a config the registry handed over).
+    fn resolved(&self, cfg: &ObjectStorageConfig) -> Result<Resolved> {
+        cfg.clone()
+            .resolve(self.name)
+            .map_err(|errs| errors_to_error(&errs))
     }
 }
 
 #[async_trait]
-impl SinkFactory for ObjectStorageFactory {
+impl SinkConnector for ObjectStorage {
+    type Config = ObjectStorageConfig;
+
     fn info(&self) -> ConnectorInfo {
         let (description, tags): (&'static str, &'static [&'static str]) = match self.name {
             "s3" => (
@@ -114,16 +111,13 @@ impl SinkFactory for ObjectStorageFactory {
         }
     }
 
-    fn config_schema(&self) -> schemars::Schema {
-        schemars::schema_for!(ObjectStorageConfig)
+    /// The provider the connector name implies, and the keys that depend on it.
+    fn validate(&self, cfg: &ObjectStorageConfig) -> Vec<FieldError> {
+        cfg.clone().resolve(self.name).err().unwrap_or_default()
     }
 
-    fn validate(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        self.resolve(config).err().unwrap_or_default()
-    }
-
-    async fn check(&self, config: &serde_yaml::Value) -> Result<String> {
-        let r = self.resolved(config)?;
+    async fn check(&self, cfg: &ObjectStorageConfig) -> Result<String> {
+        let r = self.resolved(cfg)?;
         let backend = store::backend(&r, "check")?;
         let layout_prefix = Layout::new(
             &r.config.prefix,
@@ -135,8 +129,8 @@ impl SinkFactory for ObjectStorageFactory {
         backend.check(layout_prefix.prefix()).await
     }
 
-    fn create(&self, ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Sink>> {
-        let r = self.resolved(config)?;
+    fn create(&self, ctx: &PipelineContext, cfg: ObjectStorageConfig) -> Result<Box<dyn Sink>> {
+        let r = self.resolved(&cfg)?;
         let backend = store::backend(&r, &ctx.name)?;
         Ok(Box::new(ObjectStorageSink::new(
             &r,

@@ -25,19 +25,18 @@ mod sink;
 pub use sink::{StdoutConfig, StdoutFormat, StdoutSink};
 
 use async_trait::async_trait;
-use rivven_engine::config::FieldError;
 use rivven_engine::connector::Sink;
-use rivven_engine::registry::{
-    config_or_error, parse_config, Category, ConnectorInfo, PipelineContext, SinkFactory,
-};
+use rivven_engine::registry::{Category, ConnectorInfo, PipelineContext, SinkConnector};
 use rivven_engine::Result;
 
-/// Factory of the `stdout` sink.
+/// The `stdout` sink connector.
 #[derive(Debug, Clone, Copy)]
-pub struct StdoutFactory;
+pub struct Stdout;
 
 #[async_trait]
-impl SinkFactory for StdoutFactory {
+impl SinkConnector for Stdout {
+    type Config = StdoutConfig;
+
     fn info(&self) -> ConnectorInfo {
         ConnectorInfo {
             name: "stdout",
@@ -47,25 +46,14 @@ impl SinkFactory for StdoutFactory {
         }
     }
 
-    fn config_schema(&self) -> schemars::Schema {
-        schemars::schema_for!(StdoutConfig)
-    }
-
-    fn validate(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        parse_config::<StdoutConfig>(config)
-            .err()
-            .unwrap_or_default()
-    }
-
-    async fn check(&self, config: &serde_yaml::Value) -> Result<String> {
-        let cfg: StdoutConfig = config_or_error(config)?;
+    async fn check(&self, cfg: &StdoutConfig) -> Result<String> {
         Ok(format!(
             "standard output, format {:?}",
             cfg.effective_format()
         ))
     }
 
-    fn create(&self, _ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Sink>> {
-        Ok(Box::new(StdoutSink::new(config_or_error(config)?)))
+    fn create(&self, _: &PipelineContext, cfg: StdoutConfig) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(StdoutSink::new(cfg)))
     }
 }

@@ -7,9 +7,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use async_trait::async_trait;
 use rivven_engine::batch::SinkBatch;
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
 use rivven_engine::connector::Sink;
-use rivven_engine::registry::ValidateConfig;
 use rivven_engine::{Error, ErrorKind, Origin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -55,7 +54,7 @@ impl StdoutConfig {
     }
 }
 
-impl ValidateConfig for StdoutConfig {
+impl Validate for StdoutConfig {
     fn validate(&self) -> Vec<FieldError> {
         if self.pretty && self.format == StdoutFormat::Table {
             return vec![FieldError::new(

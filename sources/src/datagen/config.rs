@@ -1,33 +1,11 @@
 //! Configuration of the `datagen` source.
 
-use rivven_engine::config::FieldError;
-use rivven_engine::registry::ValidateConfig;
+use rivven_engine::config::{FieldError, Validate};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// What rows look like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Pattern {
-    /// `value`: 0, 1, 2, ...
-    #[default]
-    Sequence,
-    /// `id`, `value`, `count`, `flag`, `label`: random values.
-    Random,
-    /// `id`, `name`, `email`, `age`, `country`, `active`, `created_at`.
-    Users,
-    /// `order_id`, `customer_id`, `product`, `quantity`, `unit_price`, `total`, `status`,
-    /// `created_at`.
-    Orders,
-    /// `event_id`, `event_type` (page_view, click, ...), `user_id`, `session_id`, `page`,
-    /// `duration_ms`.
-    Events,
-    /// `metric`, `host`, `region`, `value`.
-    Metrics,
-    /// `key`, `value`.
-    KeyValue,
-}
+use super::patterns::Pattern;
 
 /// `datagen` configuration.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -90,7 +68,7 @@ pub(crate) const RESERVED: &[&str] = &[
     "ts_ms",
 ];
 
-impl ValidateConfig for DatagenConfig {
+impl Validate for DatagenConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.stream_name.is_empty() {

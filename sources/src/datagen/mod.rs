@@ -27,23 +27,23 @@ mod config;
 mod patterns;
 mod source;
 
-pub use config::{DatagenConfig, Pattern};
+pub use config::DatagenConfig;
+pub use patterns::Pattern;
 pub use source::DatagenSource;
 
 use async_trait::async_trait;
-use rivven_engine::config::FieldError;
 use rivven_engine::connector::{Source, StreamInfo};
-use rivven_engine::registry::{
-    config_or_error, parse_config, Category, ConnectorInfo, PipelineContext, SourceFactory,
-};
+use rivven_engine::registry::{Category, ConnectorInfo, PipelineContext, SourceConnector};
 use rivven_engine::Result;
 
-/// Factory of the `datagen` source.
+/// The `datagen` source connector.
 #[derive(Debug, Clone, Copy)]
-pub struct DatagenFactory;
+pub struct Datagen;
 
 #[async_trait]
-impl SourceFactory for DatagenFactory {
+impl SourceConnector for Datagen {
+    type Config = DatagenConfig;
+
     fn info(&self) -> ConnectorInfo {
         ConnectorInfo {
             name: "datagen",
@@ -53,39 +53,22 @@ impl SourceFactory for DatagenFactory {
         }
     }
 
-    fn config_schema(&self) -> schemars::Schema {
-        schemars::schema_for!(DatagenConfig)
-    }
-
-    fn validate(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        parse_config::<DatagenConfig>(config)
-            .err()
-            .unwrap_or_default()
-    }
-
-    async fn check(&self, config: &serde_yaml::Value) -> Result<String> {
-        let cfg: DatagenConfig = config_or_error(config)?;
+    async fn check(&self, cfg: &DatagenConfig) -> Result<String> {
         Ok(format!(
             "generator ready (pattern {:?}, cdc_mode {})",
             cfg.pattern, cfg.cdc_mode
         ))
     }
 
-    async fn discover(&self, config: &serde_yaml::Value) -> Result<Vec<StreamInfo>> {
-        let cfg: DatagenConfig = config_or_error(config)?;
+    async fn discover(&self, cfg: &DatagenConfig) -> Result<Vec<StreamInfo>> {
         Ok(vec![StreamInfo {
             name: cfg.stream_name.clone(),
             namespace: cfg.namespace.clone(),
-            schema: source::schema_for(&cfg),
+            schema: source::schema_for(cfg),
         }])
     }
 
-    fn create(
-        &self,
-        _ctx: &PipelineContext,
-        config: &serde_yaml::Value,
-    ) -> Result<Box<dyn Source>> {
-        let cfg: DatagenConfig = config_or_error(config)?;
+    fn create(&self, _: &PipelineContext, cfg: DatagenConfig) -> Result<Box<dyn Source>> {
         Ok(Box::new(DatagenSource::new(cfg)))
     }
 }

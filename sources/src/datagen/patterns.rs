@@ -3,13 +3,37 @@
 //! Every value is a pure function of `(seed, key, version)` through a counter-based
 //! generator, so the data does not depend on batch boundaries or restarts.
 
-use super::config::Pattern;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
     StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use std::sync::Arc;
+
+/// What rows look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// `value`: 0, 1, 2, ...
+    #[default]
+    Sequence,
+    /// `id`, `value`, `count`, `flag`, `label`: random values.
+    Random,
+    /// `id`, `name`, `email`, `age`, `country`, `active`, `created_at`.
+    Users,
+    /// `order_id`, `customer_id`, `product`, `quantity`, `unit_price`, `total`, `status`,
+    /// `created_at`.
+    Orders,
+    /// `event_id`, `event_type` (page_view, click, ...), `user_id`, `session_id`, `page`,
+    /// `duration_ms`.
+    Events,
+    /// `metric`, `host`, `region`, `value`.
+    Metrics,
+    /// `key`, `value`.
+    KeyValue,
+}
 
 /// SplitMix64: a counter-based generator; `at(seed, a, b)` is independent per `(a, b)`.
 #[derive(Debug, Clone)]

@@ -379,11 +379,11 @@ impl Source for DatagenSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datagen::config::Pattern;
+    use crate::datagen::patterns::Pattern;
     use arrow::array::Array;
 
     fn cfg(pattern: Pattern, cdc: bool) -> DatagenConfig {
-        rivven_engine::registry::parse_value(&serde_yaml::from_str(&format!(
+        rivven_engine::config::parse(&serde_yaml::from_str(&format!(
             "{{pattern: {}, events_per_second: 0, seed: 7, cdc_mode: {cdc}, include_timestamp: false}}",
             serde_json::to_string(&pattern_name(pattern)).unwrap()
         )).unwrap())

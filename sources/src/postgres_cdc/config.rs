@@ -1,7 +1,6 @@
 //! `postgres-cdc` configuration.
 
-use rivven_engine::config::FieldError;
-use rivven_engine::registry::ValidateConfig;
+use rivven_engine::config::{FieldError, Validate};
 use rivven_engine::routing::{NormalizationConfig, TopicResolver};
 use rivven_engine::secret::SecretString;
 use schemars::JsonSchema;
@@ -88,14 +87,25 @@ pub enum SslMode {
     VerifyFull,
 }
 
-/// Columns to capture for one table: `include` (only these) or `exclude` (all but these).
+/// Columns to capture for one table. With both keys, `include` is applied first, then
+/// `exclude` removes columns from what it kept.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnFilter {
+    /// Only these columns (empty: every column).
     #[serde(default)]
     pub include: Vec<String>,
+    /// Never these columns.
     #[serde(default)]
     pub exclude: Vec<String>,
+}
+
+impl ColumnFilter {
+    /// Whether column `name` is captured.
+    pub fn keeps(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|c| c == name))
+            && !self.exclude.iter().any(|c| c == name)
+    }
 }
 
 /// Periodic heartbeats: an optional SQL statement run in the captured database (so an
@@ -276,7 +286,7 @@ fn valid_identifier(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-impl ValidateConfig for PostgresCdcConfig {
+impl Validate for PostgresCdcConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if !valid_identifier(&self.slot_name) {
@@ -318,17 +328,11 @@ impl ValidateConfig for PostgresCdcConfig {
                 ));
             }
         }
-        for (table, f) in &self.column_filters {
+        for table in self.column_filters.keys() {
             if !table.contains('.') {
                 errors.push(FieldError::new(
                     format!("column_filters.{table}"),
                     "key must be `schema.table`",
-                ));
-            }
-            if !f.include.is_empty() && !f.exclude.is_empty() {
-                errors.push(FieldError::new(
-                    format!("column_filters.{table}"),
-                    "give `include` or `exclude`, not both",
                 ));
             }
         }
@@ -402,11 +406,7 @@ impl PostgresCdcConfig {
         let f = self.column_filters.get(&format!("{schema}.{table}"));
         columns
             .enumerate()
-            .filter(|(_, name)| match f {
-                Some(f) if !f.include.is_empty() => f.include.iter().any(|c| c == name),
-                Some(f) => !f.exclude.iter().any(|c| c == name),
-                None => true,
-            })
+            .filter(|(_, name)| f.is_none_or(|f| f.keeps(name)))
             .map(|(i, _)| i)
             .collect()
     }
@@ -415,5 +415,36 @@ impl PostgresCdcConfig {
     pub fn resolver(&self) -> Option<TopicResolver> {
         let t = self.topic_routing.as_ref()?;
         TopicResolver::new(t, self.normalization.clone().unwrap_or_default()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> PostgresCdcConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn column_filters_include_then_exclude() {
+        // The spec's own CDC example gives both keys.
+        let cfg = config(
+            "database: d\nuser: u\ncolumn_filters:\n  public.users:\n    include: [id, email, name, password_hash]\n    exclude: [password_hash]\n  public.orders:\n    exclude: [note]\n",
+        );
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let cols = ["id", "email", "password_hash", "name", "ssn"];
+        assert_eq!(
+            cfg.kept_columns("public", "users", cols.into_iter()),
+            vec![0, 1, 3]
+        );
+        assert_eq!(
+            cfg.kept_columns("public", "orders", ["id", "note", "total"].into_iter()),
+            vec![0, 2]
+        );
+        assert_eq!(
+            cfg.kept_columns("public", "other", cols.into_iter()),
+            vec![0, 1, 2, 3, 4]
+        );
     }
 }

@@ -51,13 +51,19 @@
 //!       snapshot_mode: initial
 //! ```
 
+mod acks;
 pub mod binary;
 pub mod catalog;
 pub mod config;
 pub mod conn;
+mod dead_letter;
 pub mod events;
+mod heartbeat;
 pub mod pgoutput;
+mod position;
+mod snapshot;
 pub mod source;
+mod stream;
 pub mod tls;
 pub mod types;
 
@@ -66,20 +72,19 @@ pub use source::PostgresCdcSource;
 
 use async_trait::async_trait;
 use rivven_engine::batch::change_event_schema;
-use rivven_engine::config::FieldError;
 use rivven_engine::connector::{Source, StreamInfo};
-use rivven_engine::registry::{
-    config_or_error, parse_config, Category, ConnectorInfo, PipelineContext, SourceFactory,
-};
+use rivven_engine::registry::{Category, ConnectorInfo, PipelineContext, SourceConnector};
 use rivven_engine::{Error, Result};
 use std::sync::Arc;
 
-/// Factory of the `postgres-cdc` source.
+/// The `postgres-cdc` source connector.
 #[derive(Debug, Clone, Copy)]
-pub struct PostgresCdcFactory;
+pub struct PostgresCdc;
 
 #[async_trait]
-impl SourceFactory for PostgresCdcFactory {
+impl SourceConnector for PostgresCdc {
+    type Config = PostgresCdcConfig;
+
     fn info(&self) -> ConnectorInfo {
         ConnectorInfo {
             name: "postgres-cdc",
@@ -89,27 +94,16 @@ impl SourceFactory for PostgresCdcFactory {
         }
     }
 
-    fn config_schema(&self) -> schemars::Schema {
-        schemars::schema_for!(PostgresCdcConfig)
-    }
-
-    fn validate(&self, config: &serde_yaml::Value) -> Vec<FieldError> {
-        parse_config::<PostgresCdcConfig>(config)
-            .err()
-            .unwrap_or_default()
-    }
-
-    async fn check(&self, config: &serde_yaml::Value) -> Result<String> {
-        let cfg: PostgresCdcConfig = config_or_error(config)?;
-        let client = catalog::connect(&cfg).await?;
-        let problems = catalog::prerequisites(&client, &cfg).await?;
+    async fn check(&self, cfg: &PostgresCdcConfig) -> Result<String> {
+        let client = catalog::connect(cfg).await?;
+        let problems = catalog::prerequisites(&client, cfg).await?;
         if !problems.is_empty() {
             return Err(Error::config(problems.join("; ")));
         }
-        let tables = catalog::publication_tables(&client, &cfg)
+        let tables = catalog::publication_tables(&client, cfg)
             .await
             .unwrap_or_default();
-        let slot = match catalog::slot_state(&client, &cfg).await? {
+        let slot = match catalog::slot_state(&client, cfg).await? {
             Some((lsn, _)) => format!(
                 "slot {} at {}",
                 cfg.slot_name,
@@ -126,13 +120,12 @@ impl SourceFactory for PostgresCdcFactory {
         ))
     }
 
-    async fn discover(&self, config: &serde_yaml::Value) -> Result<Vec<StreamInfo>> {
-        let cfg: PostgresCdcConfig = config_or_error(config)?;
-        let client = catalog::connect(&cfg).await?;
+    async fn discover(&self, cfg: &PostgresCdcConfig) -> Result<Vec<StreamInfo>> {
+        let client = catalog::connect(cfg).await?;
         let types = catalog::load_types(&client).await?;
-        let has_publication = catalog::publication_exists(&client, &cfg).await?;
+        let has_publication = catalog::publication_exists(&client, cfg).await?;
         let tables = if has_publication {
-            catalog::publication_tables(&client, &cfg).await?
+            catalog::publication_tables(&client, cfg).await?
         } else {
             let rows = client
                 .query(
@@ -178,8 +171,7 @@ impl SourceFactory for PostgresCdcFactory {
         Ok(out)
     }
 
-    fn create(&self, ctx: &PipelineContext, config: &serde_yaml::Value) -> Result<Box<dyn Source>> {
-        let cfg: PostgresCdcConfig = config_or_error(config)?;
+    fn create(&self, ctx: &PipelineContext, cfg: PostgresCdcConfig) -> Result<Box<dyn Source>> {
         Ok(Box::new(
             PostgresCdcSource::new(cfg)
                 .with_status(ctx.status.clone())

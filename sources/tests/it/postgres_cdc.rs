@@ -969,22 +969,24 @@ async fn big_tables_are_read_in_block_chunks_and_a_resume_skips_finished_chunks(
 
 #[tokio::test]
 async fn check_names_each_unmet_prerequisite_and_discover_lists_arrow_schemas() {
-    use rivven_engine::registry::SourceFactory;
-    use rivven_sources::postgres_cdc::PostgresCdcFactory;
+    use rivven_engine::registry::SourceConnector;
+    use rivven_sources::postgres_cdc::{PostgresCdc, PostgresCdcConfig};
     let Some(db) = Db::new() else { return };
     db.sql(
         "CREATE TABLE good (id int PRIMARY KEY, amount numeric(10,2), tags text[]);
          CREATE TABLE nopk (v text);
          CREATE PUBLICATION checked FOR TABLE good",
     );
-    let yaml = |extra: &str| -> serde_yaml::Value {
-        serde_yaml::from_str(&format!(
+    let config = |yaml: String| -> PostgresCdcConfig {
+        rivven_engine::config::parse(&serde_yaml::from_str(&yaml).unwrap()).unwrap()
+    };
+    let yaml = |extra: &str| {
+        config(format!(
             "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: {}\n{extra}",
             db.pg.port, db.name, db.pg.user, db.pg.password
         ))
-        .unwrap()
     };
-    let ok = PostgresCdcFactory
+    let ok = PostgresCdc
         .check(&yaml("publication: checked\ntables: [good]\n"))
         .await
         .unwrap();
@@ -992,7 +994,7 @@ async fn check_names_each_unmet_prerequisite_and_discover_lists_arrow_schemas() 
         ok.contains("wal_level logical") && ok.contains("1 table(s)"),
         "{ok}"
     );
-    let err = PostgresCdcFactory
+    let err = PostgresCdc
         .check(&yaml("publication: checked\ntables: [good, nopk]\n"))
         .await
         .unwrap_err()
@@ -1003,19 +1005,16 @@ async fn check_names_each_unmet_prerequisite_and_discover_lists_arrow_schemas() 
     );
     assert!(err.contains("public.nopk has no primary key"), "{err}");
     assert!(!err.contains(&db.pg.password), "password in error");
-    let bad_password = PostgresCdcFactory
-        .check(
-            &serde_yaml::from_str(&format!(
-                "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: wrong-secret-value\n",
-                db.pg.port, db.name, db.pg.user
-            ))
-            .unwrap(),
-        )
+    let bad_password = PostgresCdc
+        .check(&config(format!(
+            "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: wrong-secret-value\n",
+            db.pg.port, db.name, db.pg.user
+        )))
         .await
         .unwrap_err()
         .to_string();
     assert!(bad_password.contains("28P01"), "{bad_password}");
-    let streams = PostgresCdcFactory
+    let streams = PostgresCdc
         .discover(&yaml("publication: checked\n"))
         .await
         .unwrap();
@@ -1038,8 +1037,8 @@ async fn check_names_each_unmet_prerequisite_and_discover_lists_arrow_schemas() 
 
 #[tokio::test]
 async fn snapshot_honours_the_publication_column_list_and_row_filter() {
-    use rivven_engine::registry::SourceFactory;
-    use rivven_sources::postgres_cdc::PostgresCdcFactory;
+    use rivven_engine::registry::SourceConnector;
+    use rivven_sources::postgres_cdc::{PostgresCdc, PostgresCdcConfig};
     let Some(db) = Db::new() else { return };
     let cfg = db.config("tables: [f]\n");
     db.sql(&format!(
@@ -1052,12 +1051,15 @@ async fn snapshot_honours_the_publication_column_list_and_row_filter() {
     let published = ["id", "status", "n"];
 
     // discover reports the published columns only.
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&format!(
-        "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: {}\npublication: {}\ntables: [f]\n",
-        db.pg.port, db.name, db.pg.user, db.pg.password, cfg.publication
-    ))
+    let yaml: PostgresCdcConfig = rivven_engine::config::parse(
+        &serde_yaml::from_str(&format!(
+            "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: {}\npublication: {}\ntables: [f]\n",
+            db.pg.port, db.name, db.pg.user, db.pg.password, cfg.publication
+        ))
+        .unwrap(),
+    )
     .unwrap();
-    let streams = PostgresCdcFactory.discover(&yaml).await.unwrap();
+    let streams = PostgresCdc.discover(&yaml).await.unwrap();
     let after = streams[0].schema.field_with_name("after").unwrap().clone();
     let arrow::datatypes::DataType::Struct(fields) = after.data_type() else {
         panic!("{after:?}")

@@ -24,23 +24,25 @@ use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use base64::Engine as _;
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::envelope::images_schema;
-use super::{non_empty, require_fields, Names, Spec};
-use crate::chain::{Ctx, Op};
+use crate::field_list::{non_empty, require_fields, Names};
 use crate::image::{image_schema, map_images};
-use crate::Result;
+use crate::op::Spec;
+use crate::op::{Ctx, Op};
+use rivven_engine::Result;
 
 /// Field metadata key holding an encrypted field's original Arrow type.
 pub const META_ENCRYPTED_TYPE: &str = "rivven.encrypted.type";
 const PREFIX: &str = "rivven:enc:1:";
 
 /// Cipher.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum Algorithm {
     /// AES-256 in GCM mode.
     #[default]
@@ -68,7 +70,7 @@ impl Algorithm {
 }
 
 /// Where one key comes from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeySource {
     /// Key id written with each value (letters, digits, `-`, `_`, `.`).
@@ -118,7 +120,7 @@ fn decode_key(text: &str) -> std::result::Result<Key, String> {
     Ok(Key(arr))
 }
 
-impl KeyConfig {
+impl Validate for KeyConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.keys.is_empty() {
@@ -153,7 +155,9 @@ impl KeyConfig {
         }
         errs
     }
+}
 
+impl KeyConfig {
     /// Load every key; errors name the key id and source, never the material.
     fn load(&self) -> std::result::Result<(HashMap<String, Key>, String), FieldError> {
         let mut out = HashMap::new();
@@ -224,7 +228,7 @@ fn open(
 }
 
 /// `encrypt_field`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptField {
     /// Fields to encrypt.
@@ -248,13 +252,15 @@ impl EncryptField {
     }
 }
 
-impl Spec for EncryptField {
+impl Validate for EncryptField {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = self.key_config().validate();
         errs.extend(non_empty("fields", &self.fields));
         errs
     }
+}
 
+impl Spec for EncryptField {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let row = image_schema(input);
         require_fields("fields", &self.fields, &row)?;
@@ -352,7 +358,7 @@ impl Op for EncryptOp {
 }
 
 /// `decrypt_field`: the inverse of `encrypt_field`, with the same `keys`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecryptField {
     /// Fields to decrypt.
@@ -373,13 +379,15 @@ impl DecryptField {
     }
 }
 
-impl Spec for DecryptField {
+impl Validate for DecryptField {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = self.key_config().validate();
         errs.extend(non_empty("fields", &self.fields));
         errs
     }
+}
 
+impl Spec for DecryptField {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let row = image_schema(input);
         require_fields("fields", &self.fields, &row)?;

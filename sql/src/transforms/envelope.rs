@@ -13,14 +13,16 @@ use arrow::compute::kernels::zip::zip;
 use arrow::compute::{and, cast, filter_record_batch, is_not_null};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use rivven_engine::batch::{is_change_event_schema, op, META_KEY};
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use super::{non_empty, require_fields, Names, Spec};
-use crate::chain::{Ctx, Op};
+use crate::field_list::{non_empty, require_fields, Names};
 use crate::image::{self, image_fields, image_schema, map_images, path_column, path_type};
-use crate::Result;
+use crate::op::Spec;
+use crate::op::{Ctx, Op};
+use rivven_engine::Result;
 
 fn yes() -> bool {
     true
@@ -39,7 +41,7 @@ impl Op for Identity {
 }
 
 /// How deletes leave `extract_new_record_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeleteMode {
     /// Deletes are dropped.
@@ -61,7 +63,7 @@ pub enum DeleteMode {
 ///   per name (dots become `_`; a bare name is an envelope column, else a `source` field).
 ///
 /// Flat batches pass through unchanged.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractNewRecordState {
     /// Drop deletes (default) or rewrite them.
@@ -136,6 +138,8 @@ impl ExtractNewRecordState {
         Ok(out)
     }
 }
+
+impl Validate for ExtractNewRecordState {}
 
 impl Spec for ExtractNewRecordState {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
@@ -274,17 +278,20 @@ impl ExtractOp {
 
 /// `value_to_key`: the listed fields become the record key (schema metadata `rivven.key`),
 /// which key-aware sinks (Kafka, upserts, partitioners) use.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueToKey {
     /// Key fields, in order.
     pub fields: Names,
 }
 
-impl Spec for ValueToKey {
+impl Validate for ValueToKey {
     fn validate(&self) -> Vec<FieldError> {
         non_empty("fields", &self.fields)
     }
+}
+
+impl Spec for ValueToKey {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         require_fields("fields", &self.fields, &image_schema(input))?;
         let mut meta = input.metadata().clone();
@@ -308,7 +315,7 @@ impl Op for WithSchema {
 }
 
 /// Copy or move headers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HeaderOperation {
     /// Keep the header.
@@ -324,7 +331,7 @@ pub enum HeaderOperation {
 /// metadata columns in flat batches (`op` means `__op`); `fields` names the new row fields
 /// (default: the header name with dots as `_`). In change events the value is added to both
 /// row images.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderToValue {
     /// Headers to copy.
@@ -358,7 +365,7 @@ impl HeaderToValue {
     }
 }
 
-impl Spec for HeaderToValue {
+impl Validate for HeaderToValue {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.headers.is_empty() {
@@ -376,7 +383,9 @@ impl Spec for HeaderToValue {
         }
         errs
     }
+}
 
+impl Spec for HeaderToValue {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let change = is_change_event_schema(input);
         if change && self.operation == HeaderOperation::Move {
@@ -494,20 +503,23 @@ impl Op for HeaderOp {
 
 /// `drop_headers`: remove metadata columns (`__op`, `__table`, ...) from flat batches.
 /// Headers that are absent are ignored; change events keep their envelope (an error).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropHeaders {
     /// Headers to remove (`op` or `__op`).
     pub headers: Names,
 }
 
-impl Spec for DropHeaders {
+impl Validate for DropHeaders {
     fn validate(&self) -> Vec<FieldError> {
         if self.headers.is_empty() {
             return vec![FieldError::new("headers", "list at least one header")];
         }
         Vec::new()
     }
+}
+
+impl Spec for DropHeaders {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         if is_change_event_schema(input) {
             return Err(FieldError::new(
@@ -556,12 +568,14 @@ impl Op for Project {
 /// get it in `ts_ms`; flat batches in `__ts_ms` (added if absent). The field may be a
 /// timestamp, a date, epoch milliseconds or RFC 3339 text; rows where it is null keep their
 /// previous timestamp.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageTimestamp {
     /// The row field holding the time.
     pub field: String,
 }
+
+impl Validate for MessageTimestamp {}
 
 impl Spec for MessageTimestamp {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
@@ -657,12 +671,14 @@ impl Op for TimestampOp {
 
 /// `unwrap`: the value becomes one nested field (Kafka Connect's `ExtractField`): a struct
 /// field's children become the row's fields; any other field becomes a one-column row.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Unwrap {
     /// The field path (`payload`, `after`, `data.attrs`).
     pub field: String,
 }
+
+impl Validate for Unwrap {}
 
 impl Spec for Unwrap {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
@@ -739,7 +755,7 @@ fn default_delimiter() -> String {
 /// `flatten`: nested struct fields become top-level fields named `parent<delimiter>child`,
 /// recursively (a change event becomes `op`, `before.id`, ..., `after.id`, ...,
 /// `source.table`, ...). A null struct makes its fields null.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Flatten {
     /// Separator between names (default `.`).
@@ -775,6 +791,8 @@ fn flat_columns(col: &ArrayRef, out: &mut Vec<ArrayRef>) -> Result<()> {
     }
     Ok(())
 }
+
+impl Validate for Flatten {}
 
 impl Spec for Flatten {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {

@@ -5,14 +5,16 @@
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{lit, Expr};
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::project::{col, Builder, Value};
-use super::{non_empty, require_fields, Names, Spec};
-use crate::chain::Op;
+use crate::field_list::{non_empty, require_fields, Names};
+use crate::op::Op;
+use crate::op::Spec;
 
 /// A SQL identifier for `name` (double-quoted, quotes doubled).
 pub fn ident(name: &str) -> String {
@@ -32,7 +34,7 @@ fn is_text(ty: &DataType) -> bool {
 }
 
 /// Hash algorithms for `mask_field.hash` and `compute_field` (`operation: hash`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HashAlgorithm {
     /// SHA-256 (hex).
@@ -61,7 +63,7 @@ impl HashAlgorithm {
 }
 
 /// `hash: true` (SHA-256) or an algorithm name.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum HashOption {
     /// `true`: SHA-256; `false`: no hashing.
@@ -77,7 +79,7 @@ pub enum HashOption {
 /// - `keep_last: N`: text keeps its last N characters, the rest becomes `mask_char` (`*`);
 /// - `hash: true | sha256 | sha512 | md5 ...`: the hex digest of the value's text (stable,
 ///   so masked values still join).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaskField {
     /// Fields to mask.
@@ -106,7 +108,7 @@ impl MaskField {
     }
 }
 
-impl Spec for MaskField {
+impl Validate for MaskField {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         errs.extend(non_empty("fields", &self.fields));
@@ -128,7 +130,9 @@ impl Spec for MaskField {
         }
         errs
     }
+}
 
+impl Spec for MaskField {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;
         require_fields("fields", &self.fields, b.row())?;
@@ -187,7 +191,7 @@ fn sql_type_of(ty: &DataType) -> Option<&'static str> {
 
 /// `insert_field`: add fields to every row: a static value, the processing timestamp, the
 /// processing date.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InsertField {
     /// Name of the static field.
@@ -195,6 +199,7 @@ pub struct InsertField {
     pub static_field: Option<String>,
     /// Its value (text, number or boolean: the field gets that type).
     #[serde(default)]
+    #[schemars(with = "Option<crate::field_list::Scalar>")]
     pub static_value: Option<serde_yaml::Value>,
     /// Name of a field holding the processing time (UTC, milliseconds).
     #[serde(default)]
@@ -217,7 +222,7 @@ fn yaml_scalar(v: &serde_yaml::Value) -> Option<ScalarValue> {
     })
 }
 
-impl Spec for InsertField {
+impl Validate for InsertField {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.static_field.is_none()
@@ -246,7 +251,9 @@ impl Spec for InsertField {
         }
         errs
     }
+}
 
+impl Spec for InsertField {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;
         let taken = |b: &Builder, key: &str, name: &str| {
@@ -284,6 +291,24 @@ impl Spec for InsertField {
 #[derive(Debug, Clone, Default)]
 pub struct Renames(pub Vec<(String, String)>);
 
+impl JsonSchema for Renames {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FieldPairs".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Pairs of names: a map `{a: b}`, a list of `a:b`, or one text \
+                            `a:b,c:d`.",
+            "anyOf": [
+                { "type": "object", "additionalProperties": { "type": "string" } },
+                { "type": "array", "items": { "type": "string" } },
+                { "type": "string" }
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Renames {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -315,7 +340,7 @@ impl<'de> Deserialize<'de> for Renames {
 
 /// `replace_field` (alias `rename_field`): keep only `include`d fields, drop `exclude`d
 /// ones, then rename.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceField {
     /// Renames, `{old: new}` or `["old:new"]`.
@@ -329,7 +354,7 @@ pub struct ReplaceField {
     pub exclude: Names,
 }
 
-impl Spec for ReplaceField {
+impl Validate for ReplaceField {
     fn validate(&self) -> Vec<FieldError> {
         if self.renames.0.is_empty() && self.include.is_empty() && self.exclude.is_empty() {
             return vec![FieldError::new(
@@ -339,7 +364,9 @@ impl Spec for ReplaceField {
         }
         Vec::new()
     }
+}
 
+impl Spec for ReplaceField {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;
         require_fields("include", &self.include, b.row())?;
@@ -359,7 +386,7 @@ impl Spec for ReplaceField {
 
 /// `set_null`: set fields to null, on every row or where `condition` (SQL over the row) is
 /// true.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetNull {
     /// Fields to null.
@@ -369,10 +396,13 @@ pub struct SetNull {
     pub condition: Option<String>,
 }
 
-impl Spec for SetNull {
+impl Validate for SetNull {
     fn validate(&self) -> Vec<FieldError> {
         non_empty("fields", &self.fields)
     }
+}
+
+impl Spec for SetNull {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;
         require_fields("fields", &self.fields, b.row())?;
@@ -428,7 +458,7 @@ pub fn sql_type(name: &str) -> String {
 /// `cast`: change field types. `spec: {amount: float64, id: string}` or
 /// `spec: "amount:float64,id:string"`; a value that does not convert is a data error naming
 /// the transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cast {
     /// Field → type.
@@ -436,13 +466,16 @@ pub struct Cast {
     pub spec: Renames,
 }
 
-impl Spec for Cast {
+impl Validate for Cast {
     fn validate(&self) -> Vec<FieldError> {
         if self.spec.0.is_empty() {
             return vec![FieldError::new("spec", "list at least one `field: type`")];
         }
         Vec::new()
     }
+}
+
+impl Spec for Cast {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;
         let names: Vec<String> = self.spec.0.iter().map(|(a, _)| a.clone()).collect();
@@ -457,7 +490,7 @@ impl Spec for Cast {
 }
 
 /// `compute_field` operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compute {
     /// Join the `fields`' text with `separator`.
@@ -479,7 +512,7 @@ pub enum Compute {
 }
 
 /// `compute_field`: set `field` (new or replaced) to a value computed from the row.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComputeField {
     /// Target field.
@@ -501,7 +534,7 @@ pub struct ComputeField {
     pub expression: Option<String>,
 }
 
-impl Spec for ComputeField {
+impl Validate for ComputeField {
     fn validate(&self) -> Vec<FieldError> {
         let needs_fields = matches!(
             self.operation,
@@ -519,7 +552,9 @@ impl Spec for ComputeField {
         }
         errs
     }
+}
 
+impl Spec for ComputeField {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;
         require_fields("fields", &self.fields, b.row())?;

@@ -11,15 +11,18 @@ use arrow::compute::{filter_record_batch, not, or};
 use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
 use rivven_engine::connector::Routed;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
 use super::fields::{ident, sql_str};
-use super::{Names, Spec};
-use crate::chain::{Ctx, Op};
-use crate::{expr, image, Result};
+use crate::field_list::Names;
+use crate::op::Spec;
+use crate::op::{Ctx, Op};
+use crate::{expr, image};
+use rivven_engine::Result;
 
 /// Rewrite the shorthand `field = word` into SQL (`field = 'word'`) when `word` is not a
 /// field, a number, a boolean or null; anything else is returned unchanged.
@@ -44,7 +47,7 @@ pub fn shorthand(condition: &str, view: &SchemaRef) -> String {
 
 /// `filter`: keep the rows where `condition` is true (`drop: false`, the default), or drop
 /// them (`drop: true`). Rows where it is null count as false.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// SQL condition over the row.
@@ -54,10 +57,13 @@ pub struct Filter {
     pub drop: bool,
 }
 
-impl Spec for Filter {
+impl Validate for Filter {
     fn validate(&self) -> Vec<FieldError> {
         syntax("condition", &self.condition)
     }
+}
+
+impl Spec for Filter {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let view = image::view_schema(input);
         let sql = shorthand(&self.condition, &view);
@@ -125,13 +131,13 @@ impl Op for FilterOp {
         if let Some(m) = mask {
             keep = or(&keep, &not(m)?)?;
         }
-        crate::chain::push_kept(input, &keep, out)
+        crate::op::push_kept(input, &keep, out)
     }
 }
 
 /// `drop_null`: drop rows where any of `fields` is null (with no `fields`: rows whose every
 /// field is null).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropNull {
     /// Fields that must be present.
@@ -139,11 +145,13 @@ pub struct DropNull {
     pub fields: Names,
 }
 
+impl Validate for DropNull {}
+
 impl Spec for DropNull {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let view = image::view_schema(input);
         let row = image::image_schema(input);
-        super::require_fields("fields", &self.fields, &row)?;
+        crate::field_list::require_fields("fields", &self.fields, &row)?;
         let sql = if self.fields.is_empty() {
             let all: Vec<String> = row
                 .fields()
@@ -178,7 +186,7 @@ impl Spec for DropNull {
 /// batch as it is; a change event as its current image plus `op`, `before`, `after`,
 /// `source`, `ts_ms`. Aggregates, joins, ordering, `LIMIT`, `DISTINCT` and windows are
 /// rejected: they would need state across batches.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sql {
     /// The query.
@@ -195,7 +203,7 @@ fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
     }
 }
 
-impl Spec for Sql {
+impl Validate for Sql {
     fn validate(&self) -> Vec<FieldError> {
         use datafusion::sql::sqlparser::{dialect::GenericDialect, parser::Parser};
         match Parser::parse_sql(&GenericDialect {}, &self.query) {
@@ -207,7 +215,9 @@ impl Spec for Sql {
             Err(e) => vec![FieldError::new("query", format!("invalid SQL: {e}"))],
         }
     }
+}
 
+impl Spec for Sql {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let err = |m: String| FieldError::new("query", m);
         let view = image::view_schema(input);
@@ -311,7 +321,7 @@ impl Op for SqlOp {
                 out.push(Routed { batch, ..input });
                 Ok(())
             }
-            Some(m) => crate::chain::apply_runs(self, input, m, ctx, out),
+            Some(m) => crate::op::apply_runs(self, input, m, ctx, out),
         }
     }
     fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {

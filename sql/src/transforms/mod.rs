@@ -1,173 +1,218 @@
-//! The built-in transforms. Each is a config type (the YAML under `config:`) implementing
-//! [`Spec`]: validation without a schema, and compilation against an input schema into an
-//! [`Op`].
+//! The built-in transforms: one table ([`KINDS`]) of every `type:` with its aliases, how its
+//! `config:` is read and its JSON Schema. Each transform's config type implements
+//! [`Spec`](crate::op::Spec): validation without a schema, and compilation against an input
+//! schema into an [`Op`](crate::op::Op). The `cdc_features` blocks are transforms too
+//! ([`dedup`], [`tombstones`], [`event_router`], [`partitioner`]); they are not listed in
+//! [`KINDS`] because they are configured only through `cdc_features`.
 
 #[cfg(feature = "blob")]
 mod blob;
 pub(crate) mod crypto;
+pub mod dedup;
 mod envelope;
+pub mod event_router;
 mod fields;
 mod filter;
+pub mod partitioner;
 mod project;
 mod route;
 mod time;
+pub mod tombstones;
 
-use arrow::datatypes::SchemaRef;
-use rivven_engine::config::FieldError;
+use crate::op::Spec;
+use rivven_engine::config::{FieldError, Validate};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
-use crate::chain::Op;
+/// Reads a transform's `config:` into its parsed, validated spec.
+type Parse = fn(&serde_yaml::Value) -> Result<Arc<dyn Spec>, Vec<FieldError>>;
 
-/// A transform's parsed config.
-pub trait Spec: Send + Sync {
-    /// Checks that need no schema; paths relative to `config`.
-    fn validate(&self) -> Vec<FieldError> {
-        Vec::new()
-    }
-    /// Compile against an input schema; errors relative to `config`.
-    fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError>;
+/// One transform type.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    /// The name used in `type:`.
+    pub name: &'static str,
+    /// Other names accepted for it (the spec's and Kafka Connect's spellings).
+    pub aliases: &'static [&'static str],
+    /// What it does, in one line.
+    pub description: &'static str,
+    parse: Parse,
+    schema: fn() -> schemars::Schema,
 }
 
-/// Every transform `type`, with its aliases (`externalize_blob` needs the feature `blob`).
-pub const KINDS: &[&str] = &[
-    "extract_new_record_state",
-    "unwrap_envelope",
-    "value_to_key",
-    "mask_field",
-    "insert_field",
-    "replace_field",
-    "rename_field",
-    "regex_router",
-    "content_router",
-    "timestamp_router",
-    "timestamp_converter",
-    "timezone_converter",
-    "convert_timezone",
-    "filter",
-    "cast",
-    "flatten",
-    "header_to_value",
-    "header_from",
-    "drop_headers",
-    "message_timestamp",
-    "unwrap",
-    "set_null",
-    "drop_null",
-    "compute_field",
-    "sql",
-    "encrypt_field",
-    "decrypt_field",
-    "externalize_blob",
-];
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kind").field("name", &self.name).finish()
+    }
+}
+
+impl Kind {
+    /// Whether `name` is this type or one of its aliases.
+    pub fn is(&self, name: &str) -> bool {
+        self.name == name || self.aliases.contains(&name)
+    }
+
+    /// JSON Schema of its `config:`.
+    pub fn config_schema(&self) -> schemars::Schema {
+        (self.schema)()
+    }
+}
 
 fn typed<T: DeserializeOwned + Spec + 'static>(
     config: &serde_yaml::Value,
-) -> Result<Box<dyn Spec>, Vec<FieldError>> {
-    let spec: T = rivven_engine::registry::parse_value(config)?;
-    let errs = spec.validate();
-    if errs.is_empty() {
-        Ok(Box::new(spec))
-    } else {
-        Err(errs)
+) -> Result<Arc<dyn Spec>, Vec<FieldError>> {
+    let spec: T = rivven_engine::config::parse(config)?;
+    Ok(Arc::new(spec))
+}
+
+fn schema_of<T: JsonSchema>() -> schemars::Schema {
+    schemars::schema_for!(T)
+}
+
+const fn kind<T: DeserializeOwned + JsonSchema + Spec + Validate + 'static>(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    description: &'static str,
+) -> Kind {
+    Kind {
+        name,
+        aliases,
+        description,
+        parse: typed::<T>,
+        schema: schema_of::<T>,
     }
 }
 
-/// Parse the `config:` of a transform of type `kind`. Errors are relative to `config`; an
-/// unknown kind is reported with path `""`.
-pub fn parse(kind: &str, config: &serde_yaml::Value) -> Result<Box<dyn Spec>, Vec<FieldError>> {
-    match kind {
-        "extract_new_record_state" | "unwrap_envelope" => {
-            typed::<envelope::ExtractNewRecordState>(config)
-        }
-        "value_to_key" => typed::<envelope::ValueToKey>(config),
-        "header_to_value" | "header_from" => typed::<envelope::HeaderToValue>(config),
-        "drop_headers" => typed::<envelope::DropHeaders>(config),
-        "message_timestamp" => typed::<envelope::MessageTimestamp>(config),
-        "unwrap" => typed::<envelope::Unwrap>(config),
-        "flatten" => typed::<envelope::Flatten>(config),
-        "mask_field" => typed::<fields::MaskField>(config),
-        "insert_field" => typed::<fields::InsertField>(config),
-        "replace_field" | "rename_field" => typed::<fields::ReplaceField>(config),
-        "set_null" => typed::<fields::SetNull>(config),
-        "drop_null" => typed::<filter::DropNull>(config),
-        "cast" => typed::<fields::Cast>(config),
-        "compute_field" => typed::<fields::ComputeField>(config),
-        "timestamp_converter" => typed::<time::TimestampConverter>(config),
-        "timezone_converter" | "convert_timezone" => typed::<time::TimezoneConverter>(config),
-        "regex_router" => typed::<route::RegexRouter>(config),
-        "content_router" => typed::<route::ContentRouter>(config),
-        "timestamp_router" => typed::<route::TimestampRouter>(config),
-        "filter" => typed::<filter::Filter>(config),
-        "sql" => typed::<filter::Sql>(config),
-        "encrypt_field" => typed::<crypto::EncryptField>(config),
-        "decrypt_field" => typed::<crypto::DecryptField>(config),
-        #[cfg(feature = "blob")]
-        "externalize_blob" => typed::<blob::ExternalizeBlob>(config),
-        #[cfg(not(feature = "blob"))]
-        "externalize_blob" => Err(vec![FieldError::new(
+/// Every transform type, in the order the docs list them.
+pub const KINDS: &[Kind] = &[
+    kind::<envelope::ExtractNewRecordState>(
+        "extract_new_record_state",
+        &["unwrap_envelope"],
+        "change events become flat rows of their new state (Debezium's ExtractNewRecordState)",
+    ),
+    kind::<envelope::ValueToKey>("value_to_key", &[], "declare the record key columns"),
+    kind::<envelope::HeaderToValue>(
+        "header_to_value",
+        &["header_from"],
+        "copy or move envelope metadata into row columns",
+    ),
+    kind::<envelope::DropHeaders>("drop_headers", &[], "remove envelope metadata columns"),
+    kind::<envelope::MessageTimestamp>(
+        "message_timestamp",
+        &[],
+        "set a row's event time from a field",
+    ),
+    kind::<envelope::Unwrap>("unwrap", &[], "replace the row by one of its struct fields"),
+    kind::<envelope::Flatten>(
+        "flatten",
+        &[],
+        "nested struct fields become top-level columns",
+    ),
+    kind::<fields::MaskField>(
+        "mask_field",
+        &[],
+        "replace values by a fixed text, their last characters or a hash",
+    ),
+    kind::<fields::InsertField>(
+        "insert_field",
+        &[],
+        "add constant, timestamp or envelope-derived fields",
+    ),
+    kind::<fields::ReplaceField>(
+        "replace_field",
+        &["rename_field"],
+        "keep, drop and rename fields",
+    ),
+    kind::<fields::SetNull>("set_null", &[], "set fields to null"),
+    kind::<fields::Cast>("cast", &[], "change the type of fields"),
+    kind::<fields::ComputeField>(
+        "compute_field",
+        &[],
+        "add a field computed from others (concatenation, hashing, upper/lower case, SQL)",
+    ),
+    kind::<time::TimestampConverter>(
+        "timestamp_converter",
+        &[],
+        "convert time fields between text, epoch numbers, dates and timestamps",
+    ),
+    kind::<time::TimezoneConverter>(
+        "timezone_converter",
+        &["convert_timezone"],
+        "move timestamps to another time zone",
+    ),
+    kind::<route::RegexRouter>(
+        "regex_router",
+        &[],
+        "rename the destination topic by a regular expression",
+    ),
+    kind::<route::ContentRouter>(
+        "content_router",
+        &[],
+        "choose the destination topic from a field's value",
+    ),
+    kind::<route::TimestampRouter>(
+        "timestamp_router",
+        &[],
+        "add a time bucket of a field to the destination topic",
+    ),
+    kind::<filter::Filter>(
+        "filter",
+        &[],
+        "keep (or drop) the rows a SQL condition selects",
+    ),
+    kind::<filter::DropNull>("drop_null", &[], "drop rows with nulls in given fields"),
+    kind::<filter::Sql>(
+        "sql",
+        &[],
+        "a stateless SELECT ... FROM input WHERE ... over each batch",
+    ),
+    kind::<crypto::EncryptField>(
+        "encrypt_field",
+        &[],
+        "encrypt fields with AES-256-GCM or ChaCha20-Poly1305, with key rotation",
+    ),
+    kind::<crypto::DecryptField>(
+        "decrypt_field",
+        &[],
+        "decrypt fields that encrypt_field wrote",
+    ),
+    #[cfg(feature = "blob")]
+    kind::<blob::Blob>(
+        "externalize_blob",
+        &[],
+        "move large values to object storage, leaving a reference (claim check)",
+    ),
+];
+
+/// The type called `name` (or one of its aliases).
+pub fn find(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.is(name))
+}
+
+/// Every accepted `type:` name, aliases included, in [`KINDS`] order.
+pub fn names() -> Vec<&'static str> {
+    KINDS
+        .iter()
+        .flat_map(|k| std::iter::once(k.name).chain(k.aliases.iter().copied()))
+        .collect()
+}
+
+/// Parse and validate the `config:` of a transform of type `kind`. Errors are relative to
+/// `config`; an unknown kind is reported with path `""`.
+pub fn parse(kind: &str, config: &serde_yaml::Value) -> Result<Arc<dyn Spec>, Vec<FieldError>> {
+    match find(kind) {
+        Some(k) => (k.parse)(config),
+        None if kind == "externalize_blob" => Err(vec![FieldError::new(
             "",
             "externalize_blob is not in this build (rivven-sql feature `blob`)",
         )]),
-        other => Err(vec![FieldError::new(
+        None => Err(vec![FieldError::new(
             "",
             format!(
-                "unknown transform type `{other}`; available: {}",
-                KINDS.join(", ")
+                "unknown transform type `{kind}`; available: {}",
+                names().join(", ")
             ),
         )]),
     }
-}
-
-/// A list of field names given as a YAML list or as comma-separated text (`"a,b"`).
-#[derive(Debug, Clone, Default)]
-pub struct Names(pub Vec<String>);
-
-impl<'de> serde::Deserialize<'de> for Names {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            List(Vec<String>),
-            Text(String),
-        }
-        Ok(Names(match Raw::deserialize(d)? {
-            Raw::List(l) => l,
-            Raw::Text(t) => t
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
-        }))
-    }
-}
-
-impl std::ops::Deref for Names {
-    type Target = [String];
-    fn deref(&self) -> &[String] {
-        &self.0
-    }
-}
-
-/// An error at `key` when `names` is empty.
-fn non_empty(key: &str, names: &[String]) -> Vec<FieldError> {
-    if names.is_empty() {
-        vec![FieldError::new(key, "list at least one field")]
-    } else {
-        Vec::new()
-    }
-}
-
-/// Every name in `names` is a field of `schema`; the error names the list key and index.
-fn require_fields(key: &str, names: &[String], schema: &SchemaRef) -> Result<(), FieldError> {
-    for (i, n) in names.iter().enumerate() {
-        if schema.field_with_name(n).is_err() {
-            let all: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            return Err(FieldError::new(
-                format!("{key}[{i}]"),
-                format!("no field `{n}` in the row; fields: {}", all.join(", ")),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -12,9 +12,10 @@ use rivven_engine::config::FieldError;
 use std::sync::Arc;
 
 use super::envelope::images_schema;
-use crate::chain::{Ctx, Op};
+use crate::expr;
 use crate::image::{image_schema, map_images};
-use crate::{expr, Result};
+use crate::op::{Ctx, Op};
+use rivven_engine::Result;
 
 /// How one output field is computed.
 #[derive(Clone)]

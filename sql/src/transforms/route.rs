@@ -7,18 +7,19 @@ use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use rivven_engine::batch::is_change_event_schema;
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
 use rivven_engine::connector::Routed;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::envelope::epoch_ms;
 use super::time::chrono_format;
-use super::Spec;
-use crate::chain::{split_by, Ctx, Op};
 use crate::image::{self, path_column, path_type};
-use crate::Result;
+use crate::op::Spec;
+use crate::op::{split_by, Ctx, Op};
+use rivven_engine::Result;
 
 /// Split `input` by per-row destinations (`None`: keep the current one).
 fn split(input: Routed, dest: Vec<Option<Arc<str>>>, out: &mut Vec<Routed>) -> Result<()> {
@@ -45,7 +46,7 @@ fn masked(dest: &mut [Option<Arc<str>>], mask: Option<&BooleanArray>) {
 
 /// `regex_router`: rename the destination topic. When `regex` matches the whole topic name,
 /// the topic becomes `replacement`, where `$1`, `${name}` refer to capture groups.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegexRouter {
     /// Pattern matched against the whole topic name.
@@ -54,13 +55,16 @@ pub struct RegexRouter {
     pub replacement: String,
 }
 
-impl Spec for RegexRouter {
+impl Validate for RegexRouter {
     fn validate(&self) -> Vec<FieldError> {
         match regex::Regex::new(&format!("^(?:{})$", self.regex)) {
             Ok(_) => Vec::new(),
             Err(e) => vec![FieldError::new("regex", format!("invalid regex: {e}"))],
         }
     }
+}
+
+impl Spec for RegexRouter {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let re = regex::Regex::new(&format!("^(?:{})$", self.regex))
             .map_err(|e| FieldError::new("regex", e.to_string()))?;
@@ -107,7 +111,7 @@ impl Op for RegexOp {
 /// `content_router`: choose the topic by a field's value. `routes` maps exact values to
 /// topics; `patterns` maps anchored regexes to topics (tried in order after `routes`); rows
 /// that match neither go to `default_topic`, or keep their topic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentRouter {
     /// Field whose text selects the route (nested paths allowed).
@@ -124,7 +128,7 @@ pub struct ContentRouter {
 }
 
 /// One `patterns` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatternRoute {
     /// Anchored regex over the field's text.
@@ -133,7 +137,7 @@ pub struct PatternRoute {
     pub topic: String,
 }
 
-impl Spec for ContentRouter {
+impl Validate for ContentRouter {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.routes.is_empty() && self.patterns.is_empty() && self.default_topic.is_none() {
@@ -152,6 +156,9 @@ impl Spec for ContentRouter {
         }
         errs
     }
+}
+
+impl Spec for ContentRouter {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let view = image::view_schema(input);
         if path_type(&view, &self.field).is_none() {
@@ -250,7 +257,7 @@ fn default_timestamp_format() -> String {
 /// replaced, the timestamp formatted with `timestamp_format` (Java pattern, or chrono with
 /// `%`). The time is `field` when given, else the record timestamp (`ts_ms` of change
 /// events, `__ts_ms` of flat rows), else the processing time; all in UTC.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampRouter {
     /// Topic template.
@@ -264,13 +271,16 @@ pub struct TimestampRouter {
     pub field: Option<String>,
 }
 
-impl Spec for TimestampRouter {
+impl Validate for TimestampRouter {
     fn validate(&self) -> Vec<FieldError> {
         match chrono_format(&self.timestamp_format) {
             Ok(_) => Vec::new(),
             Err(e) => vec![FieldError::new("timestamp_format", e)],
         }
     }
+}
+
+impl Spec for TimestampRouter {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let view = image::view_schema(input);
         let field = match &self.field {

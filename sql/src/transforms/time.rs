@@ -4,13 +4,15 @@
 
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::logical_expr::{cast, lit, Expr};
-use rivven_engine::config::FieldError;
+use rivven_engine::config::{FieldError, Validate};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
 use super::project::{col, Builder};
-use super::{require_fields, Names, Spec};
-use crate::chain::Op;
+use crate::field_list::{require_fields, Names};
+use crate::op::Op;
+use crate::op::Spec;
 
 /// Translate a date pattern to a chrono format. `iso8601` (or empty) is ISO 8601 with
 /// milliseconds; a pattern containing `%` is already chrono; otherwise it is a Java
@@ -87,7 +89,7 @@ pub fn chrono_format(pattern: &str) -> Result<String, String> {
 }
 
 /// Units of epoch numbers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Seconds.
@@ -113,7 +115,7 @@ impl Precision {
 }
 
 /// What `timestamp_converter` produces.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetType {
     /// Text in `format` (default ISO 8601).
@@ -137,7 +139,7 @@ pub enum TargetType {
 /// `timestamp_converter`: convert time fields between timestamps, dates, times, epoch
 /// numbers and text. Inputs may be timestamps, dates, epoch numbers (`unix_precision`) or
 /// text (parsed with `format`, or as RFC 3339 when no pattern is given).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampConverter {
     /// Fields to convert.
@@ -167,7 +169,7 @@ impl TimestampConverter {
     }
 }
 
-impl Spec for TimestampConverter {
+impl Validate for TimestampConverter {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if self.names().is_empty() {
@@ -180,7 +182,9 @@ impl Spec for TimestampConverter {
         }
         errs
     }
+}
 
+impl Spec for TimestampConverter {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;
         let names = self.names();
@@ -253,7 +257,7 @@ impl Spec for TimestampConverter {
 /// `target_timezone` (the instant does not change; the Arrow type's zone does). Timestamps
 /// without a zone are read as `source_timezone` (default UTC). With no `fields`, every
 /// timestamp field of the row converts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimezoneConverter {
     /// IANA zone name (`Europe/Berlin`) or offset (`+02:00`).
@@ -273,7 +277,7 @@ fn valid_tz(tz: &str) -> Result<(), String> {
         .map_err(|e| format!("unknown time zone `{tz}`: {e}"))
 }
 
-impl Spec for TimezoneConverter {
+impl Validate for TimezoneConverter {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if let Err(e) = valid_tz(&self.target_timezone) {
@@ -286,7 +290,9 @@ impl Spec for TimezoneConverter {
         }
         errs
     }
+}
 
+impl Spec for TimezoneConverter {
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let mut b = Builder::new(input)?;
         require_fields("fields", &self.fields, b.row())?;

@@ -470,11 +470,11 @@ golden_pipeline!(
 
 #[test]
 fn sticky_partitioner_moves_on_per_batch() {
-    use rivven_engine::registry::TransformFactory;
+    use rivven_engine::registry::TransformPlan;
     let spec = crate::support::pipeline_spec(
         "cdc_features: { partitioner: { enabled: true, num_partitions: 3, strategy: sticky } }",
     );
-    let mut chain = rivven_sql::SqlTransforms.create(&spec).unwrap();
+    let mut chain = rivven_sql::SqlPlan::new(&spec).unwrap().create().unwrap();
     let mut seen = Vec::new();
     for _ in 0..4 {
         let out = chain.apply(flat(), "t").unwrap();
@@ -487,7 +487,7 @@ fn sticky_partitioner_moves_on_per_batch() {
 
 #[test]
 fn encryption_feature_is_decrypted_by_decrypt_field() {
-    use rivven_engine::registry::TransformFactory;
+    use rivven_engine::registry::TransformPlan;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
     std::fs::write(&key, "cd".repeat(32)).unwrap();
@@ -495,7 +495,7 @@ fn encryption_feature_is_decrypted_by_decrypt_field() {
     let spec = crate::support::pipeline_spec(&format!(
         "cdc_features: {{ encryption: {{ enabled: true, fields: [email], algorithm: chacha20-poly1305, keys: {keys} }} }}"
     ));
-    let mut chain = rivven_sql::SqlTransforms.create(&spec).unwrap();
+    let mut chain = rivven_sql::SqlPlan::new(&spec).unwrap().create().unwrap();
     let sealed = chain.apply(changes(), "t").unwrap().remove(0).batch;
     let after = sealed.column_by_name("after").unwrap();
     let text = arrow::util::display::array_value_to_string(after, 0).unwrap();
@@ -516,14 +516,14 @@ fn encryption_feature_is_decrypted_by_decrypt_field() {
 
 #[test]
 fn encryption_feature_without_keys_names_the_default_variable() {
-    use rivven_engine::registry::TransformFactory;
+    use rivven_engine::registry::TransformPlan;
     // The variable is never set by the test suite.
     let spec = crate::support::pipeline_spec(
         "cdc_features: { encryption: { enabled: true, fields: [email] } }",
     );
-    assert!(rivven_sql::SqlTransforms.validate(&spec).is_empty());
+    assert!(rivven_sql::SqlPlan::new(&spec).is_ok());
     if std::env::var(rivven_sql::features::DEFAULT_KEY_ENV).is_err() {
-        let mut chain = rivven_sql::SqlTransforms.create(&spec).unwrap();
+        let mut chain = rivven_sql::SqlPlan::new(&spec).unwrap().create().unwrap();
         let err = chain.apply(changes(), "t").unwrap_err().to_string();
         assert!(err.contains("RIVVEN_ENCRYPTION_KEY"), "{err}");
     }
@@ -716,9 +716,9 @@ fn twin_inserts() -> arrow::array::RecordBatch {
 
 #[test]
 fn dedup_keeps_identical_changes_of_one_transaction_and_drops_their_redelivery() {
-    use rivven_engine::registry::TransformFactory;
+    use rivven_engine::registry::TransformPlan;
     let spec = crate::support::pipeline_spec("cdc_features: { deduplication: { enabled: true } }");
-    let mut chain = rivven_sql::SqlTransforms.create(&spec).unwrap();
+    let mut chain = rivven_sql::SqlPlan::new(&spec).unwrap().create().unwrap();
     let rows = |b: arrow::array::RecordBatch,
                 chain: &mut Box<dyn rivven_engine::connector::Transform>|
      -> usize {
@@ -741,6 +741,29 @@ fn dedup_keeps_identical_changes_of_one_transaction_and_drops_their_redelivery()
         0,
         "a redelivery is dropped whole"
     );
+}
+
+#[test]
+fn every_chain_of_a_plan_starts_with_empty_dedup_memory() {
+    // A plan is parsed once and builds a chain per attempt of the pipeline. What one
+    // attempt remembered must not drop the replay of the next: those rows may never have
+    // reached the topic.
+    use rivven_engine::registry::TransformPlan;
+    let spec = crate::support::pipeline_spec("cdc_features: { deduplication: { enabled: true } }");
+    let plan = rivven_sql::SqlPlan::new(&spec).unwrap();
+    let count = |chain: &mut Box<dyn rivven_engine::connector::Transform>| -> usize {
+        chain
+            .apply(changes_for("public", "orders"), "t")
+            .unwrap()
+            .iter()
+            .map(|r| r.batch.num_rows())
+            .sum()
+    };
+    let mut first = plan.create().unwrap();
+    assert_eq!(count(&mut first), 5);
+    assert_eq!(count(&mut first), 0, "the same attempt drops a repeat");
+    let mut second = plan.create().unwrap();
+    assert_eq!(count(&mut second), 5, "a new attempt remembers nothing");
 }
 
 golden_pipeline!(

@@ -15,7 +15,7 @@ use rivven_engine::batch::{
 };
 use rivven_engine::config::TransformSpec;
 use rivven_engine::connector::Routed;
-use rivven_engine::registry::TransformFactory;
+use rivven_engine::registry::TransformPlan;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -229,17 +229,13 @@ pub fn apply_spec(
     input: RecordBatch,
     topic: &str,
 ) -> Result<Vec<Routed>, String> {
-    let errs = rivven_sql::SqlTransforms.validate(spec);
-    if !errs.is_empty() {
-        return Err(errs
-            .iter()
+    let plan = rivven_sql::SqlPlan::new(spec).map_err(|errs| {
+        errs.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join("\n"));
-    }
-    let mut chain = rivven_sql::SqlTransforms
-        .create(spec)
-        .map_err(|e| e.to_string())?;
+            .join("\n")
+    })?;
+    let mut chain = plan.create().map_err(|e| e.to_string())?;
     chain.apply(input, topic).map_err(|e| e.to_string())
 }
 

@@ -16,7 +16,7 @@
 //! **Reads**: the selected fields of the row (both images of a change event): `fields`, or
 //! by default every `Binary`, `LargeBinary`, `BinaryView`, `Utf8`, `LargeUtf8` and
 //! `Utf8View` field. **Writes**: each non-null value longer than `size_threshold` bytes
-//! (default [`DEFAULT_THRESHOLD`], 1 MiB; the UTF-8 bytes of text, the bytes of binary) as
+//! (default [`config::DEFAULT_THRESHOLD`], 1 MiB; the UTF-8 bytes of text, the bytes of binary) as
 //! one object named `<prefix><sha256 of the bytes, 64 hex digits>`, in a single PUT (for
 //! `local`: a file under `path`, written to a temp name, fsynced and renamed, and its
 //! directory fsynced; an existing file of that name is kept). Each PUT may take up to five
@@ -57,114 +57,26 @@
 //! tables keep their types); in a batch where it selects some rows, the others are kept
 //! inline (`url` null).
 
+mod config;
 mod op;
 mod store;
 
+use config::ExternalizeBlob;
+
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use rivven_engine::config::FieldError;
-use rivven_engine::secret::SecretString;
+use rivven_engine::config::{FieldError, Validate};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 
 use super::envelope::images_schema;
-use super::{require_fields, Names, Spec};
-use crate::chain::Op;
+use crate::field_list::require_fields;
 use crate::image::image_schema;
+use crate::op::Op;
+use crate::op::Spec;
 
 /// Field metadata key set (to `true`) on every externalized field.
 pub const META_EXTERNALIZED: &str = "rivven.externalized";
-
-/// Default `size_threshold`: 1 MiB.
-pub const DEFAULT_THRESHOLD: u64 = 1 << 20;
-
-/// Where the objects go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StorageType {
-    /// Amazon S3 and S3-compatible servers (MinIO, R2, Ceph).
-    S3,
-    /// Google Cloud Storage.
-    Gcs,
-    /// Azure Blob Storage.
-    Azure,
-    /// A local (or mounted) directory.
-    Local,
-}
-
-impl StorageType {
-    /// The name used in config and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            StorageType::S3 => "s3",
-            StorageType::Gcs => "gcs",
-            StorageType::Azure => "azure",
-            StorageType::Local => "local",
-        }
-    }
-}
-
-/// `externalize_blob`: see the module docs. Connection keys follow the object-storage sink.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExternalizeBlob {
-    /// `s3`, `gcs`, `azure` or `local`.
-    pub storage_type: StorageType,
-    /// Bucket (s3, gcs) or container (azure).
-    #[serde(default, alias = "container")]
-    pub bucket: Option<String>,
-    /// Directory (local).
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Prefix of every object name, e.g. `blobs/`.
-    #[serde(default)]
-    pub prefix: String,
-    /// Fields to externalize (default: every binary and text field of the row).
-    #[serde(default)]
-    pub fields: Option<Names>,
-    /// Values of at most this many bytes stay inline.
-    #[serde(default = "default_threshold")]
-    pub size_threshold: u64,
-    /// s3: region (default: from the environment, else `us-east-1`).
-    #[serde(default)]
-    pub region: Option<String>,
-    /// s3, gcs, azure: custom endpoint (MinIO, an emulator, ...).
-    #[serde(default, alias = "endpoint")]
-    pub endpoint_url: Option<String>,
-    /// s3: static access key id (default: the AWS credential chain).
-    #[serde(default)]
-    pub access_key_id: Option<String>,
-    /// s3: static secret access key, with `access_key_id`.
-    #[serde(default)]
-    pub secret_access_key: Option<SecretString>,
-    /// s3: session token of temporary credentials.
-    #[serde(default)]
-    pub session_token: Option<SecretString>,
-    /// s3: allow plain HTTP (default: true when `endpoint_url` starts with `http://`).
-    #[serde(default)]
-    pub allow_http: Option<bool>,
-    /// s3: path-style requests (default true); false for virtual-hosted style.
-    #[serde(default, alias = "path_style")]
-    pub force_path_style: Option<bool>,
-    /// gcs: service-account JSON file (default: Application Default Credentials).
-    #[serde(default, alias = "service_account_path")]
-    pub credentials_file: Option<String>,
-    /// azure: storage account.
-    #[serde(default, alias = "account")]
-    pub account_name: Option<String>,
-    /// azure: shared account key (default: the Azure credential chain).
-    #[serde(default, alias = "account_key")]
-    pub access_key: Option<SecretString>,
-    /// azure: use the Azurite emulator.
-    #[serde(default)]
-    pub use_emulator: Option<bool>,
-    /// The store, connected once and shared by the ops compiled for each input schema.
-    #[serde(skip)]
-    shared: Shared,
-}
-
-fn default_threshold() -> u64 {
-    DEFAULT_THRESHOLD
-}
 
 /// The lazily built store of one `externalize_blob` step.
 #[derive(Clone, Default)]
@@ -176,35 +88,11 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-impl ExternalizeBlob {
-    /// Every connection key that is set, with the storage type it belongs to.
-    fn connection_keys(&self) -> Vec<(&'static str, StorageType)> {
-        use StorageType::{Azure, Gcs, Local, S3};
-        let mut keys = Vec::new();
-        let mut key = |name: &'static str, set: bool, owner: StorageType| {
-            if set {
-                keys.push((name, owner));
-            }
-        };
-        key("bucket", self.bucket.is_some(), self.storage_type);
-        key("path", self.path.is_some(), Local);
-        key("region", self.region.is_some(), S3);
-        key("access_key_id", self.access_key_id.is_some(), S3);
-        key("secret_access_key", self.secret_access_key.is_some(), S3);
-        key("session_token", self.session_token.is_some(), S3);
-        key("allow_http", self.allow_http.is_some(), S3);
-        key("force_path_style", self.force_path_style.is_some(), S3);
-        key("credentials_file", self.credentials_file.is_some(), Gcs);
-        key("account_name", self.account_name.is_some(), Azure);
-        key("access_key", self.access_key.is_some(), Azure);
-        key("use_emulator", self.use_emulator.is_some(), Azure);
-        keys
-    }
-
+impl Blob {
     fn store(&self) -> Result<Arc<store::Store>, FieldError> {
         self.shared
             .0
-            .get_or_init(|| store::Store::new(self).map(Arc::new))
+            .get_or_init(|| store::Store::new(&self.config).map(Arc::new))
             .clone()
     }
 }
@@ -222,90 +110,35 @@ fn is_blob_type(ty: &DataType) -> bool {
     )
 }
 
-impl Spec for ExternalizeBlob {
+/// `externalize_blob` as a chain step: its config and the store its ops share.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Blob {
+    config: ExternalizeBlob,
+    /// The store, connected once and shared by the ops compiled for each input schema.
+    #[serde(skip)]
+    #[schemars(skip)]
+    shared: Shared,
+}
+
+impl Validate for Blob {
     fn validate(&self) -> Vec<FieldError> {
-        let mut errs = Vec::new();
-        let st = self.storage_type;
-        for (key, owner) in self.connection_keys() {
-            if key == "bucket" && st == StorageType::Local {
-                errs.push(FieldError::new(
-                    key,
-                    "not used by storage_type local; set `path` (a directory)",
-                ));
-            } else if owner != st {
-                errs.push(FieldError::new(
-                    key,
-                    format!(
-                        "applies to storage_type {}, not {}",
-                        owner.name(),
-                        st.name()
-                    ),
-                ));
-            }
-        }
-        if st == StorageType::Local {
-            if self.path.as_deref().is_none_or(str::is_empty) {
-                errs.push(FieldError::new("path", "required for storage_type local"));
-            }
-            if self.endpoint_url.is_some() {
-                errs.push(FieldError::new(
-                    "endpoint_url",
-                    "applies to storage_type s3, gcs or azure, not local",
-                ));
-            }
-        } else if self.bucket.as_deref().is_none_or(str::is_empty) {
-            let what = if st == StorageType::Azure {
-                "bucket (the container)"
-            } else {
-                "bucket"
-            };
-            errs.push(FieldError::new(
-                "bucket",
-                format!("{what} is required for storage_type {}", st.name()),
-            ));
-        }
-        if st == StorageType::S3 && self.access_key_id.is_some() != self.secret_access_key.is_some()
-        {
-            errs.push(FieldError::new(
-                "access_key_id",
-                "give both `access_key_id` and `secret_access_key`, or neither (the AWS \
-                 credential chain)",
-            ));
-        }
-        if st == StorageType::Azure {
-            let emulator = self.use_emulator.unwrap_or(false);
-            if emulator && self.endpoint_url.is_some() {
-                errs.push(FieldError::new(
-                    "endpoint_url",
-                    "not used with use_emulator; the emulator address comes from \
-                     AZURITE_BLOB_STORAGE_URL",
-                ));
-            }
-            if !emulator && self.account_name.is_none() {
-                errs.push(FieldError::new(
-                    "account_name",
-                    "required for storage_type azure",
-                ));
-            }
-        }
-        if let Err(m) = store::check_prefix(&self.prefix) {
-            errs.push(FieldError::new("prefix", m));
-        }
-        if let Some(f) = &self.fields {
-            if f.is_empty() {
-                errs.push(FieldError::new(
-                    "fields",
-                    "list at least one field, or leave `fields` out for every binary and text \
-                     field",
-                ));
-            }
-        }
-        errs
+        self.config.validate()
+    }
+}
+
+impl Spec for Blob {
+    /// A new chain starts with no store connection.
+    fn fresh(&self) -> Option<Arc<dyn Spec>> {
+        Some(Arc::new(Self {
+            shared: Default::default(),
+            ..self.clone()
+        }))
     }
 
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
         let row = image_schema(input);
-        let chosen: Vec<usize> = match &self.fields {
+        let chosen: Vec<usize> = match &self.config.fields {
             Some(names) => {
                 require_fields("fields", names, &row)?;
                 let mut idx = Vec::new();
@@ -355,7 +188,7 @@ impl Spec for ExternalizeBlob {
             output: images_schema(input, &image_out),
             image_out,
             targets: chosen,
-            threshold: self.size_threshold,
+            threshold: self.config.size_threshold,
             store,
         }))
     }

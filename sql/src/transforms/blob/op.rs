@@ -15,9 +15,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::store::{Store, Upload};
-use crate::chain::{Ctx, Op};
 use crate::image::map_images_with_validity;
-use crate::Result;
+use crate::op::{Ctx, Op};
+use rivven_engine::Result;
 
 /// The children of an externalized field of type `ty`: `url` (the reference) and `value`
 /// (the inline value, of type `ty`).

@@ -9,7 +9,7 @@ use rivven_engine::{Error, ErrorKind, Origin, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::{ExternalizeBlob, StorageType};
+use super::config::{ExternalizeBlob, StorageType};
 
 /// Objects stored at once per batch.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -26,16 +26,6 @@ pub struct Upload {
     pub key: String,
     /// The value.
     pub bytes: Vec<u8>,
-}
-
-/// Whether `prefix` makes valid object names and stays inside a local directory.
-pub fn check_prefix(prefix: &str) -> std::result::Result<(), String> {
-    if prefix.starts_with('/') {
-        return Err("must not start with `/`".into());
-    }
-    ObjPath::parse(format!("{prefix}x"))
-        .map(|_| ())
-        .map_err(|e| format!("not a valid object name prefix: {e}"))
 }
 
 enum Backend {
@@ -338,7 +328,8 @@ fn unique() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_prefix, write_file};
+    use super::super::config::check_prefix;
+    use super::write_file;
 
     #[test]
     fn prefixes_make_valid_names() {

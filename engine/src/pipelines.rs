@@ -1,0 +1,201 @@
+//! A loaded configuration resolved against a connector registry: every pipeline's connector
+//! config and transforms parsed and validated once, ready for `check`, `discover` and the
+//! runtime.
+
+use crate::config::{ConfigErrors, FieldError, LoadedConfig, SinkSpec, SourceSpec, StartOffset};
+use crate::registry::{ConfiguredSink, ConfiguredSource, Registry, TransformPlan};
+use std::sync::Arc;
+
+/// Every pipeline of a file, resolved (disabled ones too: they are validated as well).
+#[derive(Clone)]
+pub struct Pipelines {
+    /// Source pipelines, in name order.
+    pub sources: Vec<SourcePipeline>,
+    /// Sink pipelines, in name order.
+    pub sinks: Vec<SinkPipeline>,
+}
+
+/// One source pipeline with its parsed connector config and transforms.
+#[derive(Clone)]
+pub struct SourcePipeline {
+    /// The key under `sources:`.
+    pub name: String,
+    /// Connector name.
+    pub connector_name: String,
+    /// Destination topic.
+    pub topic: String,
+    /// Whether to run it.
+    pub enabled: bool,
+    /// `dead_letter_topic`.
+    pub dead_letter_topic: Option<String>,
+    /// The connector with its config.
+    pub connector: Arc<dyn ConfiguredSource>,
+    /// The parsed transforms (`None`: none).
+    pub transforms: Option<Arc<dyn TransformPlan>>,
+}
+
+/// One sink pipeline with its parsed connector config and transforms.
+#[derive(Clone)]
+pub struct SinkPipeline {
+    /// The key under `sinks:`.
+    pub name: String,
+    /// Connector name.
+    pub connector_name: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group.
+    pub consumer_group: String,
+    /// Where a new group starts.
+    pub start_offset: StartOffset,
+    /// Whether to run it.
+    pub enabled: bool,
+    /// The connector with its config.
+    pub connector: Arc<dyn ConfiguredSink>,
+    /// The parsed transforms (`None`: none).
+    pub transforms: Option<Arc<dyn TransformPlan>>,
+}
+
+impl std::fmt::Debug for Pipelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |v: Vec<(&str, &str)>| {
+            v.into_iter()
+                .map(|(n, c)| format!("{n} ({c})"))
+                .collect::<Vec<_>>()
+        };
+        f.debug_struct("Pipelines")
+            .field(
+                "sources",
+                &names(
+                    self.sources
+                        .iter()
+                        .map(|s| (s.name.as_str(), s.connector_name.as_str()))
+                        .collect(),
+                ),
+            )
+            .field(
+                "sinks",
+                &names(
+                    self.sinks
+                        .iter()
+                        .map(|s| (s.name.as_str(), s.connector_name.as_str()))
+                        .collect(),
+                ),
+            )
+            .finish()
+    }
+}
+
+impl Pipelines {
+    /// Parse and validate every connector's `config` and every transform list of `loaded`
+    /// against `registry`; all errors at once, located in the file.
+    pub fn resolve(loaded: &LoadedConfig, registry: &Registry) -> Result<Self, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut sources = Vec::new();
+        for (name, spec) in &loaded.config.sources {
+            match resolve_source(registry, name, spec) {
+                Ok(p) => sources.push(p),
+                Err(e) => errs.extend(e),
+            }
+        }
+        let mut sinks = Vec::new();
+        for (name, spec) in &loaded.config.sinks {
+            match resolve_sink(registry, name, spec) {
+                Ok(p) => sinks.push(p),
+                Err(e) => errs.extend(e),
+            }
+        }
+        if errs.is_empty() {
+            Ok(Pipelines { sources, sinks })
+        } else {
+            Err(ConfigErrors(
+                errs.into_iter().map(|e| loaded.error_at(e)).collect(),
+            ))
+        }
+    }
+}
+
+/// Both results' errors, or both values.
+fn both<A, B>(
+    a: Result<A, Vec<FieldError>>,
+    b: Result<B, Vec<FieldError>>,
+) -> Result<(A, B), Vec<FieldError>> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(a.err().into_iter().chain(b.err()).flatten().collect()),
+    }
+}
+
+fn resolve_source(
+    registry: &Registry,
+    name: &str,
+    spec: &SourceSpec,
+) -> Result<SourcePipeline, Vec<FieldError>> {
+    let base = format!("sources.{name}");
+    let factory = registry.source(&spec.connector).ok_or_else(|| {
+        vec![FieldError::new(
+            format!("{base}.connector"),
+            format!(
+                "unknown source connector `{}`; available: {}",
+                spec.connector,
+                registry.source_names().join(", ")
+            ),
+        )]
+    })?;
+    let parts = spec.parts().map_err(|e| vec![e.under(&base)])?;
+    let config = factory
+        .configure(&parts.config)
+        .map_err(|e| under(e, &format!("{base}.config")));
+    let transforms = registry
+        .plan_transforms(&parts.transforms)
+        .map_err(|e| under(e, &base));
+    let (connector, transforms) = both(config, transforms)?;
+    Ok(SourcePipeline {
+        name: name.to_owned(),
+        connector_name: spec.connector.clone(),
+        topic: spec.topic.clone(),
+        enabled: spec.enabled,
+        dead_letter_topic: parts.transforms.dead_letter_topic,
+        connector,
+        transforms,
+    })
+}
+
+fn resolve_sink(
+    registry: &Registry,
+    name: &str,
+    spec: &SinkSpec,
+) -> Result<SinkPipeline, Vec<FieldError>> {
+    let base = format!("sinks.{name}");
+    let factory = registry.sink(&spec.connector).ok_or_else(|| {
+        vec![FieldError::new(
+            format!("{base}.connector"),
+            format!(
+                "unknown sink connector `{}`; available: {}",
+                spec.connector,
+                registry.sink_names().join(", ")
+            ),
+        )]
+    })?;
+    let parts = spec.parts().map_err(|e| vec![e.under(&base)])?;
+    let config = factory
+        .configure(&parts.config)
+        .map_err(|e| under(e, &format!("{base}.config")));
+    let transforms = registry
+        .plan_transforms(&parts.transforms)
+        .map_err(|e| under(e, &base));
+    let (connector, transforms) = both(config, transforms)?;
+    Ok(SinkPipeline {
+        name: name.to_owned(),
+        connector_name: spec.connector.clone(),
+        topics: spec.topics.clone(),
+        consumer_group: spec.consumer_group.clone(),
+        start_offset: spec.start_offset,
+        enabled: spec.enabled,
+        connector,
+        transforms,
+    })
+}
+
+fn under(errs: Vec<FieldError>, prefix: &str) -> Vec<FieldError> {
+    errs.into_iter().map(|e| e.under(prefix)).collect()
+}

@@ -1,0 +1,25 @@
+//! One module per service: how to find its binary, start it privately, reach it, and run
+//! the small administrative steps tests need (create a database, a bucket, ...).
+
+mod azurite;
+mod file;
+mod launch;
+mod mariadb;
+mod mosquitto;
+mod nats;
+mod postgres;
+mod python;
+mod s3;
+mod service;
+mod tansu;
+
+pub use azurite::Azurite;
+pub use file::{azurite, mariadb, mosquitto, nats, postgres, python, s3, tansu, ServiceFile};
+pub use mariadb::MariaDb;
+pub use mosquitto::{mqtt_connect, Mosquitto};
+pub use nats::{nats_info, Nats};
+pub use postgres::Postgres;
+pub use python::{Python, PYTHON_READERS};
+pub use s3::S3;
+pub use service::Service;
+pub use tansu::{kafka_api_versions, Tansu};

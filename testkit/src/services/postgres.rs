@@ -1,0 +1,246 @@
+//! PostgreSQL 15 with logical replication, SCRAM passwords and TLS.
+
+use super::launch::{is_executable, is_root, launch, random_secret, run, service_dir, user_ids};
+use super::service::Service;
+use crate::process::{free_port, wait_for_port};
+use crate::Unavailable;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A private PostgreSQL 15 server: `wal_level=logical`, SCRAM passwords over TCP,
+/// `synchronous_commit` on (logical decoding reads flushed WAL only), `fsync` off (the
+/// data dir is a throwaway temp dir; crash tests kill our process, not the server).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Postgres {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// Directory holding `psql`, `pg_recvlogical`, ... of the same version.
+    pub bin_dir: PathBuf,
+    pub version: String,
+    /// TLS is on (`ssl=on`, plain connections still accepted): the PEM of the CA that
+    /// signed the server certificate, whose only name is `DNS:localhost` (so checking the
+    /// host name fails when connecting to `127.0.0.1`). `None` without openssl.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Make a CA and a server certificate for `localhost` in `dir` with the openssl CLI;
+/// returns (CA cert, server cert, server key).
+fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let openssl =
+        |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir)).map(|_| ());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=rivven-test-ca",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+    ])?;
+    Ok((
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    ))
+}
+
+impl Postgres {
+    pub fn start() -> Result<Postgres, Unavailable> {
+        let svc = Service::Postgres;
+        let bin_dir = match std::env::var_os(svc.binary_env()) {
+            Some(d) => PathBuf::from(d),
+            None => PathBuf::from("/usr/lib/postgresql/15/bin"),
+        };
+        for b in ["postgres", "initdb"] {
+            if !is_executable(&bin_dir.join(b)) {
+                return Err(Unavailable::new(
+                    svc.name(),
+                    format!(
+                        "{} not found (install postgresql-15 or set {})",
+                        bin_dir.join(b).display(),
+                        svc.binary_env()
+                    ),
+                ));
+            }
+        }
+        let dir = service_dir(svc)?;
+        let password = random_secret();
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, format!("{password}\n"))
+            .map_err(|e| Unavailable::new(svc.name(), e.to_string()))?;
+        // postgres refuses to run as root: run it as the `postgres` user.
+        let ids = if is_root() {
+            let ids = user_ids("postgres").ok_or_else(|| {
+                Unavailable::new(svc.name(), "running as root and there is no postgres user")
+            })?;
+            for p in [&dir, &pwfile] {
+                std::os::unix::fs::chown(p, Some(ids.0), Some(ids.1))
+                    .map_err(|e| Unavailable::new(svc.name(), format!("chown: {e}")))?;
+            }
+            Some(ids)
+        } else {
+            None
+        };
+        let as_user = |cmd: &mut Command| {
+            use std::os::unix::process::CommandExt;
+            if let Some((uid, gid)) = ids {
+                cmd.uid(uid).gid(gid);
+            }
+        };
+        let certs = make_certs(&dir).ok();
+        if let (Some((_, crt, key)), Some((uid, gid))) = (&certs, ids) {
+            for p in [crt, key] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(|e| Unavailable::new(svc.name(), format!("chown: {e}")))?;
+            }
+        }
+        if let Some((_, _, key)) = &certs {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Unavailable::new(svc.name(), format!("chmod: {e}")))?;
+        }
+        let data = dir.join("data");
+        let mut initdb = Command::new(bin_dir.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(["--no-sync", "--no-instructions"]);
+        as_user(&mut initdb);
+        run(&mut initdb).map_err(|e| Unavailable::new(svc.name(), format!("initdb: {e}")))?;
+        let port = free_port();
+        let mut cmd = Command::new(bin_dir.join("postgres"));
+        cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
+        for (k, v) in [
+            ("listen_addresses", "127.0.0.1".to_string()),
+            ("unix_socket_directories", dir.display().to_string()),
+            ("wal_level", "logical".into()),
+            ("max_wal_senders", "32".into()),
+            ("max_replication_slots", "32".into()),
+            ("max_connections", "200".into()),
+            ("synchronous_commit", "on".into()),
+            ("fsync", "off".into()),
+            ("full_page_writes", "off".into()),
+            ("shared_buffers", "128MB".into()),
+            ("max_wal_size", "4GB".into()),
+        ] {
+            cmd.arg("-c").arg(format!("{k}={v}"));
+        }
+        if let Some((_, crt, key)) = &certs {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", crt.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
+        as_user(&mut cmd);
+        let pg = Postgres {
+            ca_cert: certs.as_ref().map(|c| c.0.clone()),
+            host: "127.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            password,
+            bin_dir,
+            version: String::new(),
+        };
+        // SIGINT is PostgreSQL's fast shutdown: it does not wait for clients.
+        launch(svc, cmd, libc::SIGINT, &dir, || {
+            wait_for_port(port, Duration::from_millis(100))
+                && pg.psql("postgres", "SELECT 1").is_ok()
+        })?;
+        let version = pg
+            .psql("postgres", "SHOW server_version")
+            .map_err(|e| Unavailable::new(svc.name(), e))?;
+        Ok(Postgres {
+            version: version.trim().to_string(),
+            ..pg
+        })
+    }
+
+    /// `postgres://user:password@127.0.0.1:port/<db>`.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/{db}",
+            self.user, self.password, self.host, self.port
+        )
+    }
+
+    /// A libpq key=value connection string for `db`.
+    pub fn conn_str(&self, db: &str) -> String {
+        format!(
+            "host={} port={} user={} password={} dbname={db}",
+            self.host, self.port, self.user, self.password
+        )
+    }
+
+    /// Run SQL through `psql` over TCP (SCRAM) and return its unaligned, tuples-only
+    /// output; an error carries psql's message.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        run(Command::new(self.bin_dir.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                &self.host,
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                &self.user,
+            ])
+            .args(["-d", db, "-c", sql])
+            .env("PGPASSWORD", &self.password)
+            .env("PGCONNECT_TIMEOUT", "5"))
+    }
+
+    /// Create a database (see [`crate::unique_name`]) and return its name.
+    pub fn create_database(&self, name: &str) -> Result<String, String> {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""))?;
+        Ok(name.to_string())
+    }
+}

@@ -1,0 +1,58 @@
+//! The services this crate can start, and how each is named and overridden.
+
+/// The services this crate can start, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Postgres,
+    MariaDb,
+    Tansu,
+    S3,
+    Azurite,
+    Mosquitto,
+    Nats,
+    Python,
+}
+
+impl Service {
+    pub const ALL: [Service; 8] = [
+        Service::Postgres,
+        Service::MariaDb,
+        Service::Tansu,
+        Service::S3,
+        Service::Azurite,
+        Service::Mosquitto,
+        Service::Nats,
+        Service::Python,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Postgres => "postgres",
+            Service::MariaDb => "mariadb",
+            Service::Tansu => "tansu",
+            Service::S3 => "s3",
+            Service::Azurite => "azurite",
+            Service::Mosquitto => "mosquitto",
+            Service::Nats => "nats",
+            Service::Python => "python",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The environment variable that overrides where the service's binary is.
+    pub fn binary_env(self) -> &'static str {
+        match self {
+            Service::Postgres => "RIVVEN_PG_BIN_DIR",
+            Service::MariaDb => "RIVVEN_MARIADBD",
+            Service::Tansu => "RIVVEN_TANSU",
+            Service::S3 => "RIVVEN_S3S_FS",
+            Service::Azurite => "RIVVEN_AZURITE_BLOB",
+            Service::Mosquitto => "RIVVEN_MOSQUITTO",
+            Service::Nats => "RIVVEN_NATS_SERVER",
+            Service::Python => "RIVVEN_PYTHON",
+        }
+    }
+}
