@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks: builds the runner in release mode and runs scenarios, writing one JSON report
-# per scenario to ./bench-reports (see README "Benchmarks").
+# per scenario to ./bench-reports (see docs/benchmarks.md).
 #   scripts/bench.sh                      every scenario, 2M rows
 #   scripts/bench.sh run --rows 500000 log-append-read
 #   scripts/bench.sh list

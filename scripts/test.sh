@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian machine with Rust:
 #   1. installs what is missing (scripts/install-tools.sh: apt packages, tansu and s3s-fs
 #      built once with cargo, the Python readers venv), all cached under $HOME/.cache/rivven;
-#   2. cargo fmt --check and cargo clippy -D warnings;
+#   2. cargo fmt --check, no modules importing each other (scripts/module-cycles.py) and
+#      cargo clippy -D warnings;
 #   3. starts every test service privately on loopback (rivven-services), runs every test
 #      against them, and stops them.
 # With CI=true, a service that cannot start fails the run and is named.
@@ -21,6 +22,8 @@ echo "target dir: $CARGO_TARGET_DIR; RUSTFLAGS=${RUSTFLAGS:-}; installs took $((
 t1=$(date +%s)
 log "cargo fmt --check"
 cargo fmt --all --check
+log "module import cycles"
+python3 scripts/module-cycles.py
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -119,7 +119,8 @@ pub struct HeartbeatConfig {
     /// Seconds between heartbeats (1-3600).
     #[serde(default = "default_heartbeat_interval")]
     pub interval_secs: u64,
-    /// Log a warning when the oldest unconfirmed change is older than this.
+    /// When the oldest unconfirmed change is older than this many seconds: a warning,
+    /// and the pipeline is marked unhealthy (`/ready` answers 503) until it catches up.
     #[serde(default = "default_max_lag")]
     pub max_lag_secs: u64,
     /// Emit one heartbeat event per heartbeat to `topic`.
@@ -199,7 +200,8 @@ pub struct PostgresCdcConfig {
     /// Logical replication slot; created when absent.
     #[serde(default = "default_slot")]
     pub slot_name: String,
-    /// Publication; created when absent (for `tables`, else for all tables).
+    /// Publication; created when absent: for `tables`, else for the tables in `schemas`,
+    /// else for all tables.
     #[serde(default = "default_publication")]
     pub publication: String,
     /// Schemas to capture (empty: every schema).

@@ -117,7 +117,7 @@ pub const KINDS: &[Kind] = &[
     kind::<fields::InsertField>(
         "insert_field",
         &[],
-        "add constant, timestamp or envelope-derived fields",
+        "add a constant field, the processing time or the processing date",
     ),
     kind::<fields::ReplaceField>(
         "replace_field",
