@@ -118,6 +118,7 @@ fn run(args: &[String]) -> Result<()> {
                 "datagen-topic-null" => scenarios::pipeline::run(&params).await,
                 "pg-stream" => scenarios::postgres::stream(&params).await,
                 "pg-snapshot" => scenarios::postgres::snapshot(&params).await,
+                "pg-latency" => scenarios::latency::run(&params).await,
                 "transform-chain" => scenarios::transforms::run(&params).await,
                 "object-storage-parquet" => scenarios::storage::run(&params).await,
                 other => {

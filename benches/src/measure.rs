@@ -104,6 +104,43 @@ pub struct Figure {
     pub limit: Option<Limit>,
     /// `mib_per_s / limit.mib_per_s`.
     pub ratio_to_limit: Option<f64>,
+    /// Latency figures: percentiles of the rows' latencies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    /// Latency figures: the floor measured in the same run, and what it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_limit: Option<(String, Latency)>,
+}
+
+/// Percentiles of a latency distribution, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// The percentiles of `ms` (nearest rank).
+    pub fn of(mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| -> f64 {
+            if ms.is_empty() {
+                return 0.0;
+            }
+            let i = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1;
+            round(ms[i], 2)
+        };
+        Self {
+            samples: ms.len() as u64,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            p999_ms: at(0.999),
+            max_ms: ms.last().map_or(0.0, |m| round(*m, 2)),
+        }
+    }
 }
 
 impl Figure {
@@ -121,7 +158,16 @@ impl Figure {
             peak_rss_mib: round(s.peak_rss_mib, 1),
             limit: None,
             ratio_to_limit: None,
+            latency: None,
+            latency_limit: None,
         }
+    }
+
+    /// Attach the rows' latency and the floor it is compared with.
+    pub fn with_latency(mut self, latency: Latency, floor_name: &str, floor: Latency) -> Self {
+        self.latency = Some(latency);
+        self.latency_limit = Some((floor_name.to_string(), floor));
+        self
     }
 
     /// Attach the limit measured for the same `bytes`/`rows` in `seconds`.
@@ -193,6 +239,15 @@ impl Report {
                 "  {:<28} {:>12.0} rows/s {:>9.1} MiB/s  cpu {:>7.2}s  rss {:>7.1} MiB",
                 f.name, f.rows_per_s, f.mib_per_s, f.cpu_seconds, f.peak_rss_mib
             ));
+            if let Some(l) = &f.latency {
+                s.push_str(&format!(
+                    "  latency p50 {} ms, p99 {} ms, p999 {} ms, max {} ms",
+                    l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+                ));
+                if let Some((name, floor)) = &f.latency_limit {
+                    s.push_str(&format!(" (floor: {name}: p50 {} ms)", floor.p50_ms));
+                }
+            }
             if let (Some(l), Some(r)) = (&f.limit, f.ratio_to_limit) {
                 s.push_str(&format!(
                     "  ratio {r:.3} to {:.1} MiB/s ({})",

@@ -32,3 +32,8 @@ pub mod status;
 pub mod topic;
 
 pub use error::{Error, ErrorKind, Origin, Result};
+
+/// `docs/adding-a-connector.md`: its Rust example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/adding-a-connector.md")]
+pub struct AddingAConnectorDoc;

@@ -4,6 +4,7 @@
 mod blob;
 mod cli;
 mod crash;
+mod docs;
 mod object_storage;
 mod postgres;
 mod support;

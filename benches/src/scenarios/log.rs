@@ -66,7 +66,7 @@ pub async fn run(p: &Params) -> Result<Report> {
     let fsync = p.fsync_name();
     Ok(Report {
         scenario: "log-append-read".into(),
-        description: super::ALL[0].1.into(),
+        description: super::describe("log-append-read"),
         unix_time: crate::unix_time(),
         machine: Machine::here(),
         params: serde_json::json!({

@@ -1,6 +1,7 @@
 //! Named scenarios. Each one measures our path and, in the same run on the same bytes, the
 //! physical limit it is compared with.
 
+pub mod latency;
 pub mod log;
 pub mod pipeline;
 pub mod postgres;
@@ -44,6 +45,13 @@ impl Params {
     }
 }
 
+/// The description of scenario `name` (from [`ALL`]).
+pub fn describe(name: &str) -> String {
+    ALL.iter()
+        .find(|(n, _)| *n == name)
+        .map_or(String::new(), |(_, d)| (*d).to_string())
+}
+
 /// (name, description) of every scenario.
 pub const ALL: &[(&str, &str)] = &[
     (
@@ -66,6 +74,11 @@ pub const ALL: &[(&str, &str)] = &[
         "pg-snapshot",
         "postgres-cdc snapshot (initial_only) of a table (default 5M rows) into the embedded \
          topic; compared with COPY ... TO STDOUT (FORMAT binary) into /dev/null",
+    ),
+    (
+        "pg-latency",
+        "postgres-cdc commit-to-durable-append latency at 1k, 10k and 50k rows/s (100-row \
+         transactions, default settings); compared with the disk's own write+fsync latency",
     ),
     (
         "transform-chain",

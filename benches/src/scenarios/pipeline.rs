@@ -139,7 +139,7 @@ settings:
 
     Ok(Report {
         scenario: "datagen-topic-null".into(),
-        description: super::ALL[1].1.into(),
+        description: super::describe("datagen-topic-null"),
         unix_time: crate::unix_time(),
         machine: Machine::here(),
         params: serde_json::json!({

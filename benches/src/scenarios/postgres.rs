@@ -24,12 +24,12 @@ use rivven_testkit::{unique_name, Postgres};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DDL: &str = "CREATE TABLE bench (
+pub(super) const DDL: &str = "CREATE TABLE bench (
   id int8 PRIMARY KEY, a int4, b int8, c float8, d numeric(12,2), e text, f varchar(64),
   g bool, h timestamptz, i date, j uuid, k text, l int2, m float4, n text, o text)";
 
 /// `INSERT ... SELECT` of rows `lo..=hi` (SQL expressions; about 250 bytes each).
-fn insert_rows(lo: &str, hi: &str) -> String {
+pub(super) fn insert_rows(lo: &str, hi: &str) -> String {
     format!(
         "INSERT INTO bench SELECT g, g % 1000, g * 7, g * 0.5, (g % 100000) / 100.0, md5(g::text),
            'user-' || g || '@example.com', g % 2 = 0,
@@ -41,13 +41,13 @@ fn insert_rows(lo: &str, hi: &str) -> String {
     )
 }
 
-struct Db {
-    pg: Postgres,
-    name: String,
+pub(super) struct Db {
+    pub pg: Postgres,
+    pub name: String,
 }
 
 impl Db {
-    fn new() -> Result<Db> {
+    pub fn new() -> Result<Db> {
         let pg = rivven_testkit::postgres().map_err(|e| anyhow!("{e}"))?;
         let name = pg
             .create_database(&unique_name("bench"))
@@ -55,11 +55,11 @@ impl Db {
         Ok(Db { pg, name })
     }
 
-    fn sql(&self, sql: &str) -> Result<String> {
+    pub fn sql(&self, sql: &str) -> Result<String> {
         self.pg.psql(&self.name, sql).map_err(|e| anyhow!("{e}"))
     }
 
-    fn source_yaml(&self, slot: &str, mode: &str) -> String {
+    pub fn source_yaml(&self, slot: &str, mode: &str) -> String {
         self.source_yaml_with(slot, mode, "")
     }
 
@@ -167,7 +167,24 @@ pub async fn stream(p: &Params) -> Result<Report> {
         unique_name("ours_bin"),
         [unique_name("theirs"), unique_name("theirs")],
     );
-    for slot in [&ours, &ours_binary, &theirs[0], &theirs[1]] {
+    // The server decoding alone (pgoutput into a counting query), and our source alone
+    // (batches dropped), each in both value formats.
+    let (server, server_binary, alone, alone_binary) = (
+        unique_name("server"),
+        unique_name("server_bin"),
+        unique_name("alone"),
+        unique_name("alone_bin"),
+    );
+    for slot in [
+        &ours,
+        &ours_binary,
+        &theirs[0],
+        &theirs[1],
+        &server,
+        &server_binary,
+        &alone,
+        &alone_binary,
+    ] {
         db.sql(&format!(
             "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
         ))?;
@@ -249,9 +266,54 @@ pub async fn stream(p: &Params) -> Result<Report> {
         recv_s = recv_s.min(t.elapsed().as_secs_f64());
         ensure!(status.success(), "pg_recvlogical failed: {status}");
     }
+    // The server's own decoding on identical slots: pgoutput with the same options,
+    // messages counted in the query, nothing sent over the network.
+    let mut server_s = [0f64; 2];
+    for (i, (slot, extra)) in [(&server, ""), (&server_binary, ", 'binary', 'true'")]
+        .into_iter()
+        .enumerate()
+    {
+        let t = Instant::now();
+        let counted: u64 = db
+            .sql(&format!(
+                "SELECT count(*) FILTER (WHERE get_byte(data, 0) IN (73, 85, 68)) \
+                 FROM pg_logical_slot_get_binary_changes('{slot}', '{end_lsn}', NULL, \
+                   'proto_version', '1', 'publication_names', 'bench_pub'{extra})"
+            ))?
+            .trim()
+            .parse()
+            .context("server decode count")?;
+        server_s[i] = t.elapsed().as_secs_f64();
+        ensure!(
+            counted == changes,
+            "the server decoded {counted} changes, expected {changes}"
+        );
+    }
+    // Our source alone: the same slots' changes decoded into batches that are dropped.
+    let mut alone_samples = Vec::new();
+    for (slot, binary) in [(&alone, false), (&alone_binary, true)] {
+        let cfg: rivven_sources::postgres_cdc::PostgresCdcConfig = serde_yaml::from_str(&format!(
+            "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: \"{}\"\n\
+                 slot_name: {slot}\npublication: bench_pub\ntables: [bench]\n\
+                 snapshot_mode: never\nbinary: {binary}\n",
+            db.pg.port, db.name, db.pg.user, db.pg.password
+        ))?;
+        let probe = Probe::start();
+        let mut src = rivven_sources::postgres_cdc::PostgresCdcSource::new(cfg);
+        rivven_engine::connector::Source::open(&mut src, None).await?;
+        let mut got = 0u64;
+        while got < changes {
+            match rivven_engine::connector::Source::poll(&mut src, p.batch_rows).await? {
+                Some(b) => got += b.batch.num_rows() as u64,
+                None => bail!("the source ended after {got} of {changes} changes"),
+            }
+        }
+        alone_samples.push(probe.stop());
+        drop(src);
+    }
     Ok(Report {
         scenario: "pg-stream".into(),
-        description: super::ALL[2].1.into(),
+        description: super::describe("pg-stream"),
         unix_time: crate::unix_time(),
         machine: Machine::here(),
         params: serde_json::json!({
@@ -281,9 +343,45 @@ pub async fn stream(p: &Params) -> Result<Report> {
                 "pg_recvlogical draining an identical slot into /dev/null (best of 2)",
                 recv_s,
             ),
+            Figure::new(
+                "stream into the embedded topic (text values)",
+                changes,
+                topic_bytes,
+                sample,
+            )
+            .against(SERVER_TEXT, server_s[0]),
+            Figure::new(
+                "stream into the embedded topic (binary: true)",
+                changes,
+                binary_bytes,
+                binary_sample,
+            )
+            .against(SERVER_BINARY, server_s[1]),
+            Figure::new(
+                "postgres-cdc source alone, batches dropped (text values)",
+                changes,
+                topic_bytes,
+                alone_samples[0],
+            )
+            .against(SERVER_TEXT, server_s[0]),
+            Figure::new(
+                "postgres-cdc source alone, batches dropped (binary: true)",
+                changes,
+                binary_bytes,
+                alone_samples[1],
+            )
+            .against(SERVER_BINARY, server_s[1]),
         ],
     })
 }
+
+/// The server's own decoding, the limit of any logical-replication client.
+const SERVER_TEXT: &str =
+    "the server decoding an identical slot (pg_logical_slot_get_binary_changes, pgoutput \
+     text values, changes counted in the query)";
+const SERVER_BINARY: &str =
+    "the server decoding an identical slot (pg_logical_slot_get_binary_changes, pgoutput \
+     binary values, changes counted in the query)";
 
 pub async fn snapshot(p: &Params) -> Result<Report> {
     let rows = p.rows_or(5_000_000);
@@ -347,7 +445,7 @@ pub async fn snapshot(p: &Params) -> Result<Report> {
     ensure!(got == rows, "topic has {got} rows, expected {rows}");
     Ok(Report {
         scenario: "pg-snapshot".into(),
-        description: super::ALL[3].1.into(),
+        description: super::describe("pg-snapshot"),
         unix_time: crate::unix_time(),
         machine: Machine::here(),
         params: serde_json::json!({

@@ -126,7 +126,7 @@ settings:
     }
     Ok(Report {
         scenario: "object-storage-parquet".into(),
-        description: super::ALL[5].1.into(),
+        description: super::describe("object-storage-parquet"),
         unix_time: crate::unix_time(),
         machine: Machine::here(),
         params: serde_json::json!({

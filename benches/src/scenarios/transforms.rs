@@ -146,7 +146,7 @@ pub async fn run(p: &Params) -> Result<Report> {
 
     Ok(Report {
         scenario: "transform-chain".into(),
-        description: super::ALL[4].1.into(),
+        description: super::describe("transform-chain"),
         unix_time: crate::unix_time(),
         machine: Machine::here(),
         params: serde_json::json!({

@@ -491,7 +491,9 @@ impl Default for Settings {
     }
 }
 
-/// A source's output is cut into batches at whichever limit is reached first.
+/// A source's output is cut into micro-batches at `max_rows`, at `max_bytes`, when the
+/// source has nothing more ready, or after `linger_ms`, whichever comes first: changes go
+/// out as soon as they are read at low rates, and batches fill up under load.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchSettings {
@@ -499,7 +501,8 @@ pub struct BatchSettings {
     pub max_rows: usize,
     /// Maximum bytes (Arrow memory) per batch.
     pub max_bytes: usize,
-    /// How long a partial batch may wait for more rows, in milliseconds.
+    /// The longest a batch stays open while its source keeps producing rows, in
+    /// milliseconds (a batch never waits for rows the source does not have ready).
     pub linger_ms: u64,
 }
 
