@@ -4,6 +4,7 @@
 
 #[cfg(feature = "format")]
 pub mod format;
+pub mod json;
 #[cfg(feature = "object-storage")]
 pub mod object_storage;
 #[cfg(feature = "stdout")]

@@ -75,46 +75,6 @@ impl Default for CsvOptions {
     }
 }
 
-/// Writes columns tagged with the `arrow.json` extension (Postgres `json`/`jsonb`) as the
-/// JSON they hold, instead of as a quoted string.
-#[derive(Debug)]
-struct RawJson;
-
-impl arrow::json::writer::EncoderFactory for RawJson {
-    fn make_default_encoder<'a>(
-        &self,
-        field: &'a arrow::datatypes::FieldRef,
-        array: &'a dyn Array,
-        _options: &'a arrow::json::writer::EncoderOptions,
-    ) -> std::result::Result<
-        Option<arrow::json::writer::NullableEncoder<'a>>,
-        arrow::error::ArrowError,
-    > {
-        let tagged = field
-            .metadata()
-            .get("ARROW:extension:name")
-            .is_some_and(|n| n == "arrow.json");
-        let Some(text) = array.as_any().downcast_ref::<StringArray>() else {
-            return Ok(None);
-        };
-        if !tagged {
-            return Ok(None);
-        }
-        Ok(Some(arrow::json::writer::NullableEncoder::new(
-            Box::new(RawJsonEncoder(text)),
-            text.nulls().cloned(),
-        )))
-    }
-}
-
-struct RawJsonEncoder<'a>(&'a StringArray);
-
-impl arrow::json::writer::Encoder for RawJsonEncoder<'_> {
-    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.0.value(idx).as_bytes());
-    }
-}
-
 /// `jsonl`, `json` or `csv`, optionally compressed.
 #[derive(Debug)]
 pub(super) struct TextFormat {
@@ -153,7 +113,7 @@ impl FormatWriter for TextFormat {
             Format::Json => TextWriter::Json(
                 arrow::json::WriterBuilder::new()
                     .with_explicit_nulls(true)
-                    .with_encoder_factory(Arc::new(RawJson))
+                    .with_encoder_factory(crate::json::encoders())
                     .build::<_, JsonArray>(out),
             ),
             Format::Csv => TextWriter::Csv(
@@ -168,7 +128,7 @@ impl FormatWriter for TextFormat {
             _ => TextWriter::Jsonl(
                 arrow::json::WriterBuilder::new()
                     .with_explicit_nulls(true)
-                    .with_encoder_factory(Arc::new(RawJson))
+                    .with_encoder_factory(crate::json::encoders())
                     .build::<_, LineDelimited>(out),
             ),
         };

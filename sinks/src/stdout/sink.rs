@@ -122,22 +122,24 @@ pub fn with_metadata(b: &SinkBatch) -> Result<RecordBatch> {
     )?)
 }
 
+/// One JSON object per row (see [`crate::json`]).
+fn json_lines(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    let mut w = arrow::json::WriterBuilder::new()
+        .with_encoder_factory(crate::json::encoders())
+        .build::<_, arrow::json::writer::LineDelimited>(out);
+    w.write(batch)?;
+    w.finish()?;
+    Ok(())
+}
+
 /// Render a batch in `format`.
 pub fn render(batch: &RecordBatch, format: StdoutFormat) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(batch.get_array_memory_size());
     match format {
-        StdoutFormat::Json => {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-            w.write(batch)?;
-            w.finish()?;
-        }
+        StdoutFormat::Json => json_lines(batch, &mut buf)?,
         StdoutFormat::Pretty => {
             let mut lines = Vec::new();
-            {
-                let mut w = arrow::json::LineDelimitedWriter::new(&mut lines);
-                w.write(batch)?;
-                w.finish()?;
-            }
+            json_lines(batch, &mut lines)?;
             for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let v: serde_json::Value = serde_json::from_slice(line)
                     .map_err(|e| Error::internal(format!("re-reading JSON: {e}")))?;

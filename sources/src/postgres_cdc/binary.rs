@@ -5,8 +5,8 @@
 //! engine keeps as text (uuid, inet, timetz, unconstrained numeric, json/jsonb, enums, ...)
 //! are rendered here to exactly the text PostgreSQL's output function prints, so a value
 //! is the same whether it came from the snapshot, the text stream or the binary stream.
-//! Arrays are decoded element by element. A type without a decoder here (money, ranges,
-//! geometric types, extension types, multi-dimensional arrays) is an error naming the
+//! Arrays, of any number of dimensions, are decoded element by element. A type without a
+//! decoder here (money, ranges, geometric types, extension types) is an error naming the
 //! column: such sources need `binary: false`.
 
 use super::types::{builtin_array_element, oid, Column, Kind, TypeCatalog};
@@ -83,26 +83,10 @@ pub fn append(col: &mut Column, d: &Decoder, v: &[u8]) -> Result<(), String> {
         Decoder::Text(TextForm::Uuid) => col.append_text(&uuid_text(v)?),
         Decoder::Text(form) => col.append_text(to_text(*form, v)?.as_bytes()),
         Decoder::List(elem) => {
-            let Column::List {
-                offsets,
-                nulls,
-                child,
-                ..
-            } = col
-            else {
-                return Err("binary array into a non-list column".into());
-            };
-            let items = array_items(v)?;
-            for item in &items {
-                match item {
-                    None => child.append_null(),
-                    Some(b) => append(child, elem, b)?,
-                }
-            }
-            let last = offsets.last().copied().unwrap_or(0);
-            offsets.push(last + i32::try_from(items.len()).map_err(|_| "array too long")?);
-            nulls.append_non_null();
-            Ok(())
+            let (dims, items) = array_items(v)?;
+            col.append_array(&dims, &mut items.into_iter(), &mut |c, b| {
+                append(c, elem, b)
+            })
         }
     }
 }
@@ -121,22 +105,32 @@ fn i32_at(v: &mut &[u8], what: &str) -> Result<i32, String> {
     Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// The elements of a binary array (`None`: null), in order. Multi-dimensional arrays are
-/// refused: the engine's lists are one-dimensional.
-fn array_items(mut v: &[u8]) -> Result<Vec<Option<&[u8]>>, String> {
+/// The elements of an array (`None`: null), in row-major order.
+type Elements<'a> = Vec<Option<&'a [u8]>>;
+
+/// The dimensions of a binary array (none for an empty one) and its elements (`None`:
+/// null) in row-major order.
+fn array_items(mut v: &[u8]) -> Result<(Vec<usize>, Elements<'_>), String> {
     let v = &mut v;
     let ndim = i32_at(v, "array")?;
     let _has_nulls = i32_at(v, "array")?;
     let _elem = i32_at(v, "array")?;
-    match ndim {
-        0 => return Ok(Vec::new()),
-        1 => {}
-        n => return Err(format!("{n}-dimensional array: use binary: false")),
+    if !(0..=6).contains(&ndim) {
+        return Err(format!("binary array with {ndim} dimensions"));
     }
-    let len = i32_at(v, "array")?;
-    let _lower = i32_at(v, "array")?;
-    let len = usize::try_from(len).map_err(|_| "negative array length")?;
-    let mut out = Vec::with_capacity(len);
+    let mut dims = Vec::with_capacity(ndim as usize);
+    for _ in 0..ndim {
+        let len = i32_at(v, "array")?;
+        let _lower = i32_at(v, "array")?;
+        dims.push(usize::try_from(len).map_err(|_| "negative array length")?);
+    }
+    let len = dims
+        .iter()
+        .try_fold(if dims.is_empty() { 0usize } else { 1 }, |n, d| {
+            n.checked_mul(*d)
+        })
+        .ok_or("array too long")?;
+    let mut out = Vec::with_capacity(len.min(v.len() / 4));
     for _ in 0..len {
         let n = i32_at(v, "array element")?;
         out.push(if n < 0 {
@@ -145,7 +139,7 @@ fn array_items(mut v: &[u8]) -> Result<Vec<Option<&[u8]>>, String> {
             Some(take(v, n as usize, "array element")?)
         });
     }
-    Ok(out)
+    Ok((dims, out))
 }
 
 /// The text of a binary jsonb: after its version byte (1).

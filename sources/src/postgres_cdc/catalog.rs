@@ -128,6 +128,26 @@ pub async fn load_types(client: &Client) -> Result<TypeCatalog> {
 }
 
 /// The shape of `schema.table` as pgoutput would describe it (generated columns excluded).
+/// The declared dimensions (`attndims`) of the array columns of table `oid` with more
+/// than one, by column name.
+pub async fn array_dims(
+    client: &Client,
+    oid: u32,
+) -> Result<std::collections::HashMap<String, u8>> {
+    let rows = client
+        .query(
+            "SELECT attname, attndims FROM pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attndims > 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| pg_error("read pg_attribute", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i32>(1).clamp(0, 6) as u8))
+        .collect())
+}
+
 pub async fn relation(client: &Client, schema: &str, table: &str) -> Result<Relation> {
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
     let head = client
@@ -144,7 +164,7 @@ pub async fn relation(client: &Client, schema: &str, table: &str) -> Result<Rela
     let rows = client
         .query(
             "SELECT a.attname, a.atttypid, a.atttypmod, \
-               COALESCE(a.attnum = ANY(i.indkey), false) \
+               COALESCE(a.attnum = ANY(i.indkey), false), a.attndims \
              FROM pg_attribute a \
              LEFT JOIN pg_index i ON i.indrelid = a.attrelid \
                AND (i.indisreplident OR (i.indisprimary AND NOT EXISTS ( \
@@ -169,6 +189,7 @@ pub async fn relation(client: &Client, schema: &str, table: &str) -> Result<Rela
                 type_oid: r.get(1),
                 type_modifier: r.get(2),
                 key: full || r.get::<_, bool>(3),
+                dims: r.get::<_, i32>(4).clamp(0, 6) as u8,
             })
             .collect(),
     })

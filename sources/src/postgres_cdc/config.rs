@@ -7,6 +7,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+pub use super::types::TemporalInfinity;
+
 /// When to read the tables' existing rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -230,6 +232,10 @@ pub struct PostgresCdcConfig {
     /// columns; other types get null). Use replica identity FULL to get the real value.
     #[serde(default = "default_placeholder")]
     pub unavailable_value_placeholder: String,
+    /// What `infinity` / `-infinity` dates and timestamps become: `sentinel` (the largest /
+    /// smallest value of the Arrow type) or `null`.
+    #[serde(default)]
+    pub temporal_infinity: TemporalInfinity,
     /// Use pgoutput protocol 2 streaming of large in-progress transactions (PostgreSQL
     /// 14+): they are then buffered in this process's memory until they commit, instead
     /// of spilling to disk on the server. Off by default: a transaction of many GB would

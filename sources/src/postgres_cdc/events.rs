@@ -3,7 +3,7 @@
 
 use super::binary::Decoder;
 use super::pgoutput::{Relation, Value};
-use super::types::{Column, Kind, TypeCatalog};
+use super::types::{Column, Kind, TemporalInfinity, TypeCatalog};
 use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, StructArray,
@@ -88,12 +88,13 @@ impl TableEvents {
         keep: Vec<usize>,
         catalog: &TypeCatalog,
         database: Arc<str>,
+        infinity: TemporalInfinity,
     ) -> Self {
         let kinds: Vec<Kind> = keep
             .iter()
             .map(|&i| {
                 let c = &relation.columns[i];
-                Kind::of(c.type_oid, c.type_modifier, catalog)
+                Kind::of_column(c.type_oid, c.type_modifier, c.dims, catalog)
             })
             .collect();
         let columns: Fields = keep
@@ -112,8 +113,14 @@ impl TableEvents {
             .collect();
         let cap = 1024;
         Self {
-            before: kinds.iter().map(|k| Column::new(k, cap)).collect(),
-            after: kinds.iter().map(|k| Column::new(k, cap)).collect(),
+            before: kinds
+                .iter()
+                .map(|k| Column::new(k, cap, infinity))
+                .collect(),
+            after: kinds
+                .iter()
+                .map(|k| Column::new(k, cap, infinity))
+                .collect(),
             before_valid: NullBufferBuilder::new(cap),
             before_owed: 0,
             after_valid: NullBufferBuilder::new(cap),

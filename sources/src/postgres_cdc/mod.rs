@@ -66,6 +66,7 @@ pub mod source;
 mod stream;
 pub mod tls;
 pub mod types;
+mod values;
 
 pub use config::{PostgresCdcConfig, SnapshotMode};
 pub use source::PostgresCdcSource;
@@ -159,7 +160,8 @@ impl SourceConnector for PostgresCdc {
                 .iter()
                 .map(|&i| {
                     let c = &rel.columns[i];
-                    Arc::new(types::Kind::of(c.type_oid, c.type_modifier, &types).field(&c.name))
+                    let kind = types::Kind::of_column(c.type_oid, c.type_modifier, c.dims, &types);
+                    Arc::new(kind.field(&c.name))
                 })
                 .collect();
             out.push(StreamInfo {

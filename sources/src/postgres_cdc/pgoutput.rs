@@ -12,6 +12,9 @@ pub struct RelationColumn {
     pub name: String,
     pub type_oid: u32,
     pub type_modifier: i32,
+    /// Declared array dimensions (`pg_attribute.attndims`; 0: none declared, or not
+    /// known yet: pgoutput does not send them, the source looks them up).
+    pub dims: u8,
 }
 
 /// A Relation message: the shape of a table, sent before its first change in a session
@@ -245,6 +248,7 @@ pub fn decode(data: Bytes, in_stream: bool) -> R<PgOutput> {
                     name: r.cstr("column name")?,
                     type_oid: r.u32("column type")?,
                     type_modifier: r.i32("type modifier")?,
+                    dims: 0,
                 });
             }
             PgOutput::Relation {

@@ -716,6 +716,7 @@ impl CopyJob {
             (0..n).collect(),
             &self.catalog,
             self.database.clone(),
+            self.cfg.temporal_infinity,
         );
         let estimated = self.unit.estimated;
         conn.copy_out(&stmt)

@@ -16,6 +16,7 @@ use super::pgoutput::{self, PgOutput};
 use super::position::Pos;
 use super::snapshot::{self, Polled, Snapshot};
 use super::stream::{self, Stream};
+use super::types::Kind;
 use async_trait::async_trait;
 use rivven_engine::batch::{Position, SourceBatch};
 use rivven_engine::connector::Source;
@@ -41,8 +42,9 @@ pub struct PostgresCdcSource {
     stream: Stream,
     snapshot: Option<Snapshot>,
     heartbeat: Option<Heartbeat>,
-    /// A Relation message held back while the type catalog is reloaded.
-    deferred: Option<PgOutput>,
+    /// A Relation message held back while the type catalog is reloaded (`true`) or its
+    /// array columns' declared dimensions are looked up.
+    deferred: Option<(PgOutput, bool)>,
     /// Whether protocol 2 streaming was negotiated.
     streaming: bool,
     last_status: Instant,
@@ -426,9 +428,34 @@ impl Source for PostgresCdcSource {
             if let Some(b) = self.stream.next_ready() {
                 return Ok(Some(b));
             }
-            if self.deferred.is_some() {
-                self.stream.catalog = catalog::load_types(self.sql()?).await?;
-                if let Some(msg) = self.deferred.take() {
+            if let Some((msg, reload)) = &self.deferred {
+                // Each step is repeated, not skipped, if this poll is cancelled meanwhile.
+                let (oid, selected) = match msg {
+                    PgOutput::Relation { relation, .. } => (
+                        relation.oid,
+                        self.cfg.selects(&relation.namespace, &relation.name),
+                    ),
+                    _ => (0, false),
+                };
+                if *reload {
+                    self.stream.catalog = catalog::load_types(self.sql()?).await?;
+                    if let Some(d) = self.deferred.as_mut() {
+                        d.1 = false;
+                    }
+                    continue;
+                }
+                // pgoutput does not send declared array dimensions (`int[][]`).
+                let dims = if selected {
+                    catalog::array_dims(self.sql()?, oid).await?
+                } else {
+                    Default::default()
+                };
+                if let Some((mut msg, _)) = self.deferred.take() {
+                    if let PgOutput::Relation { relation, .. } = &mut msg {
+                        for c in &mut relation.columns {
+                            c.dims = dims.get(&c.name).copied().unwrap_or(0);
+                        }
+                    }
                     self.stream.dispatch(msg, max_rows)?;
                 }
                 continue;
@@ -491,15 +518,25 @@ impl Source for PostgresCdcSource {
                         .map_err(|e| Error::data(e.to_string()))?;
                     if let PgOutput::Relation { relation, .. } = &msg {
                         let catalog = &self.stream.catalog;
-                        if relation.columns.iter().any(|c| {
+                        // A type created since start-up may be a domain or an array: the
+                        // catalog is reloaded first. A captured table with array columns
+                        // needs their declared dimensions. Both at the top of the loop, so
+                        // that a cancelled poll keeps the message.
+                        let reload = relation.columns.iter().any(|c| {
                             c.type_oid >= 16384
                                 && !catalog.domains.contains_key(&c.type_oid)
                                 && !catalog.arrays.contains_key(&c.type_oid)
-                        }) {
-                            // A type created since start-up may be a domain or an array:
-                            // reload the catalog first (at the top of the loop, so that a
-                            // cancelled poll keeps the message).
-                            self.deferred = Some(msg);
+                        });
+                        let arrays = self.cfg.selects(&relation.namespace, &relation.name)
+                            && relation.columns.iter().any(|c| {
+                                c.type_oid >= 16384
+                                    || matches!(
+                                        Kind::of(c.type_oid, c.type_modifier, catalog),
+                                        Kind::List(_)
+                                    )
+                            });
+                        if reload || arrays {
+                            self.deferred = Some((msg, reload));
                             continue;
                         }
                     }

@@ -501,6 +501,7 @@ impl Stream {
             keep,
             &self.catalog,
             self.database.clone(),
+            self.cfg.temporal_infinity,
         );
         self.tables.insert(
             oid,
