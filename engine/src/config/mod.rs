@@ -798,17 +798,24 @@ impl Validate for PipelineConfig {
                 errs.push(FieldError::new(format!("{p}.consumer_group"), e));
             }
         }
-        self.settings.validate(&mut errs);
+        errs.extend(
+            self.settings
+                .validate()
+                .into_iter()
+                .map(|e| e.under("settings")),
+        );
         errs
     }
 }
 
-impl Settings {
-    fn validate(&self, errs: &mut Vec<FieldError>) {
+impl Validate for Settings {
+    /// Paths relative to `settings`.
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
         let mut at_least = |path: &str, v: u64, min: u64| {
             if v < min {
                 errs.push(FieldError::new(
-                    format!("settings.{path}"),
+                    path.to_owned(),
                     format!("must be at least {min}, got {v}"),
                 ));
             }
@@ -823,13 +830,13 @@ impl Settings {
         at_least("retry.initial_backoff_ms", self.retry.initial_backoff_ms, 1);
         if !(1..=1024).contains(&self.topic.default_partitions) {
             errs.push(FieldError::new(
-                "settings.topic.default_partitions",
+                "topic.default_partitions",
                 format!("must be 1-1024, got {}", self.topic.default_partitions),
             ));
         }
         if self.topic.default_replication_factor != 1 {
             errs.push(FieldError::new(
-                "settings.topic.default_replication_factor",
+                "topic.default_replication_factor",
                 format!(
                     "the embedded topic log keeps one copy: must be 1, got {}",
                     self.topic.default_replication_factor
@@ -838,7 +845,7 @@ impl Settings {
         }
         if self.retry.max_backoff_ms < self.retry.initial_backoff_ms {
             errs.push(FieldError::new(
-                "settings.retry.max_backoff_ms",
+                "retry.max_backoff_ms",
                 format!(
                     "must be at least initial_backoff_ms ({}), got {}",
                     self.retry.initial_backoff_ms, self.retry.max_backoff_ms
@@ -848,20 +855,21 @@ impl Settings {
         for (key, ep) in [("health", &self.health), ("metrics", &self.metrics)] {
             if ep.enabled && ep.port == 0 {
                 errs.push(FieldError::new(
-                    format!("settings.{key}.port"),
+                    format!("{key}.port"),
                     "must be 1-65535, got 0",
                 ));
             }
             if ep.enabled && ep.host.parse::<std::net::IpAddr>().is_err() && ep.host != "localhost"
             {
                 errs.push(FieldError::new(
-                    format!("settings.{key}.host"),
+                    format!("{key}.host"),
                     format!("must be an IP address or `localhost`, got `{}`", ep.host),
                 ));
             }
         }
         if self.state_dir.as_os_str().is_empty() {
-            errs.push(FieldError::new("settings.state_dir", "must not be empty"));
+            errs.push(FieldError::new("state_dir", "must not be empty"));
         }
+        errs
     }
 }
