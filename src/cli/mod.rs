@@ -12,8 +12,10 @@ use std::process::ExitCode;
 
 fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    // object_store reports each retry of a request at info; its failures reach us as
+    // errors, so by default only its warnings show.
     let default = match verbose {
-        0 => "info",
+        0 => "info,object_store=warn",
         1 => "debug",
         _ => "trace",
     };

@@ -118,7 +118,7 @@ impl SinkConnector for ObjectStorage {
 
     async fn check(&self, cfg: &ObjectStorageConfig) -> Result<String> {
         let r = self.resolved(cfg)?;
-        let backend = store::backend(&r, "check")?;
+        let backend = store::check_backend(&r)?;
         let layout_prefix = Layout::new(
             &r.config.prefix,
             r.config.partitioning,

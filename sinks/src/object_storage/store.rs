@@ -45,6 +45,25 @@ pub trait Backend: Send + Sync {
 
 /// The backend for a resolved config; `sink` names the staging directory.
 pub fn backend(r: &Resolved, sink: &str) -> Result<Arc<dyn Backend>> {
+    backend_with(r, sink, object_store::RetryConfig::default())
+}
+
+/// The backend `check` probes with: one retry, and at most 10 s per request, so an
+/// unreachable store is reported in seconds rather than after the sink's full retries.
+pub fn check_backend(r: &Resolved) -> Result<Arc<dyn Backend>> {
+    let retry = object_store::RetryConfig {
+        max_retries: 1,
+        retry_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    backend_with(r, "check", retry)
+}
+
+fn backend_with(
+    r: &Resolved,
+    sink: &str,
+    retry: object_store::RetryConfig,
+) -> Result<Arc<dyn Backend>> {
     let c = &r.config;
     let bucket = c.bucket.clone().unwrap_or_default();
     let store: Arc<dyn ObjectStore> = match r.provider {
@@ -58,6 +77,7 @@ pub fn backend(r: &Resolved, sink: &str) -> Result<Arc<dyn Backend>> {
         Provider::S3 => {
             let o = c.s3.clone().unwrap_or_default();
             let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_retry(retry)
                 .with_bucket_name(&bucket)
                 .with_virtual_hosted_style_request(!o.force_path_style);
             if let Some(region) = &o.region {
@@ -88,6 +108,7 @@ pub fn backend(r: &Resolved, sink: &str) -> Result<Arc<dyn Backend>> {
             } else {
                 object_store::gcp::GoogleCloudStorageBuilder::new()
             }
+            .with_retry(retry)
             .with_bucket_name(&bucket);
             if let Some(f) = &o.credentials_file {
                 b = b.with_service_account_path(f);
@@ -102,6 +123,7 @@ pub fn backend(r: &Resolved, sink: &str) -> Result<Arc<dyn Backend>> {
         Provider::Azure => {
             let o = c.azure.clone().unwrap_or_default();
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_retry(retry)
                 .with_container_name(&bucket)
                 .with_use_emulator(o.use_emulator);
             if let Some(a) = &o.account_name {
