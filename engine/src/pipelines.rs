@@ -114,13 +114,43 @@ impl Pipelines {
     }
 }
 
-/// Both results' errors, or both values.
-fn both<A, B>(
-    a: Result<A, Vec<FieldError>>,
-    b: Result<B, Vec<FieldError>>,
-) -> Result<(A, B), Vec<FieldError>> {
-    match (a, b) {
-        (Ok(a), Ok(b)) => Ok((a, b)),
+/// What every pipeline resolves to besides its own keys: the configured connector, the
+/// parsed transforms and the dead-letter topic.
+struct Resolved<C> {
+    connector: C,
+    transforms: Option<Arc<dyn TransformPlan>>,
+    dead_letter_topic: Option<String>,
+}
+
+/// Resolve the connector part of a pipeline at `base` (`sources.<name>`): `configure` is
+/// the factory's (`None`: no connector of that name; `kind` and `available` say so).
+fn resolve<C>(
+    registry: &Registry,
+    base: &str,
+    (kind, connector, available): (&str, &str, Vec<&str>),
+    parts: Result<crate::config::ConnectorParts, FieldError>,
+    configure: Option<impl FnOnce(&serde_yaml::Value) -> Result<C, Vec<FieldError>>>,
+) -> Result<Resolved<C>, Vec<FieldError>> {
+    let configure = configure.ok_or_else(|| {
+        vec![FieldError::new(
+            format!("{base}.connector"),
+            format!(
+                "unknown {kind} connector `{connector}`; available: {}",
+                available.join(", ")
+            ),
+        )]
+    })?;
+    let parts = parts.map_err(|e| vec![e.under(base)])?;
+    let config = configure(&parts.config).map_err(|e| under(e, &format!("{base}.config")));
+    let transforms = registry
+        .plan_transforms(&parts.transforms)
+        .map_err(|e| under(e, base));
+    match (config, transforms) {
+        (Ok(connector), Ok(transforms)) => Ok(Resolved {
+            connector,
+            transforms,
+            dead_letter_topic: parts.transforms.dead_letter_topic,
+        }),
         (a, b) => Err(a.err().into_iter().chain(b.err()).flatten().collect()),
     }
 }
@@ -130,33 +160,22 @@ fn resolve_source(
     name: &str,
     spec: &SourceSpec,
 ) -> Result<SourcePipeline, Vec<FieldError>> {
-    let base = format!("sources.{name}");
-    let factory = registry.source(&spec.connector).ok_or_else(|| {
-        vec![FieldError::new(
-            format!("{base}.connector"),
-            format!(
-                "unknown source connector `{}`; available: {}",
-                spec.connector,
-                registry.source_names().join(", ")
-            ),
-        )]
-    })?;
-    let parts = spec.parts().map_err(|e| vec![e.under(&base)])?;
-    let config = factory
-        .configure(&parts.config)
-        .map_err(|e| under(e, &format!("{base}.config")));
-    let transforms = registry
-        .plan_transforms(&parts.transforms)
-        .map_err(|e| under(e, &base));
-    let (connector, transforms) = both(config, transforms)?;
+    let factory = registry.source(&spec.connector);
+    let r = resolve(
+        registry,
+        &format!("sources.{name}"),
+        ("source", &spec.connector, registry.source_names()),
+        spec.parts(),
+        factory.map(|f| |c: &serde_yaml::Value| f.configure(c)),
+    )?;
     Ok(SourcePipeline {
         name: name.to_owned(),
         connector_name: spec.connector.clone(),
         topic: spec.topic.clone(),
         enabled: spec.enabled,
-        dead_letter_topic: parts.transforms.dead_letter_topic,
-        connector,
-        transforms,
+        dead_letter_topic: r.dead_letter_topic,
+        connector: r.connector,
+        transforms: r.transforms,
     })
 }
 
@@ -165,25 +184,14 @@ fn resolve_sink(
     name: &str,
     spec: &SinkSpec,
 ) -> Result<SinkPipeline, Vec<FieldError>> {
-    let base = format!("sinks.{name}");
-    let factory = registry.sink(&spec.connector).ok_or_else(|| {
-        vec![FieldError::new(
-            format!("{base}.connector"),
-            format!(
-                "unknown sink connector `{}`; available: {}",
-                spec.connector,
-                registry.sink_names().join(", ")
-            ),
-        )]
-    })?;
-    let parts = spec.parts().map_err(|e| vec![e.under(&base)])?;
-    let config = factory
-        .configure(&parts.config)
-        .map_err(|e| under(e, &format!("{base}.config")));
-    let transforms = registry
-        .plan_transforms(&parts.transforms)
-        .map_err(|e| under(e, &base));
-    let (connector, transforms) = both(config, transforms)?;
+    let factory = registry.sink(&spec.connector);
+    let r = resolve(
+        registry,
+        &format!("sinks.{name}"),
+        ("sink", &spec.connector, registry.sink_names()),
+        spec.parts(),
+        factory.map(|f| |c: &serde_yaml::Value| f.configure(c)),
+    )?;
     Ok(SinkPipeline {
         name: name.to_owned(),
         connector_name: spec.connector.clone(),
@@ -191,8 +199,8 @@ fn resolve_sink(
         consumer_group: spec.consumer_group.clone(),
         start_offset: spec.start_offset,
         enabled: spec.enabled,
-        connector,
-        transforms,
+        connector: r.connector,
+        transforms: r.transforms,
     })
 }
 

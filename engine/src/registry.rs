@@ -179,6 +179,21 @@ pub trait ConfiguredSink: Send + Sync {
     fn create(&self, ctx: &PipelineContext) -> Result<Box<dyn Sink>>;
 }
 
+/// The single parse of a connector config: deserialize, [`Validate`], then the
+/// connector's own `checks`.
+fn parse_checked<T: DeserializeOwned + Validate>(
+    value: &serde_yaml::Value,
+    checks: impl FnOnce(&T) -> Vec<FieldError>,
+) -> Result<T, Vec<FieldError>> {
+    let config = crate::config::parse::<T>(value)?;
+    let errs = checks(&config);
+    if errs.is_empty() {
+        Ok(config)
+    } else {
+        Err(errs)
+    }
+}
+
 /// The one erasure of typed connectors: `Typed(connector)` is the registry's factory, and
 /// `Typed((connector, config))` what it configures.
 struct Typed<T>(T);
@@ -196,11 +211,7 @@ impl<C: SourceConnector> SourceFactory for Typed<Arc<C>> {
         &self,
         config: &serde_yaml::Value,
     ) -> Result<Arc<dyn ConfiguredSource>, Vec<FieldError>> {
-        let config = crate::config::parse::<C::Config>(config)?;
-        let errs = self.0.validate(&config);
-        if !errs.is_empty() {
-            return Err(errs);
-        }
+        let config = parse_checked(config, |c| self.0.validate(c))?;
         Ok(Arc::new(Typed((self.0.clone(), config))))
     }
 }
@@ -233,11 +244,7 @@ impl<C: SinkConnector> SinkFactory for Typed<Arc<C>> {
         &self,
         config: &serde_yaml::Value,
     ) -> Result<Arc<dyn ConfiguredSink>, Vec<FieldError>> {
-        let config = crate::config::parse::<C::Config>(config)?;
-        let errs = self.0.validate(&config);
-        if !errs.is_empty() {
-            return Err(errs);
-        }
+        let config = parse_checked(config, |c| self.0.validate(c))?;
         Ok(Arc::new(Typed((self.0.clone(), config))))
     }
 }

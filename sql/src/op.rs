@@ -75,6 +75,44 @@ pub trait Op: Send + Sync {
     }
 }
 
+/// An op that keeps every row as it is and only decides where rows go (routers,
+/// partitioners): its output schema is its input's and [`Op::map`] is the identity; the
+/// work is in [`Route::route`], which every such type implements instead of [`Op`].
+pub trait Route: Send + Sync {
+    /// The input schema, which is also the output schema.
+    fn schema(&self) -> &SchemaRef;
+
+    /// Push `input`'s rows, in order, with their destination (topic or partition); rows
+    /// where `mask` is false keep theirs. See [`Op::apply`].
+    fn route(
+        &self,
+        input: Routed,
+        mask: Option<&BooleanArray>,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Routed>,
+    ) -> Result<()>;
+}
+
+impl<R: Route> Op for R {
+    fn output_schema(&self) -> &SchemaRef {
+        self.schema()
+    }
+
+    fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
+        Ok(batch.clone())
+    }
+
+    fn apply(
+        &self,
+        input: Routed,
+        mask: Option<&BooleanArray>,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Routed>,
+    ) -> Result<()> {
+        self.route(input, mask, ctx, out)
+    }
+}
+
 /// The default [`Op::apply`]: see the module docs.
 pub fn apply_masked<O: Op + ?Sized>(
     op: &O,
@@ -240,6 +278,16 @@ pub fn runs(mask: &BooleanArray) -> Vec<(usize, usize, bool)> {
         }
     }
     out
+}
+
+/// For [`Spec::fresh`]: a clone of `spec` with its state replaced by `reset`.
+pub fn fresh_copy<S: Spec + Clone + 'static>(
+    spec: &S,
+    reset: impl FnOnce(&mut S),
+) -> Option<Arc<dyn Spec>> {
+    let mut copy = spec.clone();
+    reset(&mut copy);
+    Some(Arc::new(copy))
 }
 
 /// Ops of steps that never carry a `predicate:` (the `cdc_features` blocks): a mask here is

@@ -13,14 +13,12 @@
 //! Beside each rate: the disk's own latency for a small durable append (a 64 KiB write and
 //! fsync in the same directory, 200 times), the floor under any durable topic append.
 
-use super::postgres::{insert_rows, Db, DDL};
+use super::postgres::{insert_rows, source_runtime, Db, DDL};
 use super::Params;
 use crate::measure::{Figure, Latency, Machine, Probe, Report};
 use anyhow::{anyhow, bail, ensure, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
-use rivven_engine::registry::Registry;
-use rivven_engine::runtime::Runtime;
 use rivven_engine::topic::EmbeddedLog;
 use rivven_testkit::unique_name;
 use std::io::Write;
@@ -151,13 +149,7 @@ settings:
         state.display(),
         p.fsync_name()
     );
-    let loaded = rivven_engine::config::load_str(&yaml, "bench.yaml", tmp.path().into(), |_| None)
-        .map_err(|e| anyhow!("{e}"))?;
-    let mut registry = Registry::new();
-    rivven_sources::register(&mut registry)?;
-    let pipelines = rivven_engine::pipelines::Pipelines::resolve(&loaded, &registry)
-        .map_err(|e| anyhow!("{e}"))?;
-    let runtime = Runtime::new(&loaded, &pipelines)?;
+    let runtime = source_runtime(&yaml, tmp.path())?;
     let log = runtime.log().clone();
     let stop_runtime = runtime.shutdown_token();
     let run = tokio::spawn(runtime.run());

@@ -84,6 +84,18 @@ impl Db {
     }
 }
 
+/// A runtime for `yaml` (a pipeline file with the built-in sources), relative paths under
+/// `dir`.
+pub(super) fn source_runtime(yaml: &str, dir: &std::path::Path) -> Result<Runtime> {
+    let loaded = rivven_engine::config::load_str(yaml, "bench.yaml", dir.into(), |_| None)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut registry = Registry::new();
+    rivven_sources::register(&mut registry)?;
+    let pipelines = rivven_engine::pipelines::Pipelines::resolve(&loaded, &registry)
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(Runtime::new(&loaded, &pipelines)?)
+}
+
 /// Run a config with one source and no sink until `done(rows in topic)` or the runtime
 /// ends; returns (sample, rows, on-disk topic bytes).
 async fn run_pipeline(
@@ -109,13 +121,7 @@ settings:
         p.batch_rows,
         p.fsync_name()
     );
-    let loaded = rivven_engine::config::load_str(&yaml, "bench.yaml", tmp.path().into(), |_| None)
-        .map_err(|e| anyhow!("{e}"))?;
-    let mut registry = Registry::new();
-    rivven_sources::register(&mut registry)?;
-    let pipelines = rivven_engine::pipelines::Pipelines::resolve(&loaded, &registry)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let runtime = Runtime::new(&loaded, &pipelines)?;
+    let runtime = source_runtime(&yaml, tmp.path())?;
     let log = runtime.log().clone();
     let stop = runtime.shutdown_token();
     let probe = Probe::start();

@@ -102,24 +102,17 @@ impl Runtime {
         let mut sources = Vec::new();
         for s in pipelines.sources.iter().filter(|s| s.enabled) {
             sources.push(source_task::SourcePipeline {
-                name: s.name.clone(),
-                topic: s.topic.clone(),
-                dead_letter_topic: s.dead_letter_topic.clone(),
                 transforms: transforms(&s.transforms, &format!("sources.{}", s.name))?,
-                connector: s.connector.clone(),
                 status: status.add(&s.name, PipelineKind::Source, &s.connector_name),
+                spec: s.clone(),
             });
         }
         let mut sinks = Vec::new();
         for s in pipelines.sinks.iter().filter(|s| s.enabled) {
             sinks.push(sink_task::SinkPipeline {
-                name: s.name.clone(),
-                topics: s.topics.clone(),
-                group: s.consumer_group.clone(),
-                start: s.start_offset,
                 transforms: transforms(&s.transforms, &format!("sinks.{}", s.name))?,
-                connector: s.connector.clone(),
                 status: status.add(&s.name, PipelineKind::Sink, &s.connector_name),
+                spec: s.clone(),
             });
         }
         let shared = Arc::new(Shared {
@@ -160,17 +153,17 @@ impl Runtime {
         // A partitioning chain gets the topics it writes with its partition count.
         for s in &self.sources {
             if let Some(layout) = s.transforms.topic_layout() {
-                for t in std::iter::once(&s.topic).chain(&layout.topics) {
+                for t in std::iter::once(&s.spec.topic).chain(&layout.topics) {
                     if !shared.log.has_topic(t) && shared.settings.topic.auto_create {
                         shared.log.create_topic(t, layout.partitions)?;
                     }
                 }
             }
-            shared.log.ensure_topic(&s.topic)?;
+            shared.log.ensure_topic(&s.spec.topic)?;
         }
         for s in &self.sinks {
             sink_task::resolve_start(s, &shared)
-                .map_err(|e| e.context(format!("sinks.{}", s.name)))?;
+                .map_err(|e| e.context(format!("sinks.{}", s.spec.name)))?;
         }
         let background = CancellationToken::new();
         spawn_maintenance(&shared, background.clone());
@@ -179,14 +172,14 @@ impl Runtime {
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let mut sink_set = JoinSet::new();
         for p in self.sinks {
-            let name = p.name.clone();
+            let name = p.spec.name.clone();
             let sh = shared.clone();
             let rx = done_rx.clone();
             sink_set.spawn(async move { (name, sink_task::run(p, sh, rx).await) });
         }
         let mut source_set = JoinSet::new();
         for p in self.sources {
-            let name = p.name.clone();
+            let name = p.spec.name.clone();
             let sh = shared.clone();
             source_set.spawn(async move { (name, source_task::run(p, sh).await) });
         }

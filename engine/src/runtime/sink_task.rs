@@ -6,7 +6,7 @@ use crate::batch::{batch_bytes, SinkBatch};
 use crate::config::StartOffset;
 use crate::connector::{Committed, FlushWhen};
 use crate::error::{Error, Result};
-use crate::registry::{ConfiguredSink, PipelineContext};
+use crate::registry::PipelineContext;
 use crate::status::{PipelineState, PipelineStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,12 +17,9 @@ use tokio::sync::watch;
 const READ_BYTES: usize = 8 << 20;
 
 pub(super) struct SinkPipeline {
-    pub name: String,
-    pub topics: Vec<String>,
-    pub group: String,
-    pub start: StartOffset,
+    /// The resolved pipeline.
+    pub spec: crate::pipelines::SinkPipeline,
     pub transforms: Transforms,
-    pub connector: Arc<dyn ConfiguredSink>,
     pub status: Arc<PipelineStatus>,
 }
 
@@ -34,13 +31,16 @@ type Offsets = BTreeMap<(String, u32), u64>;
 pub(super) fn resolve_start(p: &SinkPipeline, shared: &Shared) -> Result<()> {
     let groups = shared.log.groups();
     let mut fresh = Vec::new();
-    for topic in &p.topics {
+    for topic in &p.spec.topics {
         shared.log.ensure_topic(topic)?;
         for part in 0..shared.log.partitions(topic)? {
-            if groups.committed(&p.group, topic, part).is_some() {
+            if groups
+                .committed(&p.spec.consumer_group, topic, part)
+                .is_some()
+            {
                 continue;
             }
-            let offset = match p.start {
+            let offset = match p.spec.start_offset {
                 StartOffset::Earliest => shared.log.start_offset(topic, part)?,
                 StartOffset::Latest => shared.log.end_offset(topic, part)?,
                 StartOffset::Timestamp(ts) => shared.log.offset_for_timestamp(topic, part, ts)?,
@@ -48,21 +48,21 @@ pub(super) fn resolve_start(p: &SinkPipeline, shared: &Shared) -> Result<()> {
             fresh.push((topic.clone(), part, offset));
         }
     }
-    groups.commit(&p.group, fresh)
+    groups.commit(&p.spec.consumer_group, fresh)
 }
 
 fn committed(p: &SinkPipeline, shared: &Shared) -> Result<Offsets> {
     let mut out = Offsets::new();
-    for topic in &p.topics {
+    for topic in &p.spec.topics {
         for part in 0..shared.log.partitions(topic)? {
             let off = shared
                 .log
                 .groups()
-                .committed(&p.group, topic, part)
+                .committed(&p.spec.consumer_group, topic, part)
                 .ok_or_else(|| {
                     Error::state(format!(
                         "group `{}` has no offset for {topic}/{part}",
-                        p.group
+                        p.spec.consumer_group
                     ))
                 })?;
             out.insert((topic.clone(), part), off);
@@ -114,12 +114,12 @@ async fn attempt(
         Err(e) => return (Err(e), false),
     };
     let ctx = PipelineContext {
-        name: p.name.clone(),
+        name: p.spec.name.clone(),
         status: p.status.clone(),
-        state_dir: shared.state_dir.join("sinks").join(&p.name),
+        state_dir: shared.state_dir.join("sinks").join(&p.spec.name),
         dead_letter_topic: None,
     };
-    let mut sink = match p.connector.create(&ctx) {
+    let mut sink = match p.spec.connector.create(&ctx) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };
@@ -278,7 +278,10 @@ async fn make_durable(
 ) -> Result<()> {
     sink.flush().await?;
     let offsets = done.iter().map(|((t, part), o)| (t.clone(), *part, *o));
-    shared.log.groups().commit(&p.group, offsets)?;
+    shared
+        .log
+        .groups()
+        .commit(&p.spec.consumer_group, offsets)?;
     p.status.set_lag(lag(done, shared));
     Ok(())
 }

@@ -6,7 +6,7 @@ use super::task::{supervise, Shared, TaskEnd, Transforms};
 use crate::batch::{batch_bytes, Position, SourceBatch};
 use crate::connector::PartitionChoice;
 use crate::error::{Error, Result};
-use crate::registry::{ConfiguredSource, PipelineContext};
+use crate::registry::PipelineContext;
 use crate::status::{PipelineState, PipelineStatus};
 use crate::topic::{write_atomic, Append, SourceMark};
 use arrow::array::RecordBatch;
@@ -14,11 +14,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub(super) struct SourcePipeline {
-    pub name: String,
-    pub topic: String,
-    pub dead_letter_topic: Option<String>,
+    /// The resolved pipeline.
+    pub spec: crate::pipelines::SourcePipeline,
     pub transforms: Transforms,
-    pub connector: Arc<dyn ConfiguredSource>,
     pub status: Arc<PipelineStatus>,
 }
 
@@ -74,20 +72,20 @@ pub(super) async fn run(p: SourcePipeline, shared: Arc<Shared>) -> TaskEnd {
 
 /// One attempt; returns whether any batch became durable.
 async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, bool) {
-    let mark = match recover_mark(shared, &p.name) {
+    let mark = match recover_mark(shared, &p.spec.name) {
         Ok(m) => m,
         Err(e) => return (Err(e), false),
     };
     let ctx = PipelineContext {
-        name: p.name.clone(),
+        name: p.spec.name.clone(),
         status: p.status.clone(),
         state_dir: shared
             .state_dir
             .join("sources")
-            .join(format!("{}.d", p.name)),
-        dead_letter_topic: p.dead_letter_topic.clone(),
+            .join(format!("{}.d", p.spec.name)),
+        dead_letter_topic: p.spec.dead_letter_topic.clone(),
     };
-    let mut source = match p.connector.create(&ctx) {
+    let mut source = match p.spec.connector.create(&ctx) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };
@@ -98,7 +96,7 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     let next_seq = mark.as_ref().map_or(0, |m| m.seq + 1);
     if let Some(m) = &mark {
         p.status.set_position(m.position.0.clone());
-        tracing::info!(source = %p.name, position = %m.position.0, "resuming after durable position");
+        tracing::info!(source = %p.spec.name, position = %m.position.0, "resuming after durable position");
     }
     if let Err(e) = source.open(mark.map(|m| m.position)).await {
         return (Err(e), false);
@@ -112,8 +110,8 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     let writer = {
         let failed = writer_failed.clone();
         let w = writer(
-            p.name.clone(),
-            p.topic.clone(),
+            p.spec.name.clone(),
+            p.spec.topic.clone(),
             next_seq,
             rx,
             ack_tx,
@@ -156,11 +154,15 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
             Ev::Next(Err(e)) => break Err(e),
             Ev::Next(Ok(Next::Exhausted)) => break Ok(Attempt::Exhausted),
             Ev::Next(Ok(Next::Batch(b))) => {
-                let pieces =
-                    match transform(&mut transforms, b, &p.topic, p.dead_letter_topic.as_deref()) {
-                        Ok(pieces) => pieces,
-                        Err(e) => break Err(e),
-                    };
+                let pieces = match transform(
+                    &mut transforms,
+                    b,
+                    &p.spec.topic,
+                    p.spec.dead_letter_topic.as_deref(),
+                ) {
+                    Ok(pieces) => pieces,
+                    Err(e) => break Err(e),
+                };
                 let mut sent = true;
                 for piece in pieces {
                     let (rows, bytes) = (

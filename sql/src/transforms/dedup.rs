@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::image::{self, path_column};
-use crate::op::{push_kept, Ctx, Op, Spec};
+use crate::op::{fresh_copy, push_kept, Ctx, Op, Spec};
 
 fn default_ttl() -> u64 {
     3600
@@ -92,10 +92,7 @@ impl Validate for Deduplication {
 impl Spec for Deduplication {
     /// A new chain starts with no remembered events.
     fn fresh(&self) -> Option<Arc<dyn Spec>> {
-        Some(Arc::new(Self {
-            state: Default::default(),
-            ..self.clone()
-        }))
+        fresh_copy(self, |s| s.state = Default::default())
     }
 
     fn compile(&self, input: &SchemaRef) -> std::result::Result<Arc<dyn Op>, FieldError> {

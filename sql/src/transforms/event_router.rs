@@ -1,7 +1,7 @@
 //! `cdc_features.router`: rows go to the destination of the first rule that holds (see
 //! [`crate::features`]).
 
-use arrow::array::{BooleanArray, RecordBatch};
+use arrow::array::BooleanArray;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use rivven_engine::config::{FieldError, Validate};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use crate::image;
-use crate::op::{dead_letter_rows, no_predicate, split_by, Ctx, Op, Spec};
+use crate::op::{dead_letter_rows, no_predicate, split_by, Ctx, Op, Route, Spec};
 use crate::predicate::{FieldValue, Operation, PredicateConfig};
 
 /// What a routing rule tests.
@@ -229,16 +229,12 @@ enum Dest {
     Unmatched,
 }
 
-impl Op for RouterOp {
-    fn output_schema(&self) -> &SchemaRef {
+impl Route for RouterOp {
+    fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
-        Ok(batch.clone())
-    }
-
-    fn apply(
+    fn route(
         &self,
         input: Routed,
         mask: Option<&BooleanArray>,

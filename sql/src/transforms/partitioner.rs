@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::field_list::Names;
 use crate::image::{self, path_column};
-use crate::op::{no_predicate, split_by, Ctx, Op, Spec};
+use crate::op::{fresh_copy, no_predicate, split_by, Ctx, Op, Route, Spec};
 
 /// How the partitioner chooses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -78,10 +78,7 @@ impl Validate for Partitioner {
 impl Spec for Partitioner {
     /// A new chain starts with no turn of `round_robin` / `sticky`.
     fn fresh(&self) -> Option<Arc<dyn Spec>> {
-        Some(Arc::new(Self {
-            turn: Default::default(),
-            ..self.clone()
-        }))
+        fresh_copy(self, |s| s.turn = Default::default())
     }
 
     fn compile(&self, input: &SchemaRef) -> std::result::Result<Arc<dyn Op>, FieldError> {
@@ -237,16 +234,12 @@ impl PartitionOp {
     }
 }
 
-impl Op for PartitionOp {
-    fn output_schema(&self) -> &SchemaRef {
+impl Route for PartitionOp {
+    fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
-        Ok(batch.clone())
-    }
-
-    fn apply(
+    fn route(
         &self,
         input: Routed,
         mask: Option<&BooleanArray>,

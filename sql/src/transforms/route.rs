@@ -3,7 +3,7 @@
 //! destination, in order of first appearance; rows keep their order within each output.
 //! Rows a predicate does not select keep their current destination.
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use rivven_engine::batch::is_change_event_schema;
@@ -18,7 +18,7 @@ use super::envelope::epoch_ms;
 use super::time::chrono_format;
 use crate::image::{self, path_column, path_type};
 use crate::op::Spec;
-use crate::op::{split_by, Ctx, Op};
+use crate::op::{split_by, Ctx, Op, Route};
 use rivven_engine::Result;
 
 /// Split `input` by per-row destinations (`None`: keep the current one).
@@ -82,14 +82,12 @@ struct RegexOp {
     replacement: String,
 }
 
-impl Op for RegexOp {
-    fn output_schema(&self) -> &SchemaRef {
+impl Route for RegexOp {
+    fn schema(&self) -> &SchemaRef {
         &self.schema
     }
-    fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
-        Ok(batch.clone())
-    }
-    fn apply(
+
+    fn route(
         &self,
         input: Routed,
         mask: Option<&BooleanArray>,
@@ -200,14 +198,12 @@ struct ContentOp {
     default: Option<Arc<str>>,
 }
 
-impl Op for ContentOp {
-    fn output_schema(&self) -> &SchemaRef {
+impl Route for ContentOp {
+    fn schema(&self) -> &SchemaRef {
         &self.schema
     }
-    fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
-        Ok(batch.clone())
-    }
-    fn apply(
+
+    fn route(
         &self,
         input: Routed,
         mask: Option<&BooleanArray>,
@@ -316,14 +312,12 @@ struct TimestampRouteOp {
     format: String,
 }
 
-impl Op for TimestampRouteOp {
-    fn output_schema(&self) -> &SchemaRef {
+impl Route for TimestampRouteOp {
+    fn schema(&self) -> &SchemaRef {
         &self.schema
     }
-    fn map(&self, batch: &RecordBatch, _: &Ctx<'_>) -> Result<RecordBatch> {
-        Ok(batch.clone())
-    }
-    fn apply(
+
+    fn route(
         &self,
         input: Routed,
         mask: Option<&BooleanArray>,

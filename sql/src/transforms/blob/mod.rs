@@ -73,7 +73,7 @@ use super::envelope::images_schema;
 use crate::field_list::require_fields;
 use crate::image::image_schema;
 use crate::op::Op;
-use crate::op::Spec;
+use crate::op::{fresh_copy, Spec};
 
 /// Field metadata key set (to `true`) on every externalized field.
 pub const META_EXTERNALIZED: &str = "rivven.externalized";
@@ -130,10 +130,7 @@ impl Validate for Blob {
 impl Spec for Blob {
     /// A new chain starts with no store connection.
     fn fresh(&self) -> Option<Arc<dyn Spec>> {
-        Some(Arc::new(Self {
-            shared: Default::default(),
-            ..self.clone()
-        }))
+        fresh_copy(self, |s| s.shared = Default::default())
     }
 
     fn compile(&self, input: &SchemaRef) -> Result<Arc<dyn Op>, FieldError> {
