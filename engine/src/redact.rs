@@ -50,7 +50,7 @@ pub fn register(var_name: &str, value: &str) {
 const ANYWHERE_LEN: usize = 8;
 
 /// Whether `c` can delimit a value that a message quotes or embeds: whitespace, quotes,
-/// brackets and the separators of URLs, connection strings and lists.
+/// brackets, escapes and the separators of URLs, connection strings, lists and shell text.
 fn delimiter(c: char) -> bool {
     c.is_whitespace()
         || matches!(
@@ -74,13 +74,34 @@ fn delimiter(c: char) -> bool {
                 | '&'
                 | '?'
                 | '|'
+                | '+'
+                | '%'
+                | '#'
+                | '!'
+                | '*'
+                | '$'
+                | '\\'
+                | '~'
+                | '^'
         )
+}
+
+/// Whether the text after a value ends it: the end of the text, a [`delimiter`], or a
+/// full stop that ends a sentence (followed by whitespace or the end of the text). A dot
+/// followed by more text (`p.yaml`, `db.example`) does not end a value.
+fn ends_value(after: &str) -> bool {
+    let mut chars = after.chars();
+    match chars.next() {
+        None => true,
+        Some('.') => chars.next().is_none_or(char::is_whitespace),
+        Some(c) => delimiter(c),
+    }
 }
 
 /// Replace every registered value in `text` with its `${VAR}` placeholder. A value shorter
 /// than eight characters is replaced only where it stands alone: at the start or end of the
 /// text or next to a [`delimiter`] on both sides (`password "pw"`, `user:pw@host`,
-/// `password=pw;`). Text that merely contains those letters (`postgres-cdc`, `p.yaml`) is
+/// `password=pw;`, `was pw.`). Text that merely contains those letters (`postgres-cdc`, `p.yaml`) is
 /// left alone.
 pub fn scrub(text: &str) -> String {
     let Ok(secrets) = SECRETS.read() else {
@@ -103,7 +124,7 @@ pub fn scrub(text: &str) -> String {
             }
             let end = at + value.len();
             let before = out[..at].chars().next_back().is_none_or(delimiter);
-            let after = out[end..].chars().next().is_none_or(delimiter);
+            let after = ends_value(&out[end..]);
             if before && after {
                 next.push_str(&out[rest..at]);
                 next.push_str(placeholder);
@@ -162,6 +183,12 @@ mod tests {
             scrub("password=p; ab ab"),
             "password=${KAFKA_PASSWORD}; ${API_TOKEN} ${API_TOKEN}"
         );
+        assert_eq!(
+            scrub("auth failed for p. Retry with ab!"),
+            "auth failed for ${KAFKA_PASSWORD}. Retry with ${API_TOKEN}!"
+        );
+        assert_eq!(scrub("x+p%20ab#"), "x+${KAFKA_PASSWORD}%20ab#");
+        assert_eq!(scrub("\\ab\\ $ab"), "\\${API_TOKEN}\\ $${API_TOKEN}");
         // Long values go wherever they appear, even inside other text.
         register("DB_PASSWORD", "hunter2hunter2");
         assert_eq!(scrub("xhunter2hunter2y"), "x${DB_PASSWORD}y");

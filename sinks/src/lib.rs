@@ -4,9 +4,9 @@
 
 #[cfg(feature = "format")]
 pub mod format;
-pub mod json;
 #[cfg(feature = "object-storage")]
 pub mod object_storage;
+pub mod render;
 #[cfg(feature = "stdout")]
 pub mod stdout;
 

@@ -19,7 +19,8 @@ fn postgres_is_logical_and_replicates_over_scram() {
             .trim(),
         "on"
     );
-    let db = pg.create_database(&unique_name("tk")).unwrap();
+    let temp = pg.temp_database("tk").unwrap();
+    let db = temp.name.clone();
     let slot = unique_name("slot");
     // psql -c runs one transaction; a slot cannot be created in one that wrote.
     pg.psql(
@@ -69,8 +70,18 @@ fn postgres_is_logical_and_replicates_over_scram() {
     };
     let err = bad.psql("postgres", "SELECT 1").unwrap_err();
     assert!(err.contains("password authentication failed"), "{err}");
-    pg.psql(&db, &format!("SELECT pg_drop_replication_slot('{slot}')"))
+    // Dropping the guard drops the database and the slot made in it.
+    drop(temp);
+    let left = pg
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname = '{db}' \
+                 UNION ALL SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+            ),
+        )
         .unwrap();
+    assert_eq!(left.trim(), "0\n0");
 }
 
 #[test]
@@ -101,6 +112,7 @@ fn mariadb_has_a_row_binlog_and_a_replication_user() {
         ..m.clone()
     };
     assert!(bad.sql("SELECT 1").unwrap_err().contains("Access denied"));
+    m.sql(&format!("DROP DATABASE `{db}`")).unwrap();
 }
 
 #[test]

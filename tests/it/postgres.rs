@@ -46,16 +46,15 @@ async fn topic_events(
     out
 }
 
-/// The test PostgreSQL with a fresh database made by `setup` (SQL statements, run in order).
-fn database(prefix: &str, setup: &[&str]) -> Option<(rivven_testkit::Postgres, String)> {
+/// The test PostgreSQL with a fresh database made by `setup` (SQL statements, run in order),
+/// dropped with its slots when the guard is.
+fn database(prefix: &str, setup: &[&str]) -> Option<rivven_testkit::TempDatabase> {
     let pg = rivven_testkit::require(rivven_testkit::postgres())?;
-    let db = pg
-        .create_database(&rivven_testkit::unique_name(prefix))
-        .unwrap();
+    let db = pg.temp_database(prefix).unwrap();
     for sql in setup {
-        pg.psql(&db, sql).unwrap();
+        pg.psql(&db.name, sql).unwrap();
     }
-    Some((pg, db))
+    Some(db)
 }
 
 /// A `sources:` section with one postgres-cdc source `pg` writing to topic `changes`;
@@ -83,7 +82,7 @@ fn pg_source(pg: &rivven_testkit::Postgres, db: &str, slot_prefix: &str, extra: 
 
 #[test]
 fn postgres_cdc_kill_9_loses_no_committed_change() {
-    let Some((pg, db)) = database(
+    let Some(temp) = database(
         "crash",
         &[
             "CREATE TABLE k (id int PRIMARY KEY, v text NOT NULL)",
@@ -92,6 +91,7 @@ fn postgres_cdc_kill_9_loses_no_committed_change() {
     ) else {
         return;
     };
+    let (pg, db) = (&temp.pg, temp.name.as_str());
     let p = Pipeline::new(&format!(
         "{}sinks:
   out:
@@ -102,15 +102,15 @@ fn postgres_cdc_kill_9_loses_no_committed_change() {
     config: {{format: json}}
 ",
         pg_source(
-            &pg,
-            &db,
+            pg,
+            db,
             "crash_slot",
             "      publication: crash_pub\n      tables: [k]\n"
         )
     ));
     // The writer commits inserts of increasing ids, 10 per transaction, until stopped.
     let stop = Arc::new(AtomicBool::new(false));
-    let (pg2, db2, stop2) = (pg.clone(), db.clone(), stop.clone());
+    let (pg2, db2, stop2) = (pg.clone(), db.to_string(), stop.clone());
     let writer = std::thread::spawn(move || {
         let mut next = 2001;
         while !stop2.load(Ordering::Relaxed) {
@@ -206,7 +206,7 @@ fn postgres_cdc_kill_9_loses_no_committed_change() {
 
 #[test]
 fn legacy_postgres_subcommand_streams_without_a_config_file() {
-    let Some((pg, db)) = database(
+    let Some(temp) = database(
         "legacy",
         &[
             "CREATE TABLE items (id int PRIMARY KEY, name text)",
@@ -215,6 +215,7 @@ fn legacy_postgres_subcommand_streams_without_a_config_file() {
     ) else {
         return;
     };
+    let (pg, db) = (&temp.pg, temp.name.as_str());
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out.jsonl");
     let url = format!(
@@ -259,7 +260,7 @@ fn legacy_postgres_subcommand_streams_without_a_config_file() {
         }
     };
     wait_for("snapshot row");
-    pg.psql(&db, "INSERT INTO items VALUES (2, 'streamed row')")
+    pg.psql(db, "INSERT INTO items VALUES (2, 'streamed row')")
         .unwrap();
     let text = wait_for("streamed row");
     assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
@@ -287,7 +288,7 @@ fn legacy_postgres_subcommand_streams_without_a_config_file() {
 
 #[test]
 fn snapshot_progress_and_slot_lag_reach_status_and_metrics() {
-    let Some((pg, db)) = database(
+    let Some(temp) = database(
         "progress",
         &[
             "CREATE TABLE items (id int PRIMARY KEY, v text)",
@@ -297,9 +298,10 @@ fn snapshot_progress_and_slot_lag_reach_status_and_metrics() {
     ) else {
         return;
     };
+    let (pg, db) = (&temp.pg, temp.name.as_str());
     let p = Pipeline::new(&pg_source(
-        &pg,
-        &db,
+        pg,
+        db,
         "progress_slot",
         "      tables: [items]\n      status_interval_ms: 200\n",
     ));

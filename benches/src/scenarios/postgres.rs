@@ -44,15 +44,19 @@ pub(super) fn insert_rows(lo: &str, hi: &str) -> String {
 pub(super) struct Db {
     pub pg: Postgres,
     pub name: String,
+    /// Drops the database and its slots when the scenario ends.
+    _temp: rivven_testkit::TempDatabase,
 }
 
 impl Db {
     pub fn new() -> Result<Db> {
         let pg = rivven_testkit::postgres().map_err(|e| anyhow!("{e}"))?;
-        let name = pg
-            .create_database(&unique_name("bench"))
-            .map_err(|e| anyhow!(e))?;
-        Ok(Db { pg, name })
+        let temp = pg.temp_database("bench").map_err(|e| anyhow!(e))?;
+        Ok(Db {
+            pg,
+            name: temp.name.clone(),
+            _temp: temp,
+        })
     }
 
     pub fn sql(&self, sql: &str) -> Result<String> {

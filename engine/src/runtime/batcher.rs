@@ -153,13 +153,13 @@ impl Batcher {
 
 /// What `source` has ready right now: its next batch if `poll` completes without waiting
 /// (`Some`), else `None`, and the poll is dropped (sources' `poll` is cancel-safe). The
-/// poll runs outside tokio's cooperative budget, so a source with data at hand is never
-/// taken for an idle one because the task used up its budget.
+/// poll stays inside tokio's cooperative budget: a source that keeps reading without
+/// producing a batch yields, the batch closes, and the task gets to acknowledgements and
+/// shutdown; at worst a batch closes a little early.
 async fn ready_now(source: &mut dyn Source, room: usize) -> Result<Option<Option<SourceBatch>>> {
-    let poll = tokio::task::unconstrained(source.poll(room));
     tokio::select! {
         biased;
-        r = poll => Ok(Some(r?)),
+        r = source.poll(room) => Ok(Some(r?)),
         () = std::future::ready(()) => Ok(None),
     }
 }

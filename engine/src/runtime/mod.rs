@@ -81,8 +81,9 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Build the runtime for the enabled pipelines of `pipelines` (resolved from `loaded`):
-    /// open the topic log, and compile every transform chain once so that a bad one fails
-    /// here rather than on the first batch.
+    /// open the topic log and instantiate every transform chain once, so that one that
+    /// cannot be built fails here. (Expressions are compiled later, against the schema of
+    /// the first batch they see; their syntax was checked when the config was resolved.)
     pub fn new(loaded: &LoadedConfig, pipelines: &Pipelines) -> Result<Self> {
         let cfg = &loaded.config;
         let state_dir = loaded.state_dir();

@@ -246,3 +246,62 @@ fn csv_flattens_sliced_structs_with_booleans() {
         "s.ok\ntrue\n\"\"\ntrue\ntrue\n"
     );
 }
+
+/// Dates and timestamps holding the PostgreSQL source's infinity sentinels, at top level,
+/// in a struct and in a list.
+fn infinite_dates() -> RecordBatch {
+    use arrow::array::{Date32Array, ListArray, TimestampMicrosecondArray};
+    let ts = Field::new(
+        "at",
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+        true,
+    );
+    let fields = Fields::from(vec![ts]);
+    let after = StructArray::try_new(
+        fields.clone(),
+        vec![Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(i64::MAX), Some(0), None])
+                .with_timezone("UTC"),
+        ) as ArrayRef],
+        None,
+    )
+    .unwrap();
+    let days = ListArray::from_iter_primitive::<arrow::datatypes::Date32Type, _, _>(vec![
+        Some(vec![Some(-i32::MAX), Some(1)]),
+        None,
+        Some(vec![]),
+    ]);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("d", DataType::Date32, true),
+        Field::new("after", DataType::Struct(fields), true),
+        Field::new("days", days.data_type().clone(), true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Date32Array::from(vec![Some(i32::MAX), Some(0), None])) as ArrayRef,
+            Arc::new(after),
+            Arc::new(days),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn infinite_dates_are_written_as_infinity() {
+    let (bytes, _) = encode(opts(Format::Csv, Compression::None), &[infinite_dates()]);
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "d,after.at,days\n\
+         infinity,infinity,\"[-infinity, 1970-01-02]\"\n\
+         1970-01-01,1970-01-01T00:00:00Z,\n\
+         ,,[]\n"
+    );
+    let (bytes, _) = encode(opts(Format::Jsonl, Compression::None), &[infinite_dates()]);
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "{\"d\":\"infinity\",\"after\":{\"at\":\"infinity\"},\"days\":[\"-infinity\",\"1970-01-02\"]}\n\
+         {\"d\":\"1970-01-01\",\"after\":{\"at\":\"1970-01-01T00:00:00Z\"},\"days\":null}\n\
+         {\"d\":null,\"after\":{\"at\":null},\"days\":[]}\n"
+    );
+}

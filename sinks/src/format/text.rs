@@ -113,7 +113,7 @@ impl FormatWriter for TextFormat {
             Format::Json => TextWriter::Json(
                 arrow::json::WriterBuilder::new()
                     .with_explicit_nulls(true)
-                    .with_encoder_factory(crate::json::encoders())
+                    .with_encoder_factory(crate::render::encoders())
                     .build::<_, JsonArray>(out),
             ),
             Format::Csv => TextWriter::Csv(
@@ -128,7 +128,7 @@ impl FormatWriter for TextFormat {
             _ => TextWriter::Jsonl(
                 arrow::json::WriterBuilder::new()
                     .with_explicit_nulls(true)
-                    .with_encoder_factory(crate::json::encoders())
+                    .with_encoder_factory(crate::render::encoders())
                     .build::<_, LineDelimited>(out),
             ),
         };
@@ -271,15 +271,25 @@ impl CsvShape {
         }
     }
 
+    /// `batch` in CSV's shape, with infinite dates and timestamps as text (see
+    /// [`crate::render::infinity_as_text`]); such a column is text in this batch only.
     fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let batch = crate::render::infinity_as_text(batch)?;
         if self.identity {
-            return Ok(batch.clone());
+            return Ok(batch);
         }
         let mut cols = Vec::with_capacity(self.schema.fields().len());
         for col in batch.columns() {
             flat_columns(col, None, &mut cols)?;
         }
-        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+        let fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&cols)
+            .map(|(f, c)| Field::clone(f).with_data_type(c.data_type().clone()))
+            .collect();
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
     }
 }
 

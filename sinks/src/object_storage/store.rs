@@ -48,8 +48,8 @@ pub fn backend(r: &Resolved, sink: &str) -> Result<Arc<dyn Backend>> {
     backend_with(r, sink, object_store::RetryConfig::default())
 }
 
-/// The backend `check` probes with: one retry, and at most 10 s per request, so an
-/// unreachable store is reported in seconds rather than after the sink's full retries.
+/// The backend `check` probes with: one retry, within 10 s, so an unreachable store is
+/// reported in seconds rather than after the sink's full retries.
 pub fn check_backend(r: &Resolved) -> Result<Arc<dyn Backend>> {
     let retry = object_store::RetryConfig {
         max_retries: 1,

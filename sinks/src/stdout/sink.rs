@@ -122,10 +122,10 @@ pub fn with_metadata(b: &SinkBatch) -> Result<RecordBatch> {
     )?)
 }
 
-/// One JSON object per row (see [`crate::json`]).
+/// One JSON object per row (see [`crate::render`]).
 fn json_lines(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
     let mut w = arrow::json::WriterBuilder::new()
-        .with_encoder_factory(crate::json::encoders())
+        .with_encoder_factory(crate::render::encoders())
         .build::<_, arrow::json::writer::LineDelimited>(out);
     w.write(batch)?;
     w.finish()?;
@@ -149,7 +149,10 @@ pub fn render(batch: &RecordBatch, format: StdoutFormat) -> Result<Vec<u8>> {
             }
         }
         StdoutFormat::Table => {
-            let table = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?;
+            let table =
+                arrow::util::pretty::pretty_format_batches(&[crate::render::infinity_as_text(
+                    batch,
+                )?])?;
             buf.extend_from_slice(table.to_string().as_bytes());
             buf.push(b'\n');
         }
@@ -189,7 +192,7 @@ impl Sink for StdoutSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int64Array;
+    use arrow::array::{ArrayRef, Int64Array};
 
     fn sample() -> SinkBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -238,5 +241,15 @@ mod tests {
     fn table() {
         let out = String::from_utf8(render(&sample().batch, StdoutFormat::Table).unwrap()).unwrap();
         assert!(out.contains("| id | name |"), "{out}");
+    }
+
+    #[test]
+    fn table_prints_infinite_dates() {
+        let days = arrow::array::Date32Array::from(vec![Some(-i32::MAX), Some(0)]);
+        let batch = RecordBatch::try_from_iter([("d", Arc::new(days) as ArrayRef)]).unwrap();
+        let out = String::from_utf8(render(&batch, StdoutFormat::Table).unwrap()).unwrap();
+        assert!(out.contains("| -infinity  |"), "{out}");
+        assert!(out.contains("| 1970-01-01 |"), "{out}");
+        assert!(!out.contains("ERROR"), "{out}");
     }
 }

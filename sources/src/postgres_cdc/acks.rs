@@ -63,8 +63,8 @@ impl Acks {
         self.received = self.received.max(wal_end);
     }
 
-    /// A commit ending at `end_lsn` was decoded; `commit_ms` is its commit time when its
-    /// transaction's changes were captured (for the lag check).
+    /// A commit ending at `end_lsn` was decoded; `commit_ms` is its commit time (from its
+    /// Begin message; `None` if none was seen) for the lag check.
     pub fn commit_decoded(&mut self, end_lsn: u64, commit_ms: Option<i64>) {
         if let Some(t) = commit_ms {
             match self.unconfirmed.back_mut() {

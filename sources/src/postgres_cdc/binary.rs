@@ -122,7 +122,11 @@ fn array_items(mut v: &[u8]) -> Result<(Vec<usize>, Elements<'_>), String> {
     for _ in 0..ndim {
         let len = i32_at(v, "array")?;
         let _lower = i32_at(v, "array")?;
-        dims.push(usize::try_from(len).map_err(|_| "negative array length")?);
+        // An empty array has no dimensions; PostgreSQL never sends an empty one.
+        if len <= 0 {
+            return Err(format!("binary array dimension of length {len}"));
+        }
+        dims.push(len as usize);
     }
     let len = dims
         .iter()
@@ -138,6 +142,9 @@ fn array_items(mut v: &[u8]) -> Result<(Vec<usize>, Elements<'_>), String> {
         } else {
             Some(take(v, n as usize, "array element")?)
         });
+    }
+    if !v.is_empty() {
+        return Err(format!("{} bytes after the array's elements", v.len()));
     }
     Ok((dims, out))
 }

@@ -127,16 +127,17 @@ pub async fn load_types(client: &Client) -> Result<TypeCatalog> {
     Ok(cat)
 }
 
-/// The shape of `schema.table` as pgoutput would describe it (generated columns excluded).
 /// The declared dimensions (`attndims`) of the array columns of table `oid` with more
-/// than one, by column name.
+/// than one, by column name: the current definition (pgoutput's Relation messages do not
+/// carry them).
 pub async fn array_dims(
     client: &Client,
     oid: u32,
 ) -> Result<std::collections::HashMap<String, u8>> {
     let rows = client
         .query(
-            "SELECT attname, attndims FROM pg_attribute \
+            // attndims is int4 up to PostgreSQL 15 and int2 from 16 on.
+            "SELECT attname, attndims::int4 FROM pg_attribute \
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attndims > 1",
             &[&oid],
         )
@@ -148,6 +149,7 @@ pub async fn array_dims(
         .collect())
 }
 
+/// The shape of `schema.table` as pgoutput would describe it (generated columns excluded).
 pub async fn relation(client: &Client, schema: &str, table: &str) -> Result<Relation> {
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
     let head = client
@@ -164,7 +166,7 @@ pub async fn relation(client: &Client, schema: &str, table: &str) -> Result<Rela
     let rows = client
         .query(
             "SELECT a.attname, a.atttypid, a.atttypmod, \
-               COALESCE(a.attnum = ANY(i.indkey), false), a.attndims \
+               COALESCE(a.attnum = ANY(i.indkey), false), a.attndims::int4 \
              FROM pg_attribute a \
              LEFT JOIN pg_index i ON i.indrelid = a.attrelid \
                AND (i.indisreplident OR (i.indisprimary AND NOT EXISTS ( \

@@ -24,6 +24,9 @@ pub(super) const STREAM: &str = "__heartbeat";
 pub(super) struct Heartbeat {
     cfg: HeartbeatConfig,
     last: Instant,
+    /// The action query of the heartbeat under way, as a task: a poll dropped while it
+    /// runs does not run it again.
+    action: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 impl Heartbeat {
@@ -32,6 +35,7 @@ impl Heartbeat {
         cfg.filter(|h| h.enabled).map(|cfg| Heartbeat {
             cfg: cfg.clone(),
             last: Instant::now(),
+            action: None,
         })
     }
 
@@ -42,21 +46,31 @@ impl Heartbeat {
 
     /// Run one heartbeat: the action query, then the lag check (reported to `status`).
     /// Returns the heartbeat event and its topic when `emit_events` is set. Cancel-safe:
-    /// a cancelled heartbeat is repeated, never skipped.
+    /// a cancelled heartbeat is finished by the next call, and its query runs once.
     pub async fn beat(
         &mut self,
-        sql: &Client,
+        sql: &Arc<Client>,
         slot: &str,
         acks: &Acks,
         status: Option<&PipelineStatus>,
     ) -> Result<Option<(RecordBatch, Arc<str>)>> {
-        let h = &self.cfg;
-        if let Some(q) = &h.action_query {
-            sql.batch_execute(q)
+        if let (None, Some(q)) = (&self.action, &self.cfg.action_query) {
+            let (sql, q) = (sql.clone(), q.clone());
+            self.action = Some(tokio::spawn(async move {
+                sql.batch_execute(&q)
+                    .await
+                    .map_err(|e| catalog::pg_error("heartbeat.action_query", e))
+            }));
+        }
+        if let Some(task) = self.action.as_mut() {
+            let done = task
                 .await
-                .map_err(|e| catalog::pg_error("heartbeat.action_query", e))?;
+                .map_err(|e| Error::internal(format!("heartbeat action query task: {e}")));
+            self.action = None;
+            done??;
         }
         self.last = Instant::now();
+        let h = &self.cfg;
         let lag_bytes = acks.lag_bytes();
         let lag_secs = acks.lag_secs(now_ms());
         let behind = lag_secs as u64 > h.max_lag_secs;

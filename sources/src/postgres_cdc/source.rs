@@ -465,7 +465,7 @@ impl Source for PostgresCdcSource {
                 Some(h) if !self.stream.in_txn() && h.due_in().is_zero() => {
                     let sql = self
                         .sql
-                        .as_deref()
+                        .as_ref()
                         .ok_or_else(|| Error::internal("postgres-cdc: used before open"))?;
                     let event = h
                         .beat(

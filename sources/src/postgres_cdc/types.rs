@@ -290,7 +290,8 @@ pub enum Column {
     F64(Float64Builder),
     Decimal128(Decimal128Builder, u8, i8),
     Decimal256(Decimal256Builder, u8, i8),
-    Text(StringBuilder),
+    /// Text; `true`: the text is JSON (`json`, `jsonb`).
+    Text(StringBuilder, bool),
     Bytes(BinaryBuilder),
     Date(Date32Builder, TemporalInfinity),
     Time(Time64MicrosecondBuilder),
@@ -333,9 +334,10 @@ impl Column {
                 *p,
                 *s,
             ),
-            Kind::Text | Kind::Json => {
-                Column::Text(StringBuilder::with_capacity(capacity, capacity * 16))
-            }
+            Kind::Text | Kind::Json => Column::Text(
+                StringBuilder::with_capacity(capacity, capacity * 16),
+                *kind == Kind::Json,
+            ),
             Kind::Bytes => Column::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             Kind::Date => Column::Date(Date32Builder::with_capacity(capacity), infinity),
             Kind::Time => Column::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
@@ -376,7 +378,7 @@ impl Column {
             Column::F64(b) => b.append_null(),
             Column::Decimal128(b, ..) => b.append_null(),
             Column::Decimal256(b, ..) => b.append_null(),
-            Column::Text(b) => b.append_null(),
+            Column::Text(b, _) => b.append_null(),
             Column::Bytes(b) => b.append_null(),
             Column::Date(b, _) => b.append_null(),
             Column::Time(b) => b.append_null(),
@@ -392,13 +394,17 @@ impl Column {
 
     /// Whether the column can hold an arbitrary placeholder text (unchanged TOAST values).
     pub fn takes_placeholder(&self) -> bool {
-        matches!(self, Column::Text(_) | Column::Bytes(_))
+        matches!(self, Column::Text(..) | Column::Bytes(_))
     }
 
-    /// Append a placeholder for a value the server did not send.
+    /// Append a placeholder for a value the server did not send (in a JSON column, as a
+    /// JSON string, so that the column still holds JSON).
     pub fn append_placeholder(&mut self, placeholder: &str) {
         match self {
-            Column::Text(b) => b.append_value(placeholder),
+            Column::Text(b, false) => b.append_value(placeholder),
+            Column::Text(b, true) => {
+                b.append_value(serde_json::Value::from(placeholder).to_string())
+            }
             Column::Bytes(b) => b.append_value(placeholder.as_bytes()),
             other => other.append_null(),
         }
@@ -429,7 +435,7 @@ impl Column {
                 )
             }
             Column::Decimal256(b, p, sc) => b.append_value(parse_decimal(s, *p, *sc)?),
-            Column::Text(b) => b.append_value(s),
+            Column::Text(b, _) => b.append_value(s),
             Column::Bytes(b) => b.append_value(parse_bytea(s)?),
             Column::Date(b, inf) => match infinity(s) {
                 Some(positive) => b.append_option(inf.date(positive)),
@@ -506,7 +512,11 @@ impl Column {
             }
         }
         let last = offsets.last().copied().unwrap_or(0);
-        offsets.push(last + i32::try_from(n).map_err(|_| "array too long")?);
+        let end = i32::try_from(n)
+            .ok()
+            .and_then(|n| last.checked_add(n))
+            .ok_or("too many array elements in one batch")?;
+        offsets.push(end);
         nulls.append_non_null();
         Ok(())
     }
@@ -529,7 +539,7 @@ impl Column {
             Column::F64(b) => b.append_value(f64::from_be_bytes(be(v, "float8")?)),
             Column::Decimal128(b, p, s) => b.append_option(numeric_binary_i128(v, *p, *s)?),
             Column::Decimal256(b, p, s) => b.append_option(numeric_binary(v, *p, *s)?),
-            Column::Text(b) => {
+            Column::Text(b, _) => {
                 b.append_value(simdutf8::basic::from_utf8(v).map_err(|_| "text is not UTF-8")?)
             }
             Column::Bytes(b) => b.append_value(v),
@@ -574,7 +584,7 @@ impl Column {
             Column::F64(b) => Arc::new(b.finish()),
             Column::Decimal128(b, ..) => Arc::new(b.finish()),
             Column::Decimal256(b, ..) => Arc::new(b.finish()),
-            Column::Text(b) => Arc::new(b.finish()),
+            Column::Text(b, _) => Arc::new(b.finish()),
             Column::Bytes(b) => Arc::new(b.finish()),
             Column::Date(b, _) => Arc::new(b.finish()),
             Column::Time(b) => Arc::new(b.finish()),
@@ -664,6 +674,22 @@ mod tests {
         assert!(l.is_null(1));
         assert_eq!(l.value(0).as_primitive::<Int32Type>().len(), 3);
         assert_eq!(l.value(2).len(), 0);
+    }
+
+    #[test]
+    fn a_json_column_gets_its_toast_placeholder_as_json() {
+        let mut c = Column::new(&Kind::Json, 2, TemporalInfinity::Sentinel);
+        c.append_placeholder("__debezium_unavailable_value");
+        let mut t = Column::new(&Kind::Text, 2, TemporalInfinity::Sentinel);
+        t.append_placeholder("__debezium_unavailable_value");
+        assert_eq!(
+            c.finish().as_string::<i32>().value(0),
+            "\"__debezium_unavailable_value\""
+        );
+        assert_eq!(
+            t.finish().as_string::<i32>().value(0),
+            "__debezium_unavailable_value"
+        );
     }
 
     #[test]

@@ -448,6 +448,10 @@ impl ArrayParser<'_> {
     }
 
     fn level(&mut self, depth: usize) -> Result<(), String> {
+        // PostgreSQL arrays have at most 6 dimensions.
+        if depth >= 6 {
+            return Err("more than 6 dimensions".into());
+        }
         if self.next() != Some(b'{') {
             return Err("not an array literal".into());
         }
@@ -684,7 +688,16 @@ mod tests {
         let cube = parse_array("[1:2][1:1][1:2]={{{a,b}},{{c,d}}}").unwrap();
         assert_eq!(cube.dims, vec![2, 1, 2]);
         assert_eq!(parse_array("{}").unwrap().dims, Vec::<usize>::new());
-        for bad in ["{{1,2},{3}}", "{{1,2},3}", "{1,{2}}", "{1,2", "{{}}", "x"] {
+        let deep = format!("{}1{}", "{".repeat(7), "}".repeat(7));
+        for bad in [
+            "{{1,2},{3}}",
+            "{{1,2},3}",
+            "{1,{2}}",
+            "{1,2",
+            "{{}}",
+            "x",
+            &deep,
+        ] {
             assert!(parse_array(bad).is_err(), "{bad}");
         }
     }

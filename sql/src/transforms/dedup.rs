@@ -119,13 +119,6 @@ impl Spec for Deduplication {
                 prefix.push(0xff);
             }
         }
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| FieldError::new("", "deduplication state poisoned"))?;
-        if state.is_none() {
-            *state = Some(DedupState::new(self));
-        }
         let txn_paths = (is_change_event_schema(input)
             && image::path_type(input, "source.pos").is_some()
             && image::path_type(input, "source.txid").is_some())
@@ -136,7 +129,7 @@ impl Spec for Deduplication {
             columns,
             converter,
             prefix,
-            state: self.state.clone(),
+            spec: self.clone(),
         }))
     }
 }
@@ -280,7 +273,9 @@ struct DedupOp {
     columns: Vec<usize>,
     converter: RowConverter,
     prefix: Vec<u8>,
-    state: Arc<Mutex<Option<DedupState>>>,
+    /// The settings, and the state shared with the ops of other schemas of the chain
+    /// (created by the first batch, so that `check` allocates no filter).
+    spec: Deduplication,
 }
 
 impl DedupOp {
@@ -317,12 +312,11 @@ impl DedupOp {
         };
         let now = Instant::now();
         let mut guard = self
+            .spec
             .state
             .lock()
             .map_err(|_| rivven_engine::Error::internal("deduplication state poisoned"))?;
-        let state = guard
-            .as_mut()
-            .ok_or_else(|| rivven_engine::Error::internal("deduplication state missing"))?;
+        let state = guard.get_or_insert_with(|| DedupState::new(&self.spec));
         state.evict(now);
         let mut keep = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {

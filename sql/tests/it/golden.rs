@@ -278,6 +278,8 @@ golden!(predicate_router_selected_rows_only, changes(), "- type: regex_router\n 
 golden!(predicate_flat_operations_from_op_column, changes(), "- type: extract_new_record_state\n  config: { add_op: true, drop_tombstones: false }\n- type: filter\n  predicate: { operations: [delete] }\n  config: { condition: 'false' }");
 
 // config errors
+// The list of types includes externalize_blob: the workspace builds rivven-sql with `blob`.
+#[cfg(feature = "blob")]
 golden!(error_unknown_type, flat(), "- type: mangle\n  config: {}");
 golden!(
     error_unknown_key,

@@ -18,7 +18,7 @@ pub use file::{azurite, mariadb, mosquitto, nats, postgres, python, s3, tansu, S
 pub use mariadb::MariaDb;
 pub use mosquitto::{mqtt_connect, Mosquitto};
 pub use nats::{nats_info, Nats};
-pub use postgres::Postgres;
+pub use postgres::{Postgres, TempDatabase};
 pub use python::{Python, PYTHON_READERS};
 pub use s3::S3;
 pub use service::Service;

@@ -243,4 +243,65 @@ impl Postgres {
         self.psql("postgres", &format!("CREATE DATABASE \"{name}\""))?;
         Ok(name.to_string())
     }
+
+    /// Create a database named after `prefix` (see [`crate::unique_name`]) that is dropped,
+    /// with the replication slots made in it, when the returned guard is dropped.
+    pub fn temp_database(&self, prefix: &str) -> Result<TempDatabase, String> {
+        let name = self.create_database(&crate::unique_name(prefix))?;
+        Ok(TempDatabase {
+            pg: self.clone(),
+            name,
+        })
+    }
+
+    /// Drop database `name` and its replication slots (inactive slots pin WAL on a shared
+    /// server and count against `max_replication_slots`), ending its sessions first.
+    pub fn drop_database(&self, name: &str) -> Result<(), String> {
+        let quoted = name.replace('\'', "''");
+        self.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{quoted}' AND pid <> pg_backend_pid()"
+            ),
+        )?;
+        // A terminated walsender releases its slot a moment after it is signalled.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let left = self.psql(
+                "postgres",
+                &format!(
+                    "SELECT count(pg_drop_replication_slot(slot_name)) FILTER (WHERE NOT active), \
+                            count(*) FILTER (WHERE active) \
+                     FROM pg_replication_slots WHERE database = '{quoted}'"
+                ),
+            )?;
+            if left.trim().ends_with("|0") || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .map(drop)
+    }
+}
+
+/// A database made for one test or benchmark (see [`Postgres::temp_database`]).
+#[derive(Debug)]
+pub struct TempDatabase {
+    /// The server it lives on.
+    pub pg: Postgres,
+    /// Its name.
+    pub name: String,
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        if let Err(e) = self.pg.drop_database(&self.name) {
+            eprintln!("warning: dropping test database {}: {e}", self.name);
+        }
+    }
 }

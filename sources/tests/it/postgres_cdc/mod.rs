@@ -11,7 +11,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use rivven_engine::batch::{Position, SourceBatch};
 use rivven_engine::connector::Source;
 use rivven_sources::postgres_cdc::{PostgresCdcConfig, PostgresCdcSource};
-use rivven_testkit::{unique_name, Postgres};
+use rivven_testkit::{unique_name, Postgres, TempDatabase};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -23,13 +23,19 @@ mod types;
 pub(super) struct Db {
     pub pg: Postgres,
     pub name: String,
+    /// Drops the database and its slots (they pin WAL on the shared server).
+    _temp: TempDatabase,
 }
 
 impl Db {
     pub(super) fn new() -> Option<Db> {
         let pg = rivven_testkit::require(rivven_testkit::postgres())?;
-        let name = pg.create_database(&unique_name("cdc")).unwrap();
-        Some(Db { pg, name })
+        let temp = pg.temp_database("cdc").unwrap();
+        Some(Db {
+            pg,
+            name: temp.name.clone(),
+            _temp: temp,
+        })
     }
 
     pub(super) fn sql(&self, sql: &str) -> String {
@@ -64,20 +70,6 @@ impl Db {
             unique_name("pub"),
         );
         serde_yaml::from_str(&yaml).unwrap()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        // Slots pin WAL on the shared server: drop the ones this database made.
-        let _ = self.pg.psql(
-            "postgres",
-            &format!(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-                 WHERE database = '{}' AND NOT active",
-                self.name
-            ),
-        );
     }
 }
 
