@@ -90,6 +90,31 @@ impl Db {
 
 /// A runtime for `yaml` (a pipeline file with the built-in sources), relative paths under
 /// `dir`.
+/// Run a postgres-cdc source alone in a task, as the runtime runs one, dropping its
+/// batches, until it has given `limit` rows or ends; returns the rows and batches it gave.
+async fn drain_source(
+    cfg: rivven_sources::postgres_cdc::PostgresCdcConfig,
+    batch_rows: usize,
+    limit: Option<u64>,
+) -> Result<(u64, u64)> {
+    tokio::spawn(async move {
+        let mut src = rivven_sources::postgres_cdc::PostgresCdcSource::new(cfg);
+        rivven_engine::connector::Source::open(&mut src, None).await?;
+        let (mut rows, mut batches) = (0u64, 0u64);
+        while limit.is_none_or(|l| rows < l) {
+            match rivven_engine::connector::Source::poll(&mut src, batch_rows).await? {
+                Some(b) => {
+                    rows += b.batch.num_rows() as u64;
+                    batches += 1;
+                }
+                None => break,
+            }
+        }
+        Ok((rows, batches))
+    })
+    .await?
+}
+
 pub(super) fn source_runtime(yaml: &str, dir: &std::path::Path) -> Result<Runtime> {
     let loaded = rivven_engine::config::load_str(yaml, "bench.yaml", dir.into(), |_| None)
         .map_err(|e| anyhow!("{e}"))?;
@@ -300,7 +325,7 @@ pub async fn stream(p: &Params) -> Result<Report> {
         );
     }
     // Our source alone: the same slots' changes decoded into batches that are dropped.
-    let mut alone_samples = Vec::new();
+    let (mut alone_samples, mut alone_batches) = (Vec::new(), Vec::new());
     for (slot, binary) in [(&alone, false), (&alone_binary, true)] {
         let cfg: rivven_sources::postgres_cdc::PostgresCdcConfig = serde_yaml::from_str(&format!(
             "host: 127.0.0.1\nport: {}\ndatabase: {}\nuser: {}\npassword: \"{}\"\n\
@@ -309,17 +334,13 @@ pub async fn stream(p: &Params) -> Result<Report> {
             db.pg.port, db.name, db.pg.user, db.pg.password
         ))?;
         let probe = Probe::start();
-        let mut src = rivven_sources::postgres_cdc::PostgresCdcSource::new(cfg);
-        rivven_engine::connector::Source::open(&mut src, None).await?;
-        let mut got = 0u64;
-        while got < changes {
-            match rivven_engine::connector::Source::poll(&mut src, p.batch_rows).await? {
-                Some(b) => got += b.batch.num_rows() as u64,
-                None => bail!("the source ended after {got} of {changes} changes"),
-            }
-        }
+        let (got, batches) = drain_source(cfg, p.batch_rows, Some(changes)).await?;
+        alone_batches.push(batches);
+        ensure!(
+            got == changes,
+            "the source ended after {got} of {changes} changes"
+        );
         alone_samples.push(probe.stop());
-        drop(src);
     }
     Ok(Report {
         scenario: "pg-stream".into(),
@@ -331,6 +352,7 @@ pub async fn stream(p: &Params) -> Result<Report> {
             "rows_per_transaction": 1000, "columns": 16, "batch_rows": p.batch_rows,
             "fsync": p.fsync_name(), "topic_bytes": topic_bytes,
             "workload_seconds": workload_s, "postgres": db.pg.version,
+            "source_alone_batches": alone_batches,
         }),
         figures: vec![
             Figure::new(
@@ -436,14 +458,8 @@ pub async fn snapshot(p: &Params) -> Result<Report> {
         unique_name("alone")
     ))?;
     let probe = Probe::start();
-    let mut src = rivven_sources::postgres_cdc::PostgresCdcSource::new(cfg);
-    rivven_engine::connector::Source::open(&mut src, None).await?;
-    let mut alone_rows = 0u64;
-    while let Some(b) = rivven_engine::connector::Source::poll(&mut src, p.batch_rows).await? {
-        alone_rows += b.batch.num_rows() as u64;
-    }
+    let (alone_rows, _) = drain_source(cfg, p.batch_rows, None).await?;
     let alone = probe.stop();
-    drop(src);
     ensure!(
         alone_rows == rows,
         "source alone read {alone_rows} rows, expected {rows}"
