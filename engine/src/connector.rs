@@ -129,12 +129,21 @@ pub trait Transform: Send {
 #[async_trait]
 pub trait Sink: Send {
     /// Called once per attempt, before the first write, with the committed offset of every
-    /// assigned topic partition: re-delivery starts exactly there. Sinks that commit their
-    /// own output use it to discard output of a commit that had not completed (its rows
-    /// will be delivered again). Default: nothing to do.
-    async fn open(&mut self, committed: &[Committed]) -> Result<()> {
+    /// assigned topic partition: re-delivery starts there. Sinks that commit their own
+    /// output use it to discard output of a commit that had not completed (its rows will be
+    /// delivered again).
+    ///
+    /// Returns the offsets that the sink's own durable commits cover, for sinks that store
+    /// them inside each commit (a table snapshot's summary, a Delta `txn` action, an offsets
+    /// table written in the same transaction). Where one is ahead of the committed offset
+    /// of its partition, the sink crashed between its commit and the consumer-offset
+    /// commit: the runtime resumes at the sink's offset, and commits it for the group, so
+    /// those rows are not written twice. Offsets behind the committed ones, or of
+    /// partitions not assigned, are ignored; one past the end of the topic is an error.
+    /// Default: none.
+    async fn open(&mut self, committed: &[Committed]) -> Result<Vec<Committed>> {
         let _ = committed;
-        Ok(())
+        Ok(Vec::new())
     }
 
     /// Accept one batch.

@@ -71,6 +71,49 @@ fn committed(p: &SinkPipeline, shared: &Shared) -> Result<Offsets> {
     Ok(out)
 }
 
+/// Move `start` to the offsets a sink's own commits cover where they are ahead (see
+/// [`crate::connector::Sink::open`]), and commit those for the group at once, so a restart
+/// before the next flush resumes there too.
+fn resume_after_own_commits(
+    p: &SinkPipeline,
+    shared: &Shared,
+    start: &mut Offsets,
+    own: &[Committed],
+) -> Result<()> {
+    let mut ahead = Vec::new();
+    for c in own {
+        let key = (c.topic.clone(), c.partition);
+        let Some(&from) = start.get(&key) else {
+            continue; // not assigned to this sink any more
+        };
+        if c.offset <= from {
+            continue;
+        }
+        let end = shared.log.end_offset(&c.topic, c.partition)?;
+        if c.offset > end {
+            return Err(Error::state(format!(
+                "sink `{}` has committed rows of {}/{} up to offset {}, but the topic ends at \
+                 {end}: the topic log is not the one this sink was written from",
+                p.spec.name, c.topic, c.partition, c.offset
+            )));
+        }
+        tracing::info!(
+            sink = %p.spec.name,
+            topic = %c.topic,
+            partition = c.partition,
+            from,
+            to = c.offset,
+            "the sink's own commit is ahead of the group's offset; resuming after it"
+        );
+        start.insert(key, c.offset);
+        ahead.push((c.topic.clone(), c.partition, c.offset));
+    }
+    if !ahead.is_empty() {
+        shared.log.groups().commit(&p.spec.consumer_group, ahead)?;
+    }
+    Ok(())
+}
+
 fn lag(offsets: &Offsets, shared: &Shared) -> u64 {
     offsets
         .iter()
@@ -109,7 +152,7 @@ async fn attempt(
     shared: &Arc<Shared>,
     sources_done: watch::Receiver<bool>,
 ) -> (Result<bool>, bool) {
-    let start = match committed(p, shared) {
+    let mut start = match committed(p, shared) {
         Ok(o) => o,
         Err(e) => return (Err(e), false),
     };
@@ -131,7 +174,11 @@ async fn attempt(
             offset: *offset,
         })
         .collect();
-    if let Err(e) = sink.open(&committed).await {
+    let own = match sink.open(&committed).await {
+        Ok(own) => own,
+        Err(e) => return (Err(e), false),
+    };
+    if let Err(e) = resume_after_own_commits(p, shared, &mut start, &own) {
         return (Err(e), false);
     }
     let mut transforms = match p.transforms.create() {

@@ -3,7 +3,7 @@
 use super::*;
 use crate::batch::{Position, SinkBatch, SourceBatch};
 use crate::config::Validate;
-use crate::connector::{Sink, Source, StreamInfo};
+use crate::connector::{Committed, Sink, Source, StreamInfo};
 use crate::registry::{
     Category, ConnectorInfo, PipelineContext, Registry, SinkConnector, SourceConnector,
 };
@@ -64,12 +64,17 @@ struct Shared2 {
     source_failures: Arc<AtomicU64>,
     sink_failures: Arc<AtomicU64>,
     seen: Arc<Mutex<Vec<i64>>>,
+    /// A transactional sink's commit record: the offsets its flushed rows cover.
+    own: Arc<Mutex<Vec<Committed>>>,
 }
 
 struct Factories {
     total: i64,
     source_fail_at: Option<(i64, bool)>,
     sink_fail_at: Option<i64>,
+    /// The sink stores its offsets with its rows, and fails once right after the commit
+    /// that holds this value, as a process killed before the group commit would.
+    crash_after_own_commit_at: Option<i64>,
     state: Arc<Shared2>,
 }
 
@@ -120,11 +125,29 @@ struct Collect {
     failures: Arc<AtomicU64>,
     accepted: Vec<i64>,
     seen: Arc<Mutex<Vec<i64>>>,
+    crash_after_own_commit_at: Option<i64>,
+    own: Arc<Mutex<Vec<Committed>>>,
+    next: Vec<Committed>,
 }
 
 #[async_trait]
 impl Sink for Collect {
+    async fn open(&mut self, _: &[Committed]) -> Result<Vec<Committed>> {
+        Ok(self
+            .own
+            .lock()
+            .map_err(|_| Error::internal("poisoned"))?
+            .clone())
+    }
+
     async fn write(&mut self, b: &SinkBatch) -> Result<()> {
+        self.next
+            .retain(|c| *c.topic != *b.topic || c.partition != b.partition);
+        self.next.push(Committed {
+            topic: b.topic.to_string(),
+            partition: b.partition,
+            offset: b.next_offset(),
+        });
         let v = b
             .batch
             .column(0)
@@ -142,10 +165,20 @@ impl Sink for Collect {
     }
 
     async fn flush(&mut self) -> Result<()> {
+        let crash = self
+            .crash_after_own_commit_at
+            .is_some_and(|at| self.accepted.contains(&at))
+            && self.failures.fetch_add(1, Ordering::SeqCst) == 0;
         self.seen
             .lock()
             .map_err(|_| Error::internal("poisoned"))?
             .append(&mut self.accepted);
+        if self.crash_after_own_commit_at.is_some() {
+            *self.own.lock().map_err(|_| Error::internal("poisoned"))? = self.next.clone();
+        }
+        if crash {
+            return Err(Error::connect("injected crash after the sink's own commit"));
+        }
         Ok(())
     }
 }
@@ -167,6 +200,9 @@ impl SinkConnector for SinkF {
             failures: self.0.state.sink_failures.clone(),
             accepted: Vec::new(),
             seen: self.0.state.seen.clone(),
+            crash_after_own_commit_at: self.0.crash_after_own_commit_at,
+            own: self.0.state.own.clone(),
+            next: Vec::new(),
         }))
     }
 }
@@ -225,6 +261,7 @@ async fn source_restarts_and_resumes_without_gap_or_duplicate() {
         total: 500,
         source_fail_at: Some((200, true)),
         sink_fail_at: None,
+        crash_after_own_commit_at: None,
         state: Default::default(),
     };
     let (report, state, status) = run(f, dir.path()).await;
@@ -242,6 +279,51 @@ async fn source_restarts_and_resumes_without_gap_or_duplicate() {
         .contains("injected source failure"));
 }
 
+/// A sink that stores its offsets in its own commit and dies before the group commit is
+/// resumed after that commit: no row is written twice, and the group catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_sink_resumes_after_its_own_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Factories {
+        total: 300,
+        source_fail_at: None,
+        sink_fail_at: None,
+        crash_after_own_commit_at: Some(150),
+        state: Default::default(),
+    };
+    let (report, state, _) = run(f, dir.path()).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(state.sink_failures.load(Ordering::SeqCst), 1);
+    assert_eq!(*state.seen.lock().unwrap(), (0..300).collect::<Vec<_>>());
+    let log = EmbeddedLog::open(dir.path(), crate::config::TopicSettings::default()).unwrap();
+    assert_eq!(log.groups().committed("g", "t", 0), Some(300));
+}
+
+/// Offsets past the end of the topic mean the sink was written from another log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_offsets_past_the_topic_end_fail_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(Shared2::default());
+    *state.own.lock().unwrap() = vec![Committed {
+        topic: "t".into(),
+        partition: 0,
+        offset: 1_000_000,
+    }];
+    let f = Factories {
+        total: 30,
+        source_fail_at: None,
+        sink_fail_at: None,
+        crash_after_own_commit_at: None,
+        state,
+    };
+    let (report, _, status) = run(f, dir.path()).await;
+    assert_eq!(report.failed, ["snk"]);
+    let r = status.report();
+    let sink = r.pipelines.iter().find(|p| p.name == "snk").unwrap();
+    let err = sink.last_error.as_deref().unwrap();
+    assert!(err.contains("up to offset 1000000"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_failure_redelivers_from_committed_offsets() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,6 +331,7 @@ async fn sink_failure_redelivers_from_committed_offsets() {
         total: 300,
         source_fail_at: None,
         sink_fail_at: Some(150),
+        crash_after_own_commit_at: None,
         state: Default::default(),
     };
     let (report, state, status) = run(f, dir.path()).await;
@@ -270,6 +353,7 @@ async fn non_retryable_error_fails_the_pipeline() {
         total: 100,
         source_fail_at: Some((50, false)),
         sink_fail_at: None,
+        crash_after_own_commit_at: None,
         state: Default::default(),
     };
     let (report, state, status) = run(f, dir.path()).await;

@@ -265,10 +265,10 @@ impl ObjectStorageSink {
 
 #[async_trait]
 impl Sink for ObjectStorageSink {
-    async fn open(&mut self, committed: &[Committed]) -> Result<()> {
+    async fn open(&mut self, committed: &[Committed]) -> Result<Vec<Committed>> {
         self.backend.discard_staged().await?;
         let Some(journal) = self.read_journal()? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let offset_of = |topic: &str, partition: u32| {
             committed
@@ -306,13 +306,14 @@ impl Sink for ObjectStorageSink {
         }
         match std::fs::remove_file(&self.journal) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io(format!("remove {}", self.journal.display()), e)),
         }
-        match self.journal.parent() {
-            Some(dir) => sync_dir(dir).map_err(|e| Error::io(format!("sync {}", dir.display()), e)),
-            None => Ok(()),
+        if let Some(dir) = self.journal.parent() {
+            sync_dir(dir).map_err(|e| Error::io(format!("sync {}", dir.display()), e))?;
         }
+        // The journal discards uncommitted output instead of recording offsets.
+        Ok(Vec::new())
     }
 
     async fn write(&mut self, b: &SinkBatch) -> Result<()> {
