@@ -2,6 +2,8 @@
 //!
 //! [`register`] adds every compiled-in sink to a [`Registry`].
 
+#[cfg(feature = "delta-lake")]
+pub mod delta_lake;
 #[cfg(feature = "format")]
 pub mod format;
 #[cfg(feature = "object-storage")]
@@ -20,6 +22,8 @@ pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     for c in object_storage::ObjectStorage::all() {
         registry.register_sink(c)?;
     }
+    #[cfg(feature = "delta-lake")]
+    registry.register_sink(delta_lake::DeltaLake)?;
     let _ = &registry;
     Ok(())
 }

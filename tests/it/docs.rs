@@ -58,6 +58,7 @@ fn connector_page(name: &str) -> &'static str {
         "datagen" => "docs/connectors/datagen.md",
         "postgres-cdc" => "docs/connectors/postgres-cdc.md",
         "stdout" => "docs/connectors/stdout.md",
+        "delta-lake" => "docs/connectors/delta-lake.md",
         "object-storage" | "s3" | "gcs" | "azure-blob" => "docs/connectors/object-storage.md",
         other => panic!("connector `{other}` has no docs page in this test's table: add one"),
     }

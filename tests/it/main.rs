@@ -4,6 +4,8 @@
 mod blob;
 mod cli;
 mod crash;
+#[cfg(feature = "lakehouse")]
+mod delta_lake;
 mod docs;
 mod object_storage;
 mod postgres;

@@ -1,0 +1,235 @@
+//! Configuration of the `delta-lake` sink.
+
+use crate::format::{ParquetCompression, ParquetOptions};
+use crate::object_storage::{AzureOptions, GcsOptions, S3Options};
+use rivven_engine::config::{FieldError, Validate};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+fn yes() -> bool {
+    true
+}
+
+fn default_batch_size() -> u64 {
+    10_000
+}
+
+fn default_flush_interval() -> u64 {
+    60
+}
+
+/// `delta-lake` sink configuration.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaLakeConfig {
+    /// Where the table lives: a local directory (`/data/events` or `file:///data/events`),
+    /// `s3://bucket/path`, `gs://bucket/path` or `az://container/path`.
+    pub table_uri: String,
+    /// Create the table from the first batch's schema when it does not exist (default
+    /// true); false: a missing table is an error.
+    #[serde(default = "yes")]
+    pub auto_create_table: bool,
+    /// Rows buffered before a commit is made (default 10000).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u64,
+    /// Longest time, in seconds, that a buffered row waits for its commit (default 60).
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval_secs: u64,
+    /// Parquet page compression (default `snappy`).
+    #[serde(default)]
+    pub compression: ParquetCompression,
+    /// Level for gzip, zstd and brotli.
+    #[serde(default)]
+    pub compression_level: Option<u32>,
+    /// Columns the table is partitioned by, when this sink creates it (an existing
+    /// table keeps its own partitioning, and must have these columns as its partition
+    /// columns).
+    #[serde(default)]
+    pub partition_columns: Vec<String>,
+    /// Add columns that appear in the data to the table's schema in the same commit
+    /// (Delta's `mergeSchema`; default true). False: a batch whose schema differs from the
+    /// table's fails.
+    #[serde(default = "yes")]
+    pub merge_schema: bool,
+    /// S3 credentials and endpoint, for `s3://` tables.
+    #[serde(default)]
+    pub s3: Option<S3Options>,
+    /// GCS credentials and endpoint, for `gs://` tables.
+    #[serde(default)]
+    pub gcs: Option<GcsOptions>,
+    /// Azure credentials and endpoint, for `az://` tables.
+    #[serde(default)]
+    pub azure: Option<AzureOptions>,
+}
+
+/// Where a table lives, from the scheme of `table_uri`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// A local directory.
+    Local,
+    /// `s3://`, `s3a://`.
+    S3,
+    /// `gs://`.
+    Gcs,
+    /// `az://`, `abfs://`, `abfss://`, `azure://`.
+    Azure,
+}
+
+impl DeltaLakeConfig {
+    /// The store `table_uri` names, or `None` for an unknown scheme.
+    pub fn store(&self) -> Option<Store> {
+        match self.table_uri.split_once("://") {
+            None => Some(Store::Local),
+            Some(("file", _)) => Some(Store::Local),
+            Some(("s3" | "s3a", _)) => Some(Store::S3),
+            Some(("gs", _)) => Some(Store::Gcs),
+            Some(("az" | "abfs" | "abfss" | "azure", _)) => Some(Store::Azure),
+            Some(_) => None,
+        }
+    }
+
+    /// The table URL: local paths are made absolute.
+    pub fn url(&self) -> Result<url::Url, String> {
+        match self.store() {
+            Some(Store::Local) if !self.table_uri.starts_with("file://") => {
+                let path = std::path::absolute(&self.table_uri)
+                    .map_err(|e| format!("{}: {e}", self.table_uri))?;
+                url::Url::from_directory_path(&path)
+                    .map_err(|()| format!("{} is not an absolute path", path.display()))
+            }
+            _ => url::Url::parse(&self.table_uri).map_err(|e| format!("{}: {e}", self.table_uri)),
+        }
+    }
+
+    /// The Parquet writer properties.
+    pub fn writer_properties(&self) -> Result<parquet::file::properties::WriterProperties, String> {
+        ParquetOptions {
+            compression: self.compression,
+            compression_level: self.compression_level,
+            ..ParquetOptions::default()
+        }
+        .properties()
+    }
+
+    /// The storage options handed to delta-rs (object_store configuration keys).
+    pub fn storage_options(&self) -> HashMap<String, String> {
+        let mut o = HashMap::new();
+        let mut put = |k: &str, v: &str| {
+            o.insert(k.to_string(), v.to_string());
+        };
+        match self.store() {
+            Some(Store::S3) => {
+                let s = self.s3.clone().unwrap_or_default();
+                if let Some(r) = &s.region {
+                    put("aws_region", r);
+                }
+                if let Some(ep) = &s.endpoint_url {
+                    put("aws_endpoint", ep);
+                    let http = s.allow_http.unwrap_or(ep.starts_with("http://"));
+                    put("aws_allow_http", &http.to_string());
+                } else if let Some(h) = s.allow_http {
+                    put("aws_allow_http", &h.to_string());
+                }
+                put(
+                    "aws_virtual_hosted_style_request",
+                    &(!s.force_path_style).to_string(),
+                );
+                if let Some(k) = &s.access_key_id {
+                    put("aws_access_key_id", k);
+                }
+                if let Some(k) = &s.secret_access_key {
+                    put("aws_secret_access_key", k.expose());
+                }
+                if let Some(t) = &s.session_token {
+                    put("aws_session_token", t.expose());
+                }
+            }
+            Some(Store::Gcs) => {
+                let g = self.gcs.clone().unwrap_or_default();
+                if let Some(f) = &g.credentials_file {
+                    put("google_service_account", f);
+                }
+                if let Some(ep) = &g.endpoint_url {
+                    put("google_base_url", ep);
+                    if ep.starts_with("http://") {
+                        put("allow_http", "true");
+                    }
+                }
+            }
+            Some(Store::Azure) => {
+                let a = self.azure.clone().unwrap_or_default();
+                if let Some(n) = &a.account_name {
+                    put("azure_storage_account_name", n);
+                }
+                if let Some(k) = &a.access_key {
+                    put("azure_storage_account_key", k.expose());
+                }
+                if let Some(s) = &a.sas_token {
+                    put("azure_storage_sas_key", s.expose());
+                }
+                if let Some(ep) = &a.endpoint_url {
+                    put("azure_storage_endpoint", ep);
+                }
+                if a.use_emulator {
+                    put("azure_storage_use_emulator", "true");
+                }
+            }
+            Some(Store::Local) | None => {}
+        }
+        o
+    }
+}
+
+impl Validate for DeltaLakeConfig {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        match self.store() {
+            None => errs.push(FieldError::new(
+                "table_uri",
+                "a local path, file://, s3://, gs:// or az:// URL",
+            )),
+            Some(store) => {
+                if let Err(e) = self.url() {
+                    errs.push(FieldError::new("table_uri", e));
+                }
+                for (key, set, wanted) in [
+                    ("s3", self.s3.is_some(), Store::S3),
+                    ("gcs", self.gcs.is_some(), Store::Gcs),
+                    ("azure", self.azure.is_some(), Store::Azure),
+                ] {
+                    if set && store != wanted {
+                        errs.push(FieldError::new(
+                            key,
+                            format!("applies to {key} tables only; table_uri names another store"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(g) = &self.gcs {
+            if !g.use_adc && g.credentials_file.is_none() && g.endpoint_url.is_none() {
+                errs.push(FieldError::new(
+                    "gcs.use_adc",
+                    "false needs gcs.credentials_file (or an emulator endpoint_url)",
+                ));
+            }
+        }
+        if self.batch_size == 0 {
+            errs.push(FieldError::new("batch_size", "at least 1"));
+        }
+        if self.flush_interval_secs == 0 || self.flush_interval_secs > 86_400 {
+            errs.push(FieldError::new(
+                "flush_interval_secs",
+                "between 1 and 86400",
+            ));
+        }
+        if let Err(e) = self.writer_properties() {
+            errs.push(FieldError::new("compression_level", e));
+        }
+        if self.partition_columns.iter().any(|c| c.is_empty()) {
+            errs.push(FieldError::new("partition_columns", "empty column name"));
+        }
+        errs
+    }
+}
