@@ -130,3 +130,86 @@ sinks:
     assert_eq!(again["rows"], 5000, "{again}");
     assert_eq!(again["version"], version, "no new commit: {again}");
 }
+
+/// Versions in the table's log (commit files), 0 before the first commit.
+fn log_versions(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// kill -9 while commits are being made, five times, then a run to the end: the table
+/// holds every row exactly once.
+#[test]
+fn kill_9_during_commits_leaves_every_row_once() {
+    const N: i64 = 60_000;
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let lake = tempfile::tempdir().unwrap();
+    let table = lake.path().join("orders");
+    let p = Pipeline::new(&format!(
+        "sources:
+  gen:
+    connector: datagen
+    topic: orders
+    config: {{pattern: orders, events_per_second: 15000, max_events: {N}, seed: 5}}
+sinks:
+  lake:
+    connector: delta-lake
+    topics: [orders]
+    consumer_group: lake
+    start_offset: earliest
+    config: {{table_uri: {}, batch_size: 700, flush_interval_secs: 1}}
+",
+        table.display()
+    ));
+    let mut kills = 0;
+    let mut versions = Vec::new();
+    for delay_ms in [900u64, 650, 1100, 500, 800] {
+        let mut child = std::process::Command::new(crate::support::bin())
+            .args(["run", "-c"])
+            .arg(p.config())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            assert_eq!(crate::support::unsafe_kill(child.id(), libc::SIGKILL), 0);
+            kills += 1;
+        }
+        child.wait().unwrap();
+        versions.push(log_versions(&table));
+    }
+    assert!(kills >= 4, "the run ended before it could be killed");
+    assert!(
+        versions.windows(2).all(|w| w[0] <= w[1]) && versions[versions.len() - 1] > 0,
+        "no commits between kills: {versions:?}"
+    );
+    let out = p.cmd(&["run"]);
+    assert!(
+        out.status.success(),
+        "final run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+print(json.dumps(DeltaTable(sys.argv[1]).to_pyarrow_table().column("sequence").to_pylist()))
+"#;
+    let out = py.run(script, &[&table.to_string_lossy()]).unwrap();
+    let mut seqs: Vec<i64> = serde_json::from_str(out.trim()).unwrap();
+    let total = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(total - seqs.len(), 0, "duplicate rows");
+    assert_eq!(seqs, (0..N).collect::<Vec<_>>(), "missing rows");
+    eprintln!(
+        "kill -9 x{kills}: {} table versions, {total} rows, 0 duplicates, 0 missing (versions after each kill: {versions:?})",
+        log_versions(&table)
+    );
+}
