@@ -213,3 +213,50 @@ print(json.dumps(DeltaTable(sys.argv[1]).to_pyarrow_table().column("sequence").t
         log_versions(&table)
     );
 }
+
+/// The same rows into a table on S3 (s3s-fs), read back from the server's directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_read_back_exactly_from_s3() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let s3 = rivven_testkit::require!(rivven_testkit::s3());
+    let bucket = s3
+        .create_bucket(&rivven_testkit::unique_name("delta"))
+        .unwrap();
+    let p = Pipeline::new(&format!(
+        "sources:
+  gen:
+    connector: datagen
+    topic: orders
+    config: {{pattern: orders, events_per_second: 0, max_events: 3000, seed: 9}}
+sinks:
+  lake:
+    connector: delta-lake
+    topics: [orders]
+    consumer_group: lake
+    start_offset: earliest
+    config:
+      table_uri: s3://{bucket}/warehouse/orders
+      batch_size: 1000
+      s3: {{endpoint_url: '{}', access_key_id: {}, secret_access_key: {}, region: us-east-1}}
+",
+        s3.endpoint, s3.access_key, s3.secret_key
+    ));
+    let out = p.cmd(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = p.cmd(&["run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ipc = p.dir.path().join("reference.arrow");
+    assert_eq!(reference(&p, "orders", &ipc).await, 3000);
+    let got = compare(&py, &ipc, &s3.root.join(&bucket).join("warehouse/orders"));
+    assert_eq!(got["rows"], 3000, "{got}");
+    assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["txn"]["rivven-connect/lake/orders/0"], 3000, "{got}");
+}
