@@ -260,3 +260,72 @@ sinks:
     assert_eq!(got["equal"], true, "{got}");
     assert_eq!(got["txn"]["rivven-connect/lake/orders/0"], 3000, "{got}");
 }
+
+/// The same rows into a table on Azure Blob Storage (azurite), downloaded and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_read_back_exactly_from_azurite() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let az = rivven_testkit::require!(rivven_testkit::azurite());
+    let container = rivven_testkit::unique_name("delta").replace('_', "-");
+    const ADMIN: &str = r#"
+import os, sys
+from azure.storage.blob import BlobServiceClient
+svc = BlobServiceClient.from_connection_string(sys.argv[1])
+if sys.argv[2] == "create":
+    svc.create_container(sys.argv[3])
+else:
+    c = svc.get_container_client(sys.argv[3])
+    for b in c.list_blobs(name_starts_with=sys.argv[4]):
+        path = os.path.join(sys.argv[5], b.name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(c.download_blob(b.name).readall())
+print("ok")
+"#;
+    let cs = az.connection_string();
+    py.run(ADMIN, &[&cs, "create", &container]).unwrap();
+    let p = Pipeline::new(&format!(
+        "sources:
+  gen:
+    connector: datagen
+    topic: orders
+    config: {{pattern: orders, events_per_second: 0, max_events: 3000, seed: 9}}
+sinks:
+  lake:
+    connector: delta-lake
+    topics: [orders]
+    consumer_group: lake
+    start_offset: earliest
+    config:
+      table_uri: az://{container}/warehouse/orders
+      batch_size: 1000
+      azure: {{use_emulator: true}}
+"
+    ));
+    let env = [("AZURITE_BLOB_STORAGE_URL", az.blob_url.as_str())];
+    for cmd in ["check", "run"] {
+        let out = p.cmd_env(&[cmd], &env);
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ipc = p.dir.path().join("reference.arrow");
+    assert_eq!(reference(&p, "orders", &ipc).await, 3000);
+    let dl = p.dir.path().join("download");
+    py.run(
+        ADMIN,
+        &[
+            &cs,
+            "get",
+            &container,
+            "warehouse/orders/",
+            &dl.to_string_lossy(),
+        ],
+    )
+    .unwrap();
+    let got = compare(&py, &ipc, &dl.join("warehouse/orders"));
+    assert_eq!(got["rows"], 3000, "{got}");
+    assert_eq!(got["equal"], true, "{got}");
+}
