@@ -17,9 +17,9 @@ use arrow::array::{
     StructArray,
 };
 use arrow::datatypes::{
-    DataType, Date32Type, Field, FieldRef, Float16Type, Float32Type, Float64Type, Schema, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType,
+    ArrowPrimitiveType, DataType, Date32Type, Field, FieldRef, Float16Type, Float32Type,
+    Float64Type, Schema, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
 };
 use arrow::error::ArrowError;
 use arrow::json::writer::{make_encoder, Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
@@ -57,21 +57,23 @@ impl EncoderFactory for Encoders {
                 };
                 Ok(Some(NullableEncoder::new(Box::new(RawJson(text)), nulls)))
             }
-            DataType::Date32 | DataType::Timestamp(..) => {
-                let finite = make_encoder(field, array, &PLAIN)?;
-                Ok(Some(NullableEncoder::new(
-                    Box::new(Temporal { array, finite }),
-                    nulls,
-                )))
+            _ => {
+                if let Some(values) = Instants::of(array) {
+                    let finite = make_encoder(field, array, &PLAIN)?;
+                    return Ok(Some(NullableEncoder::new(
+                        Box::new(Temporal { values, finite }),
+                        nulls,
+                    )));
+                }
+                if let Some(values) = Floats::of(array) {
+                    let finite = make_encoder(field, array, &PLAIN)?;
+                    return Ok(Some(NullableEncoder::new(
+                        Box::new(Float { values, finite }),
+                        nulls,
+                    )));
+                }
+                Ok(None)
             }
-            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-                let finite = make_encoder(field, array, &PLAIN)?;
-                Ok(Some(NullableEncoder::new(
-                    Box::new(Float { array, finite }),
-                    nulls,
-                )))
-            }
-            _ => Ok(None),
         }
     }
 }
@@ -85,25 +87,42 @@ impl Encoder for RawJson<'_> {
     }
 }
 
-/// A float: finite values as arrow-json writes them, others as PostgreSQL's strings.
-struct Float<'a> {
-    array: &'a dyn Array,
-    finite: NullableEncoder<'a>,
+/// The values of a float array, read once per array (not per row).
+#[derive(Clone, Copy)]
+enum Floats<'a> {
+    F16(&'a [<Float16Type as ArrowPrimitiveType>::Native]),
+    F32(&'a [f32]),
+    F64(&'a [f64]),
 }
 
-impl Float<'_> {
-    fn value(&self, idx: usize) -> f64 {
-        match self.array.data_type() {
-            DataType::Float16 => self.array.as_primitive::<Float16Type>().value(idx).to_f64(),
-            DataType::Float32 => f64::from(self.array.as_primitive::<Float32Type>().value(idx)),
-            _ => self.array.as_primitive::<Float64Type>().value(idx),
+impl<'a> Floats<'a> {
+    fn of(array: &'a dyn Array) -> Option<Self> {
+        Some(match array.data_type() {
+            DataType::Float16 => Floats::F16(array.as_primitive::<Float16Type>().values()),
+            DataType::Float32 => Floats::F32(array.as_primitive::<Float32Type>().values()),
+            DataType::Float64 => Floats::F64(array.as_primitive::<Float64Type>().values()),
+            _ => return None,
+        })
+    }
+
+    fn get(self, idx: usize) -> f64 {
+        match self {
+            Floats::F16(v) => v[idx].to_f64(),
+            Floats::F32(v) => f64::from(v[idx]),
+            Floats::F64(v) => v[idx],
         }
     }
 }
 
+/// A float: finite values as arrow-json writes them, others as PostgreSQL's strings.
+struct Float<'a> {
+    values: Floats<'a>,
+    finite: NullableEncoder<'a>,
+}
+
 impl Encoder for Float<'_> {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        let v = self.value(idx);
+        let v = self.values.get(idx);
         if v.is_nan() {
             out.extend_from_slice(b"\"NaN\"");
         } else if v == f64::INFINITY {
@@ -116,33 +135,44 @@ impl Encoder for Float<'_> {
     }
 }
 
-/// Whether row `idx` of a date or timestamp array holds an infinity sentinel: `Some(true)`
-/// for `infinity`, `Some(false)` for `-infinity`.
-fn infinity(array: &dyn Array, idx: usize) -> Option<bool> {
-    match array.data_type() {
-        DataType::Date32 => match array.as_primitive::<Date32Type>().value(idx) {
-            i32::MAX => Some(true),
-            v if v == -i32::MAX => Some(false),
-            _ => None,
-        },
-        DataType::Timestamp(unit, _) => {
-            let v = match unit {
-                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(idx),
-                TimeUnit::Millisecond => {
-                    array.as_primitive::<TimestampMillisecondType>().value(idx)
-                }
-                TimeUnit::Microsecond => {
-                    array.as_primitive::<TimestampMicrosecondType>().value(idx)
-                }
-                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(idx),
-            };
-            match v {
-                i64::MAX => Some(true),
-                v if v == -i64::MAX => Some(false),
+/// The values of a date or timestamp array, read once per array (not per row).
+#[derive(Clone, Copy)]
+enum Instants<'a> {
+    /// Date32: days.
+    Days(&'a [i32]),
+    /// Timestamps of any unit.
+    Units(&'a [i64]),
+}
+
+impl<'a> Instants<'a> {
+    fn of(array: &'a dyn Array) -> Option<Self> {
+        Some(match array.data_type() {
+            DataType::Date32 => Instants::Days(array.as_primitive::<Date32Type>().values()),
+            DataType::Timestamp(unit, _) => Instants::Units(match unit {
+                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().values(),
+                TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().values(),
+                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().values(),
+                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().values(),
+            }),
+            _ => return None,
+        })
+    }
+
+    /// Whether row `idx` holds an infinity sentinel: `Some(true)` for `infinity`,
+    /// `Some(false)` for `-infinity`.
+    fn infinity(self, idx: usize) -> Option<bool> {
+        match self {
+            Instants::Days(v) => match v[idx] {
+                i32::MAX => Some(true),
+                d if d == -i32::MAX => Some(false),
                 _ => None,
-            }
+            },
+            Instants::Units(v) => match v[idx] {
+                i64::MAX => Some(true),
+                t if t == -i64::MAX => Some(false),
+                _ => None,
+            },
         }
-        _ => None,
     }
 }
 
@@ -157,13 +187,13 @@ fn infinity_text(positive: bool) -> &'static str {
 /// A date or timestamp: infinity sentinels as strings, other values as arrow-json writes
 /// them.
 struct Temporal<'a> {
-    array: &'a dyn Array,
+    values: Instants<'a>,
     finite: NullableEncoder<'a>,
 }
 
 impl Encoder for Temporal<'_> {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        match infinity(self.array, idx) {
+        match self.values.infinity(idx) {
             Some(p) => {
                 out.push(b'"');
                 out.extend_from_slice(infinity_text(p).as_bytes());
@@ -210,14 +240,17 @@ fn retyped(field: &FieldRef, data_type: &DataType) -> FieldRef {
 fn texted(col: &ArrayRef) -> Result<Option<ArrayRef>, ArrowError> {
     match col.data_type() {
         DataType::Date32 | DataType::Timestamp(..) => {
-            let any = (0..col.len()).any(|i| col.is_valid(i) && infinity(col, i).is_some());
+            let Some(values) = Instants::of(col.as_ref()) else {
+                return Ok(None);
+            };
+            let any = (0..col.len()).any(|i| col.is_valid(i) && values.infinity(i).is_some());
             if !any {
                 return Ok(None);
             }
             let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())?;
             let text: StringArray = (0..col.len())
                 .map(|i| {
-                    col.is_valid(i).then(|| match infinity(col, i) {
+                    col.is_valid(i).then(|| match values.infinity(i) {
                         Some(p) => infinity_text(p).to_owned(),
                         None => fmt.value(i).to_string(),
                     })

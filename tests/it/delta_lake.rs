@@ -1,7 +1,7 @@
 //! `delta-lake` sink end to end: the table read back by delta-rs's Python reader, and
 //! exactly once across a lost consumer-offset commit.
 
-use crate::support::Pipeline;
+use crate::support::{kill_9_runs, reference, stderr, Pipeline};
 use std::path::{Path, PathBuf};
 
 /// Every row of the Delta table at `table` and of the topic `topic` (as `rivven-connect`
@@ -36,27 +36,40 @@ print(json.dumps({"rows": len(got_rows), "equal": ref_rows == got_rows,
     serde_json::from_str(out.trim()).unwrap()
 }
 
-/// Write partition 0 of `topic` to an Arrow IPC file; returns its row count.
-async fn reference(p: &Pipeline, topic: &str, path: &Path) -> usize {
-    let log = p.log();
-    let end = log.end_offset(topic, 0).unwrap();
-    let mut from = 0;
-    let mut batches = Vec::new();
-    while from < end {
-        for b in log.read(topic, 0, from, 1 << 24).await.unwrap() {
-            from = b.next_offset();
-            batches.push(b.batch);
-        }
+/// datagen `orders` (`max` events at `rate` per second; 0: as fast as it can) into a
+/// `delta-lake` sink `lake`, group `lake`, with `config` (the lines of its `config:`
+/// mapping, each indented six spaces).
+fn orders_into_delta(max: u64, rate: u64, config: &str) -> Pipeline {
+    Pipeline::new(&format!(
+        "sources:
+  gen:
+    connector: datagen
+    topic: orders
+    config: {{pattern: orders, events_per_second: {rate}, max_events: {max}, seed: 5}}
+sinks:
+  lake:
+    connector: delta-lake
+    topics: [orders]
+    consumer_group: lake
+    start_offset: earliest
+    config:
+{config}"
+    ))
+}
+
+/// `rivven-connect <cmd>` for each of `cmds` (with `env`), each expected to succeed.
+fn run_ok(p: &Pipeline, cmds: &[&str], env: &[(&str, &str)]) {
+    for cmd in cmds {
+        let out = p.cmd_env(&[cmd], env);
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
     }
-    let schema = batches[0].schema();
-    let mut w =
-        arrow::ipc::writer::FileWriter::try_new(std::fs::File::create(path).unwrap(), &schema)
-            .unwrap();
-    for b in &batches {
-        w.write(b).unwrap();
-    }
-    w.finish().unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// The topic's rows written to `reference.arrow` in the pipeline's directory.
+async fn reference_file(p: &Pipeline) -> (PathBuf, usize) {
+    let ipc = p.dir.path().join("reference.arrow");
+    let rows = reference(&p.log(), "orders", &ipc).await;
+    (ipc, rows)
 }
 
 fn group_file(state: &Path, group: &str) -> Option<PathBuf> {
@@ -82,33 +95,16 @@ async fn rows_read_back_exactly_and_a_replay_writes_nothing_twice() {
     let py = rivven_testkit::require!(rivven_testkit::python());
     let lake = tempfile::tempdir().unwrap();
     let table = lake.path().join("orders");
-    let p = Pipeline::new(&format!(
-        "sources:
-  gen:
-    connector: datagen
-    topic: orders
-    config: {{pattern: orders, events_per_second: 0, max_events: 5000, seed: 5}}
-sinks:
-  lake:
-    connector: delta-lake
-    topics: [orders]
-    consumer_group: lake
-    start_offset: earliest
-    config:
-      table_uri: {}
-      batch_size: 1500
-      compression: zstd
-",
-        table.display()
-    ));
-    let out = p.cmd(&["run"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let p = orders_into_delta(
+        5000,
+        0,
+        &format!(
+            "      table_uri: {}\n      batch_size: 1500\n      compression: zstd\n",
+            table.display()
+        ),
     );
-    let ipc = p.dir.path().join("reference.arrow");
-    let rows = reference(&p, "orders", &ipc).await;
+    run_ok(&p, &["run"], &[]);
+    let (ipc, rows) = reference_file(&p).await;
     assert_eq!(rows, 5000);
     let got = compare(&py, &ipc, &table);
     assert_eq!(got["rows"], 5000, "{got}");
@@ -120,12 +116,7 @@ sinks:
     // The group's offsets are lost (a crash between the table commit and the offset
     // commit): the replay from `earliest` resumes after the table's own offsets.
     std::fs::remove_file(group_file(&p.state(), "lake").expect("group file")).unwrap();
-    let out = p.cmd(&["run"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&p, &["run"], &[]);
     let again = compare(&py, &ipc, &table);
     assert_eq!(again["rows"], 5000, "{again}");
     assert_eq!(again["version"], version, "no new commit: {again}");
@@ -150,41 +141,15 @@ fn kill_9_during_commits_leaves_every_row_once() {
     let py = rivven_testkit::require!(rivven_testkit::python());
     let lake = tempfile::tempdir().unwrap();
     let table = lake.path().join("orders");
-    let p = Pipeline::new(&format!(
-        "sources:
-  gen:
-    connector: datagen
-    topic: orders
-    config: {{pattern: orders, events_per_second: 15000, max_events: {N}, seed: 5}}
-sinks:
-  lake:
-    connector: delta-lake
-    topics: [orders]
-    consumer_group: lake
-    start_offset: earliest
-    config: {{table_uri: {}, batch_size: 700, flush_interval_secs: 1}}
-",
-        table.display()
-    ));
-    let mut kills = 0;
-    let mut versions = Vec::new();
-    for delay_ms in [900u64, 650, 1100, 500, 800] {
-        let mut child = std::process::Command::new(crate::support::bin())
-            .args(["run", "-c"])
-            .arg(p.config())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            assert_eq!(crate::support::unsafe_kill(child.id(), libc::SIGKILL), 0);
-            kills += 1;
-        }
-        child.wait().unwrap();
-        versions.push(log_versions(&table));
-    }
+    let p = orders_into_delta(
+        N as u64,
+        15_000,
+        &format!(
+            "      {{table_uri: {}, batch_size: 700, flush_interval_secs: 1}}\n",
+            table.display()
+        ),
+    );
+    let (kills, versions) = kill_9_runs(&p, || log_versions(&table));
     assert!(kills >= 4, "the run ended before it could be killed");
     assert!(
         versions.windows(2).all(|w| w[0] <= w[1]) && versions[versions.len() - 1] > 0,
@@ -222,39 +187,18 @@ async fn rows_read_back_exactly_from_s3() {
     let bucket = s3
         .create_bucket(&rivven_testkit::unique_name("delta"))
         .unwrap();
-    let p = Pipeline::new(&format!(
-        "sources:
-  gen:
-    connector: datagen
-    topic: orders
-    config: {{pattern: orders, events_per_second: 0, max_events: 3000, seed: 9}}
-sinks:
-  lake:
-    connector: delta-lake
-    topics: [orders]
-    consumer_group: lake
-    start_offset: earliest
-    config:
-      table_uri: s3://{bucket}/warehouse/orders
-      batch_size: 1000
-      s3: {{endpoint_url: '{}', access_key_id: {}, secret_access_key: {}, region: us-east-1}}
-",
-        s3.endpoint, s3.access_key, s3.secret_key
-    ));
-    let out = p.cmd(&["check"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let p = orders_into_delta(
+        3000,
+        0,
+        &format!(
+            "      table_uri: s3://{bucket}/warehouse/orders\n      batch_size: 1000\n      \
+             s3: {{endpoint_url: '{}', access_key_id: {}, secret_access_key: {}, region: us-east-1}}\n",
+            s3.endpoint, s3.access_key, s3.secret_key
+        ),
     );
-    let out = p.cmd(&["run"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ipc = p.dir.path().join("reference.arrow");
-    assert_eq!(reference(&p, "orders", &ipc).await, 3000);
+    run_ok(&p, &["check", "run"], &[]);
+    let (ipc, rows) = reference_file(&p).await;
+    assert_eq!(rows, 3000);
     let got = compare(&py, &ipc, &s3.root.join(&bucket).join("warehouse/orders"));
     assert_eq!(got["rows"], 3000, "{got}");
     assert_eq!(got["equal"], true, "{got}");
@@ -284,35 +228,21 @@ print("ok")
 "#;
     let cs = az.connection_string();
     py.run(ADMIN, &[&cs, "create", &container]).unwrap();
-    let p = Pipeline::new(&format!(
-        "sources:
-  gen:
-    connector: datagen
-    topic: orders
-    config: {{pattern: orders, events_per_second: 0, max_events: 3000, seed: 9}}
-sinks:
-  lake:
-    connector: delta-lake
-    topics: [orders]
-    consumer_group: lake
-    start_offset: earliest
-    config:
-      table_uri: az://{container}/warehouse/orders
-      batch_size: 1000
-      azure: {{use_emulator: true}}
-"
-    ));
-    let env = [("AZURITE_BLOB_STORAGE_URL", az.blob_url.as_str())];
-    for cmd in ["check", "run"] {
-        let out = p.cmd_env(&[cmd], &env);
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let ipc = p.dir.path().join("reference.arrow");
-    assert_eq!(reference(&p, "orders", &ipc).await, 3000);
+    let p = orders_into_delta(
+        3000,
+        0,
+        &format!(
+            "      table_uri: az://{container}/warehouse/orders\n      batch_size: 1000\n      \
+             azure: {{use_emulator: true}}\n"
+        ),
+    );
+    run_ok(
+        &p,
+        &["check", "run"],
+        &[("AZURITE_BLOB_STORAGE_URL", az.blob_url.as_str())],
+    );
+    let (ipc, rows) = reference_file(&p).await;
+    assert_eq!(rows, 3000);
     let dl = p.dir.path().join("download");
     py.run(
         ADMIN,

@@ -3,10 +3,8 @@
 //! (pyarrow, fastavro, cramjam) and compared row by row with what the topic held; kill -9
 //! during writes leaves every row exactly once; `check` rejects dead or missing keys.
 
-use crate::support::{stderr, unsafe_kill, Pipeline};
-use rivven_connect::engine::topic::EmbeddedLog;
+use crate::support::{stderr, Pipeline};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const PY: &str = include_str!("read_objects.py");
 
@@ -39,29 +37,6 @@ fn compression_line(c: &Case) -> String {
     } else {
         String::new()
     }
-}
-
-/// Write the topic's batches (partition 0) to an Arrow IPC file: the reference.
-async fn reference(log: &EmbeddedLog, topic: &str, path: &Path) -> usize {
-    let end = log.end_offset(topic, 0).unwrap();
-    let mut from = 0;
-    let mut batches = Vec::new();
-    while from < end {
-        for b in log.read(topic, 0, from, 1 << 24).await.unwrap() {
-            from = b.next_offset();
-            batches.push(b.batch);
-        }
-    }
-    let schema = batches[0].schema();
-    let mut w =
-        arrow::ipc::writer::FileWriter::try_new(std::fs::File::create(path).unwrap(), &schema)
-            .unwrap();
-    for b in &batches {
-        w.write(&b.clone().with_schema(schema.clone()).unwrap())
-            .unwrap();
-    }
-    w.finish().unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
 }
 
 /// Every visible file under `dir` (hidden staging directories skipped), sorted by path:
@@ -115,7 +90,7 @@ async fn run_to_end(p: &Pipeline, topic: &str, env: &[(&str, &str)]) -> (PathBuf
     let out = p.cmd_env(&["run"], env);
     assert!(out.status.success(), "run failed: {}", stderr(&out));
     let ipc = p.dir.path().join("reference.arrow");
-    let rows = reference(&p.log(), topic, &ipc).await;
+    let rows = crate::support::reference(&p.log(), topic, &ipc).await;
     (ipc, rows)
 }
 
@@ -400,25 +375,7 @@ sinks:
 "
     );
     let p = Pipeline::new(&body);
-    let mut kills = 0;
-    let mut progress = Vec::new();
-    for delay_ms in [900u64, 650, 1100, 500, 800] {
-        let mut child = std::process::Command::new(crate::support::bin())
-            .args(["run", "-c"])
-            .arg(p.config())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            assert_eq!(unsafe_kill(child.id(), libc::SIGKILL), 0);
-            kills += 1;
-        }
-        child.wait().unwrap();
-        progress.push(list().len());
-    }
+    let (kills, progress) = crate::support::kill_9_runs(&p, || list().len());
     assert!(kills >= 4, "the run ended before it could be killed");
     assert!(
         progress.windows(2).all(|w| w[0] <= w[1]) && progress[progress.len() - 1] > 0,

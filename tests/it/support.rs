@@ -135,3 +135,51 @@ pub fn unsafe_kill(pid: u32, sig: i32) -> i32 {
         libc::kill(pid as i32, sig)
     }
 }
+
+/// Write the topic's batches (partition 0) to an Arrow IPC file: the reference.
+pub async fn reference(log: &EmbeddedLog, topic: &str, path: &Path) -> usize {
+    let end = log.end_offset(topic, 0).unwrap();
+    let mut from = 0;
+    let mut batches = Vec::new();
+    while from < end {
+        for b in log.read(topic, 0, from, 1 << 24).await.unwrap() {
+            from = b.next_offset();
+            batches.push(b.batch);
+        }
+    }
+    let schema = batches[0].schema();
+    let mut w =
+        arrow::ipc::writer::FileWriter::try_new(std::fs::File::create(path).unwrap(), &schema)
+            .unwrap();
+    for b in &batches {
+        w.write(&b.clone().with_schema(schema.clone()).unwrap())
+            .unwrap();
+    }
+    w.finish().unwrap();
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Start `run` five times and SIGKILL it 500-1100 ms later (unless it already ended),
+/// calling `progress` after each: the number of kills and what `progress` returned.
+pub fn kill_9_runs(p: &Pipeline, mut progress: impl FnMut() -> usize) -> (u32, Vec<usize>) {
+    let mut kills = 0;
+    let mut seen = Vec::new();
+    for delay_ms in [900u64, 650, 1100, 500, 800] {
+        let mut child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(p.config())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            assert_eq!(unsafe_kill(child.id(), libc::SIGKILL), 0);
+            kills += 1;
+        }
+        child.wait().unwrap();
+        seen.push(progress());
+    }
+    (kills, seen)
+}

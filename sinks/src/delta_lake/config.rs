@@ -112,72 +112,19 @@ impl DeltaLakeConfig {
         .properties()
     }
 
-    /// The storage options handed to delta-rs (object_store configuration keys).
+    /// The storage options handed to delta-rs: the store block's `object_store` keys,
+    /// mapped as for the object-storage sinks.
     pub fn storage_options(&self) -> HashMap<String, String> {
-        let mut o = HashMap::new();
-        let mut put = |k: &str, v: &str| {
-            o.insert(k.to_string(), v.to_string());
+        let options = match self.store() {
+            Some(Store::S3) => self.s3.clone().unwrap_or_default().store_options(),
+            Some(Store::Gcs) => self.gcs.clone().unwrap_or_default().store_options(),
+            Some(Store::Azure) => self.azure.clone().unwrap_or_default().store_options(),
+            Some(Store::Local) | None => Vec::new(),
         };
-        match self.store() {
-            Some(Store::S3) => {
-                let s = self.s3.clone().unwrap_or_default();
-                if let Some(r) = &s.region {
-                    put("aws_region", r);
-                }
-                if let Some(ep) = &s.endpoint_url {
-                    put("aws_endpoint", ep);
-                    let http = s.allow_http.unwrap_or(ep.starts_with("http://"));
-                    put("aws_allow_http", &http.to_string());
-                } else if let Some(h) = s.allow_http {
-                    put("aws_allow_http", &h.to_string());
-                }
-                put(
-                    "aws_virtual_hosted_style_request",
-                    &(!s.force_path_style).to_string(),
-                );
-                if let Some(k) = &s.access_key_id {
-                    put("aws_access_key_id", k);
-                }
-                if let Some(k) = &s.secret_access_key {
-                    put("aws_secret_access_key", k.expose());
-                }
-                if let Some(t) = &s.session_token {
-                    put("aws_session_token", t.expose());
-                }
-            }
-            Some(Store::Gcs) => {
-                let g = self.gcs.clone().unwrap_or_default();
-                if let Some(f) = &g.credentials_file {
-                    put("google_service_account", f);
-                }
-                if let Some(ep) = &g.endpoint_url {
-                    put("google_base_url", ep);
-                    if ep.starts_with("http://") {
-                        put("allow_http", "true");
-                    }
-                }
-            }
-            Some(Store::Azure) => {
-                let a = self.azure.clone().unwrap_or_default();
-                if let Some(n) = &a.account_name {
-                    put("azure_storage_account_name", n);
-                }
-                if let Some(k) = &a.access_key {
-                    put("azure_storage_account_key", k.expose());
-                }
-                if let Some(s) = &a.sas_token {
-                    put("azure_storage_sas_key", s.expose());
-                }
-                if let Some(ep) = &a.endpoint_url {
-                    put("azure_storage_endpoint", ep);
-                }
-                if a.use_emulator {
-                    put("azure_storage_use_emulator", "true");
-                }
-            }
-            Some(Store::Local) | None => {}
-        }
-        o
+        options
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 }
 

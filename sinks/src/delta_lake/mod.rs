@@ -77,6 +77,6 @@ impl SinkConnector for DeltaLake {
             cfg,
             &ctx.name,
             ctx.status.clone(),
-        )))
+        )?))
     }
 }

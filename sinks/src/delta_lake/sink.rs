@@ -10,6 +10,7 @@ use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
+use parquet::file::properties::WriterProperties;
 use rivven_engine::batch::SinkBatch;
 use rivven_engine::connector::{Committed, FlushWhen, Sink};
 use rivven_engine::status::PipelineStatus;
@@ -109,6 +110,8 @@ pub(super) async fn open_table(cfg: &DeltaLakeConfig, create_dir: bool) -> Resul
 /// Writes batches into one Delta table.
 pub struct DeltaLakeSink {
     cfg: DeltaLakeConfig,
+    /// Built once from `compression` (validated with the config).
+    props: WriterProperties,
     name: String,
     status: Arc<PipelineStatus>,
     table: Option<DeltaTable>,
@@ -121,8 +124,9 @@ pub struct DeltaLakeSink {
 
 impl DeltaLakeSink {
     /// A sink named `name` (the pipeline's name: part of its `txn` application ids).
-    pub fn new(cfg: DeltaLakeConfig, name: &str, status: Arc<PipelineStatus>) -> Self {
-        DeltaLakeSink {
+    pub fn new(cfg: DeltaLakeConfig, name: &str, status: Arc<PipelineStatus>) -> Result<Self> {
+        Ok(DeltaLakeSink {
+            props: cfg.writer_properties().map_err(Error::config)?,
             cfg,
             name: name.to_string(),
             status,
@@ -131,7 +135,7 @@ impl DeltaLakeSink {
             rows: 0,
             first_at: None,
             next: BTreeMap::new(),
-        }
+        })
     }
 
     /// The table, loaded (or, when it does not exist, an unloaded handle that a write
@@ -209,7 +213,7 @@ impl Sink for DeltaLakeSink {
                 Transaction::new(app_id(&self.name, topic, *partition), *offset as i64)
             })
             .collect();
-        let props = self.cfg.writer_properties().map_err(Error::config)?;
+        let props = self.props.clone();
         let partition_columns = self.cfg.partition_columns.clone();
         let merge = self.cfg.merge_schema;
         let batches = std::mem::take(&mut self.buffered);

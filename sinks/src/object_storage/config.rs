@@ -140,6 +140,91 @@ fn yes() -> bool {
     true
 }
 
+/// `key: value` options in `object_store`'s configuration keys: the one mapping of these
+/// blocks, used for the object-storage sinks' stores and handed to delta-rs as its
+/// storage options.
+pub type StoreOptions = Vec<(&'static str, String)>;
+
+fn allow_http(endpoint: Option<&String>, explicit: Option<bool>) -> Option<String> {
+    explicit
+        .or(endpoint.map(|ep| ep.starts_with("http://")))
+        .map(|h| h.to_string())
+}
+
+impl S3Options {
+    /// These options as `object_store` configuration keys (see [`StoreOptions`]).
+    pub fn store_options(&self) -> StoreOptions {
+        let mut o = vec![(
+            "aws_virtual_hosted_style_request",
+            (!self.force_path_style).to_string(),
+        )];
+        let fields = [
+            ("aws_region", self.region.clone()),
+            ("aws_endpoint", self.endpoint_url.clone()),
+            (
+                "aws_allow_http",
+                allow_http(self.endpoint_url.as_ref(), self.allow_http),
+            ),
+            ("aws_access_key_id", self.access_key_id.clone()),
+            (
+                "aws_secret_access_key",
+                self.secret_access_key
+                    .as_ref()
+                    .map(|k| k.expose().to_string()),
+            ),
+            (
+                "aws_session_token",
+                self.session_token.as_ref().map(|t| t.expose().to_string()),
+            ),
+        ];
+        o.extend(fields.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        o
+    }
+}
+
+impl GcsOptions {
+    /// These options as `object_store` configuration keys (see [`StoreOptions`]);
+    /// `use_adc` is not one: it decides whether the environment is read at all.
+    pub fn store_options(&self) -> StoreOptions {
+        let fields = [
+            ("google_service_account", self.credentials_file.clone()),
+            ("google_base_url", self.endpoint_url.clone()),
+            ("allow_http", allow_http(self.endpoint_url.as_ref(), None)),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect()
+    }
+}
+
+impl AzureOptions {
+    /// These options as `object_store` configuration keys (see [`StoreOptions`]).
+    pub fn store_options(&self) -> StoreOptions {
+        let fields = [
+            ("azure_storage_account_name", self.account_name.clone()),
+            (
+                "azure_storage_account_key",
+                self.access_key.as_ref().map(|k| k.expose().to_string()),
+            ),
+            (
+                "azure_storage_sas_key",
+                self.sas_token.as_ref().map(|s| s.expose().to_string()),
+            ),
+            ("azure_storage_endpoint", self.endpoint_url.clone()),
+            ("allow_http", allow_http(self.endpoint_url.as_ref(), None)),
+            (
+                "azure_storage_use_emulator",
+                Some(self.use_emulator.to_string()),
+            ),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect()
+    }
+}
+
 fn default_batch_size() -> u64 {
     1000
 }

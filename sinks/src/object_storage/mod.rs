@@ -46,7 +46,7 @@ mod store;
 
 pub use config::{
     AzureOptions, GcsOptions, LocalOptions, ObjectStorageConfig, Partitioning, Provider, Resolved,
-    S3Options,
+    S3Options, StoreOptions,
 };
 pub use layout::{escape as hive_escape, Layout, HIVE_NULL};
 pub use sink::ObjectStorageSink;

@@ -75,29 +75,11 @@ fn backend_with(
             }));
         }
         Provider::S3 => {
-            let o = c.s3.clone().unwrap_or_default();
             let mut b = object_store::aws::AmazonS3Builder::from_env()
                 .with_retry(retry)
-                .with_bucket_name(&bucket)
-                .with_virtual_hosted_style_request(!o.force_path_style);
-            if let Some(region) = &o.region {
-                b = b.with_region(region);
-            }
-            if let Some(ep) = &o.endpoint_url {
-                b = b
-                    .with_endpoint(ep)
-                    .with_allow_http(o.allow_http.unwrap_or(ep.starts_with("http://")));
-            } else if let Some(h) = o.allow_http {
-                b = b.with_allow_http(h);
-            }
-            if let Some(id) = &o.access_key_id {
-                b = b.with_access_key_id(id);
-            }
-            if let Some(k) = &o.secret_access_key {
-                b = b.with_secret_access_key(k.expose());
-            }
-            if let Some(t) = &o.session_token {
-                b = b.with_token(t.expose());
+                .with_bucket_name(&bucket);
+            for (k, v) in c.s3.clone().unwrap_or_default().store_options() {
+                b = b.with_config(k.parse().map_err(store_err("configure s3"))?, v);
             }
             Arc::new(b.build().map_err(store_err("configure s3"))?)
         }
@@ -110,35 +92,17 @@ fn backend_with(
             }
             .with_retry(retry)
             .with_bucket_name(&bucket);
-            if let Some(f) = &o.credentials_file {
-                b = b.with_service_account_path(f);
-            }
-            if let Some(ep) = &o.endpoint_url {
-                b = b.with_base_url(ep).with_client_options(
-                    object_store::ClientOptions::new().with_allow_http(ep.starts_with("http://")),
-                );
+            for (k, v) in o.store_options() {
+                b = b.with_config(k.parse().map_err(store_err("configure gcs"))?, v);
             }
             Arc::new(b.build().map_err(store_err("configure gcs"))?)
         }
         Provider::Azure => {
-            let o = c.azure.clone().unwrap_or_default();
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_retry(retry)
-                .with_container_name(&bucket)
-                .with_use_emulator(o.use_emulator);
-            if let Some(a) = &o.account_name {
-                b = b.with_account(a);
-            }
-            if let Some(k) = &o.access_key {
-                b = b.with_access_key(k.expose());
-            }
-            if let Some(s) = &o.sas_token {
-                b = b.with_config(object_store::azure::AzureConfigKey::SasKey, s.expose());
-            }
-            if let Some(ep) = &o.endpoint_url {
-                b = b
-                    .with_endpoint(ep.clone())
-                    .with_allow_http(ep.starts_with("http://"));
+                .with_container_name(&bucket);
+            for (k, v) in c.azure.clone().unwrap_or_default().store_options() {
+                b = b.with_config(k.parse().map_err(store_err("configure azure"))?, v);
             }
             Arc::new(b.build().map_err(store_err("configure azure"))?)
         }
