@@ -19,7 +19,7 @@ log() { printf '\n==> %s\n' "$*"; }
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 S3S_FS_VERSION="${S3S_FS_VERSION:-0.14.1}"
 AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
-PY_PACKAGES=(pyarrow duckdb "pyiceberg[sql-sqlite,pyarrow]" deltalake fastavro cramjam backports.zstd azure-storage-blob)
+PY_PACKAGES=(pyarrow duckdb "pyiceberg[sql-sqlite,sql-postgres,pyarrow]" deltalake fastavro cramjam backports.zstd azure-storage-blob)
 
 install_apt() {
   for c in rustfmt clippy; do

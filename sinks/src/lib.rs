@@ -6,6 +6,8 @@
 pub mod delta_lake;
 #[cfg(feature = "format")]
 pub mod format;
+#[cfg(feature = "iceberg")]
+pub mod iceberg;
 #[cfg(feature = "object-storage")]
 pub mod object_storage;
 pub mod render;
@@ -24,6 +26,8 @@ pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     }
     #[cfg(feature = "delta-lake")]
     registry.register_sink(delta_lake::DeltaLake)?;
+    #[cfg(feature = "iceberg")]
+    registry.register_sink(iceberg::Iceberg)?;
     let _ = &registry;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `delta-lake` sink end to end: the table read back by delta-rs's Python reader, and
 //! exactly once across a lost consumer-offset commit.
 
-use crate::support::{kill_9_runs, reference, stderr, Pipeline};
-use std::path::{Path, PathBuf};
+use crate::support::{group_file, kill_9_runs, orders_into, reference_file, run_ok, Pipeline};
+use std::path::Path;
 
 /// Every row of the Delta table at `table` and of the topic `topic` (as `rivven-connect`
 /// left it in `state`), sorted by `sequence`, compared in Python: `{"rows", "equal",
@@ -36,58 +36,9 @@ print(json.dumps({"rows": len(got_rows), "equal": ref_rows == got_rows,
     serde_json::from_str(out.trim()).unwrap()
 }
 
-/// datagen `orders` (`max` events at `rate` per second; 0: as fast as it can) into a
-/// `delta-lake` sink `lake`, group `lake`, with `config` (the lines of its `config:`
-/// mapping, each indented six spaces).
+/// datagen `orders` into a `delta-lake` sink (see [`orders_into`]).
 fn orders_into_delta(max: u64, rate: u64, config: &str) -> Pipeline {
-    Pipeline::new(&format!(
-        "sources:
-  gen:
-    connector: datagen
-    topic: orders
-    config: {{pattern: orders, events_per_second: {rate}, max_events: {max}, seed: 5}}
-sinks:
-  lake:
-    connector: delta-lake
-    topics: [orders]
-    consumer_group: lake
-    start_offset: earliest
-    config:
-{config}"
-    ))
-}
-
-/// `rivven-connect <cmd>` for each of `cmds` (with `env`), each expected to succeed.
-fn run_ok(p: &Pipeline, cmds: &[&str], env: &[(&str, &str)]) {
-    for cmd in cmds {
-        let out = p.cmd_env(&[cmd], env);
-        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
-    }
-}
-
-/// The topic's rows written to `reference.arrow` in the pipeline's directory.
-async fn reference_file(p: &Pipeline) -> (PathBuf, usize) {
-    let ipc = p.dir.path().join("reference.arrow");
-    let rows = reference(&p.log(), "orders", &ipc).await;
-    (ipc, rows)
-}
-
-fn group_file(state: &Path, group: &str) -> Option<PathBuf> {
-    let mut stack = vec![state.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).ok()?.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .file_name()
-                .is_some_and(|n| n == format!("{group}.json").as_str())
-            {
-                return Some(p);
-            }
-        }
-    }
-    None
+    orders_into("delta-lake", max, rate, config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,7 @@ fn connector_page(name: &str) -> &'static str {
         "postgres-cdc" => "docs/connectors/postgres-cdc.md",
         "stdout" => "docs/connectors/stdout.md",
         "delta-lake" => "docs/connectors/delta-lake.md",
+        "iceberg" => "docs/connectors/iceberg.md",
         "object-storage" | "s3" | "gcs" | "azure-blob" => "docs/connectors/object-storage.md",
         other => panic!("connector `{other}` has no docs page in this test's table: add one"),
     }

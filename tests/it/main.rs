@@ -7,6 +7,8 @@ mod crash;
 #[cfg(feature = "lakehouse")]
 mod delta_lake;
 mod docs;
+#[cfg(feature = "lakehouse")]
+mod iceberg;
 mod object_storage;
 mod postgres;
 mod support;

@@ -183,3 +183,61 @@ pub fn kill_9_runs(p: &Pipeline, mut progress: impl FnMut() -> usize) -> (u32, V
     }
     (kills, seen)
 }
+
+/// datagen `orders` (`max` events at `rate` per second; 0: as fast as it can) into a
+/// `connector` sink `lake`, group `lake`, with `config` (the lines of its `config:`
+/// mapping, each indented six spaces).
+#[cfg(feature = "lakehouse")]
+pub fn orders_into(connector: &str, max: u64, rate: u64, config: &str) -> Pipeline {
+    Pipeline::new(&format!(
+        "sources:
+  gen:
+    connector: datagen
+    topic: orders
+    config: {{pattern: orders, events_per_second: {rate}, max_events: {max}, seed: 5}}
+sinks:
+  lake:
+    connector: {connector}
+    topics: [orders]
+    consumer_group: lake
+    start_offset: earliest
+    config:
+{config}"
+    ))
+}
+
+/// `rivven-connect <cmd>` for each of `cmds` (with `env`), each expected to succeed.
+#[cfg(feature = "lakehouse")]
+pub fn run_ok(p: &Pipeline, cmds: &[&str], env: &[(&str, &str)]) {
+    for cmd in cmds {
+        let out = p.cmd_env(&[cmd], env);
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+    }
+}
+
+/// The topic's rows written to `reference.arrow` in the pipeline's directory.
+#[cfg(feature = "lakehouse")]
+pub async fn reference_file(p: &Pipeline) -> (PathBuf, usize) {
+    let ipc = p.dir.path().join("reference.arrow");
+    let rows = reference(&p.log(), "orders", &ipc).await;
+    (ipc, rows)
+}
+
+#[cfg(feature = "lakehouse")]
+pub fn group_file(state: &Path, group: &str) -> Option<PathBuf> {
+    let mut stack = vec![state.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n == format!("{group}.json").as_str())
+            {
+                return Some(p);
+            }
+        }
+    }
+    None
+}

@@ -19,6 +19,7 @@ mod encoder;
 mod text;
 
 pub use columnar::{AvroCodec, AvroOptions, ParquetCompression, ParquetOptions, ParquetStatistics};
+#[cfg(feature = "object-storage")]
 pub(crate) use encoder::with_parent_nulls;
 pub use encoder::{Compression, FileEncoder, Format, FormatWriter};
 pub use text::{CsvDelimiter, CsvOptions};

@@ -1,0 +1,357 @@
+//! The catalog a sink writes through, built from its `catalog` block, and the table
+//! lookups the sink needs (load, or create with namespace).
+
+use super::config::{CatalogKind, IcebergConfig};
+use iceberg::memory::{MemoryCatalogBuilder, MEMORY_CATALOG_WAREHOUSE};
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
+use iceberg_catalog_glue::GlueCatalogBuilder;
+use iceberg_catalog_rest::RestCatalogBuilder;
+use iceberg_catalog_sql::SqlCatalogBuilder;
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+use rivven_engine::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An Iceberg error as ours: catalog conflicts, unavailability and I/O are retryable (the
+/// runtime re-delivers from the committed offsets); data and schema errors are not.
+pub(super) fn ice_err(context: impl std::fmt::Display) -> impl Fn(iceberg::Error) -> Error {
+    move |e| {
+        use iceberg::ErrorKind as K;
+        let msg = format!("iceberg: {context}: {e}");
+        match e.kind() {
+            K::CatalogCommitConflicts | K::Unexpected => Error::connect(msg),
+            K::DataInvalid | K::FeatureUnsupported | K::PreconditionFailed => {
+                Error::data(msg).retryable(false)
+            }
+            _ if e.retryable() => Error::connect(msg),
+            _ => Error::data(msg).retryable(false),
+        }
+    }
+}
+
+/// A warehouse as a URL: local paths become absolute `file://` URLs.
+pub(super) fn warehouse_url(w: &str) -> Result<String> {
+    if w.contains("://") {
+        return Ok(w.trim_end_matches('/').to_string());
+    }
+    let path = std::path::absolute(w).map_err(|e| Error::io(format!("iceberg: {w}"), e))?;
+    Ok(format!(
+        "file://{}",
+        path.to_string_lossy().trim_end_matches('/')
+    ))
+}
+
+/// The local directory of a `file://` URL (or plain path), if it is one.
+fn local_dir(w: &str) -> Option<PathBuf> {
+    match w.split_once("://") {
+        None => Some(PathBuf::from(w)),
+        Some(("file", p)) => Some(PathBuf::from(p)),
+        Some(_) => None,
+    }
+}
+
+/// The catalog handle plus what the `memory` catalog needs to find tables again.
+pub struct Tables {
+    catalog: Arc<dyn Catalog>,
+    /// For `memory`: the warehouse directory, searched for a table's newest metadata.
+    file_warehouse: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Tables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tables").finish_non_exhaustive()
+    }
+}
+
+impl Tables {
+    /// Connect to the catalog `cfg` names. Local warehouse directories are created when
+    /// `create_dirs` (not by `check`).
+    pub async fn connect(cfg: &IcebergConfig, create_dirs: bool) -> Result<Tables> {
+        let c = &cfg.catalog;
+        let factory = Arc::new(OpenDalResolvingStorageFactory::new());
+        let mut props: HashMap<String, String> =
+            cfg.s3.iter().flat_map(|s| s.file_io_props()).collect();
+        let missing = |key: &str| Error::config(format!("iceberg: catalog.{key} is missing"));
+        let mut file_warehouse = None;
+        let catalog: Arc<dyn Catalog> = match c.kind {
+            CatalogKind::Memory => {
+                let m = c.memory.as_ref().ok_or_else(|| missing("memory"))?;
+                let url = warehouse_url(&m.warehouse)?;
+                let dir = local_dir(&url).ok_or_else(|| {
+                    Error::config("iceberg: catalog.memory.warehouse must be a local directory")
+                })?;
+                ensure_dir(&dir, create_dirs)?;
+                file_warehouse = Some(dir);
+                props.insert(MEMORY_CATALOG_WAREHOUSE.to_string(), url);
+                Arc::new(
+                    MemoryCatalogBuilder::default()
+                        .with_storage_factory(factory)
+                        .load(c.name(), props)
+                        .await
+                        .map_err(ice_err("open the memory catalog"))?,
+                )
+            }
+            CatalogKind::Sql => {
+                let s = c.sql.as_ref().ok_or_else(|| missing("sql"))?;
+                let url = warehouse_url(&s.warehouse)?;
+                if let Some(dir) = local_dir(&url) {
+                    ensure_dir(&dir, create_dirs)?;
+                }
+                let uri = s.uri.expose().to_string();
+                if let Some(path) = uri
+                    .strip_prefix("sqlite://")
+                    .or(uri.strip_prefix("sqlite:"))
+                {
+                    let path = Path::new(path.split('?').next().unwrap_or(path));
+                    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        ensure_dir(parent, create_dirs)?;
+                    }
+                }
+                // sqlx opens a missing SQLite file only with mode=rwc.
+                let uri = if uri.starts_with("sqlite:") && !uri.contains("mode=") {
+                    let sep = if uri.contains('?') { '&' } else { '?' };
+                    format!("{uri}{sep}mode=rwc")
+                } else {
+                    uri
+                };
+                let bind = if uri.starts_with("sqlite:") {
+                    "QMark"
+                } else {
+                    "DollarNumeric"
+                };
+                props.insert("uri".into(), uri);
+                props.insert("warehouse".into(), url);
+                props.insert("sql_bind_style".into(), bind.into());
+                Arc::new(
+                    SqlCatalogBuilder::default()
+                        .with_storage_factory(factory)
+                        .load(c.name(), props)
+                        .await
+                        // The URL may hold a password: the error names the catalog only.
+                        .map_err(|e| {
+                            Error::connect(format!(
+                                "iceberg: connect to the sql catalog `{}`: {}",
+                                c.name(),
+                                redact(&e.to_string(), s.uri.expose())
+                            ))
+                        })?,
+                )
+            }
+            CatalogKind::Rest => {
+                let r = c.rest.as_ref().ok_or_else(|| missing("rest"))?;
+                props.extend(r.properties.clone());
+                props.insert("uri".into(), r.uri.clone());
+                let optional = [
+                    ("warehouse", r.warehouse.clone()),
+                    (
+                        "credential",
+                        r.credential.as_ref().map(|s| s.expose().to_string()),
+                    ),
+                    ("token", r.token.as_ref().map(|s| s.expose().to_string())),
+                    ("oauth2-server-uri", r.oauth2_server_uri.clone()),
+                    ("scope", r.scope.clone()),
+                ];
+                props.extend(
+                    optional
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k.to_string(), v?))),
+                );
+                Arc::new(
+                    RestCatalogBuilder::default()
+                        .with_storage_factory(factory)
+                        .load(c.name(), props)
+                        .await
+                        .map_err(ice_err(format_args!("connect to {}", r.uri)))?,
+                )
+            }
+            CatalogKind::Glue => {
+                let g = c.glue.as_ref().ok_or_else(|| missing("glue"))?;
+                let optional = [
+                    ("warehouse", Some(warehouse_url(&g.warehouse)?)),
+                    ("uri", g.endpoint_url.clone()),
+                    ("catalog_id", g.catalog_id.clone()),
+                    ("region_name", g.region.clone()),
+                    ("aws_access_key_id", g.access_key_id.clone()),
+                    (
+                        "aws_secret_access_key",
+                        g.secret_access_key.as_ref().map(|s| s.expose().to_string()),
+                    ),
+                    (
+                        "aws_session_token",
+                        g.session_token.as_ref().map(|s| s.expose().to_string()),
+                    ),
+                    ("profile_name", g.profile.clone()),
+                ];
+                for (k, v) in optional {
+                    if let Some(v) = v {
+                        props.entry(k.to_string()).or_insert(v);
+                    }
+                }
+                Arc::new(
+                    GlueCatalogBuilder::default()
+                        .with_storage_factory(factory)
+                        .load(c.name(), props)
+                        .await
+                        .map_err(ice_err("connect to Glue"))?,
+                )
+            }
+            CatalogKind::Hive => {
+                return Err(Error::config(
+                    "iceberg: the hive catalog is not supported by this build",
+                ))
+            }
+        };
+        Ok(Tables {
+            catalog,
+            file_warehouse,
+        })
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &dyn Catalog {
+        self.catalog.as_ref()
+    }
+
+    /// The table `ident`, or `None` when the catalog has none by that name. A `memory`
+    /// catalog first registers the newest metadata file found under the warehouse.
+    pub async fn load(&self, ident: &TableIdent) -> Result<Option<iceberg::table::Table>> {
+        // Some catalogs answer "no such namespace" rather than "no".
+        let exists = self
+            .catalog
+            .namespace_exists(ident.namespace())
+            .await
+            .map_err(ice_err(format_args!("look up {ident}")))?
+            && self
+                .catalog
+                .table_exists(ident)
+                .await
+                .map_err(ice_err(format_args!("look up {ident}")))?;
+        if exists {
+            let t = self
+                .catalog
+                .load_table(ident)
+                .await
+                .map_err(ice_err(format_args!("load {ident}")))?;
+            return Ok(Some(t));
+        }
+        let Some(dir) = &self.file_warehouse else {
+            return Ok(None);
+        };
+        let mut table_dir = dir.clone();
+        table_dir.extend(ident.namespace().iter());
+        table_dir.push(ident.name());
+        let Some(metadata) = newest_metadata(&table_dir.join("metadata"))? else {
+            return Ok(None);
+        };
+        self.ensure_namespace(ident.namespace()).await?;
+        let t = self
+            .catalog
+            .register_table(ident, format!("file://{}", metadata.display()))
+            .await
+            .map_err(ice_err(format_args!("register {ident}")))?;
+        Ok(Some(t))
+    }
+
+    /// Create `namespace` when it does not exist.
+    pub async fn ensure_namespace(&self, namespace: &NamespaceIdent) -> Result<()> {
+        let exists = self
+            .catalog
+            .namespace_exists(namespace)
+            .await
+            .map_err(ice_err(format_args!("look up namespace {namespace:?}")))?;
+        if !exists {
+            match self
+                .catalog
+                .create_namespace(namespace, HashMap::new())
+                .await
+            {
+                Ok(_) => {}
+                // Created meanwhile by another writer.
+                Err(e) if e.kind() == iceberg::ErrorKind::NamespaceAlreadyExists => {}
+                Err(e) => return Err(ice_err(format_args!("create namespace {namespace:?}"))(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ensure_dir(dir: &Path, create: bool) -> Result<()> {
+    if create {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("iceberg: create {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// `msg` with `secret` (and its password part, if it is a URL) blanked out.
+fn redact(msg: &str, secret: &str) -> String {
+    let mut out = msg.replace(secret, "<redacted>");
+    if let Some(pass) = url::Url::parse(secret)
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+        .filter(|p| !p.is_empty())
+    {
+        out = out.replace(&pass, "<redacted>");
+    }
+    out
+}
+
+/// The metadata file with the highest version (`NNNNN-<uuid>.metadata.json`) in `dir`.
+fn newest_metadata(dir: &Path) -> Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("iceberg: list {}", dir.display()), e)),
+    };
+    let mut best: Option<(u64, PathBuf)> = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("iceberg: list {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.ends_with(".metadata.json") && !name.ends_with(".metadata.json.gz") {
+            continue;
+        }
+        let Some(version) = name
+            .split_once('-')
+            .and_then(|(v, _)| v.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| version > *b) {
+            best = Some((version, entry.path()));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_metadata_is_the_highest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "00000-a.metadata.json",
+            "00002-c.metadata.json",
+            "00001-b.metadata.json",
+            "snap-1.avro",
+        ] {
+            std::fs::write(dir.path().join(name), "{}").unwrap();
+        }
+        let newest = newest_metadata(dir.path()).unwrap().unwrap();
+        assert!(newest.ends_with("00002-c.metadata.json"));
+        assert!(newest_metadata(&dir.path().join("missing"))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn redact_hides_the_url_and_its_password() {
+        let uri = "postgres://u:hunter2@127.0.0.1/db";
+        let msg = format!("failed: {uri}; password hunter2 rejected");
+        let r = redact(&msg, uri);
+        assert!(!r.contains("hunter2"), "{r}");
+    }
+}

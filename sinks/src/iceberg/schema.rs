@@ -1,0 +1,451 @@
+//! Arrow ↔ Iceberg schemas: the Iceberg type of each Arrow column, the columns a batch
+//! adds to a table, and batches conformed to a table's schema (its field ids, its types).
+//!
+//! | Arrow | Iceberg |
+//! |---|---|
+//! | Boolean | boolean |
+//! | Int8, Int16, Int32, UInt8, UInt16 | int |
+//! | Int64, UInt32 | long |
+//! | UInt64 | decimal(20, 0) |
+//! | Float16, Float32 | float |
+//! | Float64 | double |
+//! | Decimal128(p, s) | decimal(p, s) |
+//! | Date32, Date64 | date |
+//! | Time32, Time64 | time (µs) |
+//! | Timestamp(_, None) | timestamp (µs; nanoseconds are truncated) |
+//! | Timestamp(_, Some(zone)) | timestamptz (µs, the same instant in UTC) |
+//! | Utf8, LargeUtf8, Utf8View, Dictionary(_, Utf8) | string |
+//! | Binary, LargeBinary, BinaryView | binary |
+//! | FixedSizeBinary(n) | fixed(n) |
+//! | List, LargeList, FixedSizeList | list |
+//! | Struct | struct |
+//! | Map | map |
+//! | Null | (column not added until a typed batch carries it) |
+
+use arrow::array::{
+    make_array, new_null_array, Array, ArrayRef, ListArray, MapArray, RecordBatch, StructArray,
+};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
+use iceberg::spec::{PrimitiveType, Type};
+use iceberg::transaction::AddColumn;
+use rivven_engine::{Error, Result};
+use std::sync::Arc;
+
+/// The Arrow type an Iceberg table stores for `t` (see the module's table).
+pub fn storable(t: &DataType) -> DataType {
+    let field = |f: &FieldRef| -> FieldRef {
+        Arc::new(Field::new(f.name(), storable(f.data_type()), true))
+    };
+    match t {
+        DataType::Dictionary(_, v) => storable(v),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 | DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 => DataType::Int64,
+        DataType::UInt64 => DataType::Decimal128(20, 0),
+        DataType::Float16 => DataType::Float32,
+        DataType::Date64 => DataType::Date32,
+        DataType::Time32(_) | DataType::Time64(_) => DataType::Time64(TimeUnit::Microsecond),
+        DataType::Timestamp(_, None) => DataType::Timestamp(TimeUnit::Microsecond, None),
+        DataType::Timestamp(_, Some(_)) => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+        }
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            DataType::List(field(f))
+        }
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        other => other.clone(),
+    }
+}
+
+/// The Iceberg type of an Arrow type, or why there is none. Nested fields get placeholder
+/// ids (the catalog assigns the real ones).
+pub fn iceberg_type(t: &DataType) -> Result<Type> {
+    let one = Schema::new(vec![Field::new("c", storable(t), true)]);
+    let s = arrow_schema_to_schema_auto_assign_ids(&one).map_err(|e| {
+        Error::data(format!("iceberg: no Iceberg type for {t}: {e}")).retryable(false)
+    })?;
+    s.field_by_name("c")
+        .map(|f| (*f.field_type).clone())
+        .ok_or_else(|| Error::internal("iceberg: converted field missing"))
+}
+
+/// An Iceberg schema for a new table from a batch schema: every column optional, field ids
+/// assigned in order (the catalog assigns fresh ones on create). Columns of Arrow type
+/// Null are left out.
+pub fn new_table_schema(schema: &Schema) -> Result<iceberg::spec::Schema> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.data_type() != &DataType::Null)
+        .map(|f| Field::new(f.name(), storable(f.data_type()), true))
+        .collect();
+    arrow_schema_to_schema_auto_assign_ids(&Schema::new(fields))
+        .map_err(|e| Error::data(format!("iceberg: table schema: {e}")).retryable(false))
+}
+
+/// What a batch schema asks of a table schema.
+#[derive(Default)]
+pub struct Evolution {
+    /// Top-level columns the table lacks, in batch order.
+    pub add: Vec<AddColumn>,
+    /// Names of the columns added (for logs and status).
+    pub added: Vec<String>,
+}
+
+/// Compare `batch` with the table's `table` schema: new top-level columns become
+/// additions; a column whose type the table cannot store is an error naming it.
+pub fn evolution(batch: &Schema, table: &iceberg::spec::Schema) -> Result<Evolution> {
+    let mut ev = Evolution::default();
+    for f in batch.fields() {
+        if f.data_type() == &DataType::Null {
+            continue;
+        }
+        let wanted = iceberg_type(f.data_type())?;
+        match table.field_by_name(f.name()) {
+            None => {
+                ev.added.push(f.name().clone());
+                ev.add.push(AddColumn::optional(f.name(), wanted));
+            }
+            Some(existing) => {
+                check_compatible(f.name(), &wanted, &existing.field_type)?;
+            }
+        }
+    }
+    Ok(ev)
+}
+
+/// Whether values of Iceberg type `from` can be written into a column of type `to`: equal,
+/// or a promotion Iceberg allows (int→long, float→double, decimal precision), or structs,
+/// lists and maps whose parts are. A struct may lack fields (they are written as nulls).
+fn check_compatible(path: &str, from: &Type, to: &Type) -> Result<()> {
+    use PrimitiveType as P;
+    let ok = match (from, to) {
+        (Type::Primitive(a), Type::Primitive(b)) => {
+            a == b
+                || matches!((a, b), (P::Int, P::Long) | (P::Float, P::Double))
+                || matches!(
+                    (a, b),
+                    (P::Decimal { precision: pa, scale: sa }, P::Decimal { precision: pb, scale: sb })
+                        if sa == sb && pa <= pb
+                )
+        }
+        (Type::Struct(a), Type::Struct(b)) => {
+            for f in a.fields() {
+                match b.field_by_name(&f.name) {
+                    Some(t) => check_compatible(
+                        &format!("{path}.{}", f.name),
+                        &f.field_type,
+                        &t.field_type,
+                    )?,
+                    None => {
+                        return Err(incompatible(
+                            &format!("{path}.{}", f.name),
+                            "a nested field the table does not have (nested columns are not \
+                             added yet)",
+                        ))
+                    }
+                }
+            }
+            true
+        }
+        (Type::List(a), Type::List(b)) => {
+            check_compatible(
+                &format!("{path}.element"),
+                &a.element_field.field_type,
+                &b.element_field.field_type,
+            )?;
+            true
+        }
+        (Type::Map(a), Type::Map(b)) => {
+            check_compatible(
+                &format!("{path}.key"),
+                &a.key_field.field_type,
+                &b.key_field.field_type,
+            )?;
+            check_compatible(
+                &format!("{path}.value"),
+                &a.value_field.field_type,
+                &b.value_field.field_type,
+            )?;
+            true
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(incompatible(
+            path,
+            &format!("type {from} where the table has {to}"),
+        ))
+    }
+}
+
+impl std::fmt::Debug for Evolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evolution")
+            .field("added", &self.added)
+            .finish_non_exhaustive()
+    }
+}
+
+fn incompatible(path: &str, what: &str) -> Error {
+    Error::data(format!(
+        "iceberg: column `{path}`: {what}; widening a table column (int→long, \
+         float→double, decimal precision) is not supported by iceberg 0.10, and other \
+         changes are incompatible"
+    ))
+    .retryable(false)
+}
+
+/// The Arrow schema of the table's current schema, with its field ids.
+pub fn table_arrow_schema(table: &iceberg::spec::Schema) -> Result<SchemaRef> {
+    schema_to_arrow_schema(table)
+        .map(Arc::new)
+        .map_err(|e| Error::internal(format!("iceberg: arrow schema of the table: {e}")))
+}
+
+/// `batch` as rows of `target` (the table's Arrow schema): columns matched by name, the
+/// table's columns the batch lacks filled with nulls, types converted as the module's
+/// table says and as promotions allow.
+pub fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| match schema.index_of(f.name()) {
+            Ok(i) => conform_array(batch.column(i), f.data_type()),
+            Err(_) => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        target.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+fn conform_array(a: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    match (a.data_type(), to) {
+        (DataType::Dictionary(_, _), _) => {
+            let values = arrow::compute::cast(a, &storable(a.data_type()))?;
+            conform_array(&values, to)
+        }
+        (DataType::Struct(_), DataType::Struct(fields)) => {
+            let s = a
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| Error::internal("struct array expected"))?;
+            let children = fields
+                .iter()
+                .map(|f| match s.column_by_name(f.name()) {
+                    Some(c) => conform_array(c, f.data_type()),
+                    None => Ok(new_null_array(f.data_type(), s.len())),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Arc::new(StructArray::try_new(
+                fields.clone(),
+                children,
+                s.nulls().cloned(),
+            )?))
+        }
+        (DataType::List(_), DataType::List(f)) => {
+            let l = a
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| Error::internal("list array expected"))?;
+            let values = conform_array(l.values(), f.data_type())?;
+            Ok(Arc::new(ListArray::try_new(
+                f.clone(),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?))
+        }
+        (DataType::LargeList(_) | DataType::FixedSizeList(_, _), DataType::List(f)) => {
+            let plain = arrow::compute::cast(
+                a,
+                &DataType::List(Arc::new(Field::new(
+                    f.name(),
+                    storable_child(a.data_type()),
+                    true,
+                ))),
+            )?;
+            conform_array(&plain, to)
+        }
+        (DataType::Map(_, _), DataType::Map(f, sorted)) => {
+            let m = a
+                .as_any()
+                .downcast_ref::<MapArray>()
+                .ok_or_else(|| Error::internal("map array expected"))?;
+            let entries: ArrayRef = Arc::new(m.entries().clone());
+            let entries = conform_array(&entries, f.data_type())?;
+            let entries = entries
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| Error::internal("map entries expected"))?
+                .clone();
+            Ok(Arc::new(MapArray::try_new(
+                f.clone(),
+                m.offsets().clone(),
+                entries,
+                m.nulls().cloned(),
+                *sorted,
+            )?))
+        }
+        (from, to) if from == to => Ok(a.clone()),
+        (from, to) if same_shape(from, to) => {
+            // Equal but for field metadata (the ids): relabel without copying.
+            let data = a.to_data().into_builder().data_type(to.clone()).build()?;
+            Ok(make_array(data))
+        }
+        _ => Ok(arrow::compute::cast(a, to)?),
+    }
+}
+
+/// The storable element type of a list-like type.
+fn storable_child(t: &DataType) -> DataType {
+    match storable(t) {
+        DataType::List(f) => f.data_type().clone(),
+        other => other,
+    }
+}
+
+/// Equal types when field metadata and nullability are ignored.
+fn same_shape(a: &DataType, b: &DataType) -> bool {
+    let fields = |x: &Fields, y: &Fields| {
+        x.len() == y.len()
+            && x.iter()
+                .zip(y.iter())
+                .all(|(p, q)| p.name() == q.name() && same_shape(p.data_type(), q.data_type()))
+    };
+    match (a, b) {
+        (DataType::Struct(x), DataType::Struct(y)) => fields(x, y),
+        (DataType::List(x), DataType::List(y)) => same_shape(x.data_type(), y.data_type()),
+        (DataType::Map(x, s), DataType::Map(y, t)) => {
+            s == t && same_shape(x.data_type(), y.data_type())
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int32Array, StringArray, TimestampMillisecondArray};
+
+    #[test]
+    fn new_tables_get_one_id_per_field_and_storable_types() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int16, false),
+            Field::new(
+                "s",
+                DataType::Struct(
+                    vec![
+                        Field::new("a", DataType::Utf8, true),
+                        Field::new("b", DataType::UInt64, true),
+                    ]
+                    .into(),
+                ),
+                true,
+            ),
+            Field::new("nothing", DataType::Null, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("Europe/Berlin".into())),
+                true,
+            ),
+        ]);
+        let s = new_table_schema(&schema).unwrap();
+        assert!(s.field_by_name("nothing").is_none());
+        let ids: Vec<i32> = ["id", "s", "s.a", "s.b", "ts"]
+            .iter()
+            .map(|n| s.field_by_name(n).unwrap().id)
+            .collect();
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        assert_eq!(
+            *s.field_by_name("s.b").unwrap().field_type,
+            Type::Primitive(PrimitiveType::Decimal {
+                precision: 20,
+                scale: 0
+            })
+        );
+        assert_eq!(
+            *s.field_by_name("ts").unwrap().field_type,
+            Type::Primitive(PrimitiveType::Timestamptz)
+        );
+    }
+
+    #[test]
+    fn evolution_adds_new_columns_and_rejects_narrowing() {
+        let table = new_table_schema(&Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+        .unwrap();
+        let ev = evolution(
+            &Schema::new(vec![
+                Field::new("id", DataType::Int32, true),
+                Field::new("extra", DataType::Float64, true),
+            ]),
+            &table,
+        )
+        .unwrap();
+        assert_eq!(ev.added, vec!["extra".to_string()]);
+        let err = evolution(
+            &Schema::new(vec![Field::new("name", DataType::Int64, true)]),
+            &table,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`name`"), "{err}");
+    }
+
+    #[test]
+    fn conform_fills_missing_columns_and_converts_types() {
+        let table = new_table_schema(&Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+        ]))
+        .unwrap();
+        let target = table_arrow_schema(&table).unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int32, false),
+                Field::new(
+                    "at",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("Europe/Berlin".into())),
+                    true,
+                ),
+                Field::new("ignored", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int32Array::from(vec![1, 2])),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![Some(1_000), None])
+                        .with_timezone("Europe/Berlin"),
+                ),
+                Arc::new(StringArray::from(vec!["x", "y"])),
+            ],
+        )
+        .unwrap();
+        let out = conform(&batch, &target).unwrap();
+        assert_eq!(out.schema(), target);
+        assert_eq!(out.column(1).null_count(), 2);
+        let at = out
+            .column(2)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            .unwrap();
+        assert_eq!(at.value(0), 1_000_000);
+    }
+}
