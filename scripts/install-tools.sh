@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need when it is missing, and only then:
 #   - Debian packages: mold, curl, PostgreSQL 15, MariaDB, mosquitto, NATS;
-#   - cargo tools, built once into $RIVVEN_CACHE/tools/bin: tansu (Kafka-protocol broker)
-#     and s3s-fs (S3 server that checks SigV4 signatures);
+#   - cargo tools, built once into $RIVVEN_CACHE/tools/bin: tansu (Kafka-protocol broker),
+#     s3s-fs (S3 server that checks SigV4 signatures) and rustberg (Iceberg REST catalog);
 #   - npm packages into $RIVVEN_CACHE/tools/npm: azurite (Azure Blob emulator);
 #   - a Python venv at $RIVVEN_CACHE/venv with independent readers: pyarrow, duckdb,
-#     pyiceberg, deltalake, fastavro, cramjam (snappy, zstd, lz4 frames), backports.zstd (fastavro's zstd codec).
+#     pyiceberg, deltalake, fastavro, cramjam (snappy, zstd, lz4 frames), backports.zstd (fastavro's zstd codec),
+#     DuckDB 1.5.5 with its iceberg, delta and avro extensions from their offline wheels
+#     (pinned together: an extension loads only into its own DuckDB version), and moto's
+#     server (AWS Glue and S3 mocks).
 # Everything lands outside the clone and is reused by later runs.
 #
 # Usage: scripts/install-tools.sh [apt|cargo|npm|python ...]   (default: all four)
@@ -18,8 +21,9 @@ log() { printf '\n==> %s\n' "$*"; }
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 S3S_FS_VERSION="${S3S_FS_VERSION:-0.14.1}"
+RUSTBERG_VERSION="${RUSTBERG_VERSION:-0.3.0}"
 AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
-PY_PACKAGES=(pyarrow duckdb "pyiceberg[sql-sqlite,sql-postgres,pyarrow]" deltalake fastavro cramjam backports.zstd azure-storage-blob)
+PY_PACKAGES=(pyarrow duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-avro==1.5.5 pytz "pyiceberg[sql-sqlite,sql-postgres,pyarrow,glue]" "moto[server]" deltalake fastavro cramjam backports.zstd azure-storage-blob)
 
 install_apt() {
   for c in rustfmt clippy; do
@@ -62,7 +66,9 @@ cargo_tool() { # name version bin [extra args...]
   log "building $name $version with cargo install (cached in $root; first time only)"
   local t0
   t0=$(date +%s)
+  # LTO off and parallel codegen: release builds of the tools in minutes on two cores.
   env -u RUSTFLAGS CARGO_TARGET_DIR="$RIVVEN_CACHE/tools-target" \
+    CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
     cargo install "$name" --version "$version" --locked --root "$root" "$@"
   touch "$root/.$name-$version"
   echo "$name built in $(( $(date +%s) - t0 ))s"
@@ -71,6 +77,7 @@ cargo_tool() { # name version bin [extra args...]
 install_cargo() {
   cargo_tool tansu "$TANSU_VERSION" tansu --features dynostore
   cargo_tool s3s-fs "$S3S_FS_VERSION" s3s-fs --features binary
+  cargo_tool rustberg "$RUSTBERG_VERSION" rustberg --no-default-features --features cli
   rm -rf "$RIVVEN_CACHE/tools-target"
 }
 

@@ -25,7 +25,7 @@ cargo fmt --all --check
 log "module import cycles"
 python3 scripts/module-cycles.py
 log "cargo clippy"
-cargo clippy --workspace --all-targets --locked --features lakehouse -- -D warnings
+cargo clippy --workspace --all-targets --locked --features lakehouse,rivven-bench/lakehouse -- -D warnings
 
 log "starting test services"
 run_dir=$(mktemp -d)
@@ -36,5 +36,5 @@ cat "$run_dir/services.log"
 export RIVVEN_TEST_SERVICES="$run_dir/services.json"
 
 log "cargo test"
-cargo test --workspace --locked --features lakehouse
+cargo test --workspace --locked --features lakehouse,rivven-bench/lakehouse
 echo "test command finished in $(( $(date +%s) - t0 ))s ($(( $(date +%s) - t1 ))s after installs)"

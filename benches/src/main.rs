@@ -121,6 +121,8 @@ fn run(args: &[String]) -> Result<()> {
                 "pg-latency" => scenarios::latency::run(&params).await,
                 "transform-chain" => scenarios::transforms::run(&params).await,
                 "object-storage-parquet" => scenarios::storage::run(&params).await,
+                #[cfg(feature = "lakehouse")]
+                "lakehouse" => scenarios::lakehouse::run(&params).await,
                 other => {
                     bail!("unknown scenario {other:?}; `rivven-bench list` shows the scenarios")
                 }

@@ -146,8 +146,18 @@ pub trait Sink: Send {
         Ok(Vec::new())
     }
 
-    /// Accept one batch.
+    /// Accept one batch. Rows the sink cannot write because of what they hold (a column
+    /// type its table cannot take, a null key), as opposed to a failure of the target,
+    /// are handed back through [`Sink::take_rejected`] rather than failing the batch.
     async fn write(&mut self, batch: &SinkBatch) -> Result<()>;
+
+    /// Rows refused since the last call, each group with the reason, asked after every
+    /// write. The runtime appends them to the sink's `dead_letter_topic` (durably, before
+    /// the offsets can move past them) or, without one, fails the batch with the reason.
+    /// Default: none.
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        Vec::new()
+    }
 
     /// Make everything accepted so far durable.
     async fn flush(&mut self) -> Result<()>;
@@ -157,6 +167,15 @@ pub trait Sink: Send {
     fn flush_when(&self) -> FlushWhen {
         FlushWhen::Idle
     }
+}
+
+/// Rows a sink refused, and why (see [`Sink::take_rejected`]).
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// The rows, as the sink received them.
+    pub rows: arrow::array::RecordBatch,
+    /// What is wrong with them, naming the column or value.
+    pub reason: String,
 }
 
 /// The committed consumer offset of one topic partition, handed to [`Sink::open`].

@@ -53,6 +53,9 @@ pub struct SinkPipeline {
     pub connector: Arc<dyn ConfiguredSink>,
     /// The parsed transforms (`None`: none).
     pub transforms: Option<Arc<dyn TransformPlan>>,
+    /// Where rows that a transform fails on or the sink refuses go (`None`: they fail
+    /// their batch).
+    pub dead_letter_topic: Option<String>,
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -201,6 +204,7 @@ fn resolve_sink(
         enabled: spec.enabled,
         connector: r.connector,
         transforms: r.transforms,
+        dead_letter_topic: r.dead_letter_topic,
     })
 }
 

@@ -3,6 +3,8 @@
 //! [`register`] adds every compiled-in sink to a [`Registry`].
 
 #[cfg(feature = "delta-lake")]
+pub mod changes;
+#[cfg(feature = "delta-lake")]
 pub mod delta_lake;
 #[cfg(feature = "format")]
 pub mod format;

@@ -28,10 +28,11 @@ mod services;
 
 pub use process::{free_port, stop_all, wait_for_port};
 pub use services::{
-    azurite, mariadb, mosquitto, nats, postgres, python, s3, tansu, Azurite, MariaDb, Mosquitto,
-    Nats, Postgres, Python, Service, ServiceFile, Tansu, TempDatabase, S3,
+    azurite, iceberg_rest, mariadb, mosquitto, moto, nats, postgres, python, s3, tansu, Azurite,
+    IcebergRest, MariaDb, Mosquitto, Moto, Nats, Postgres, Python, Service, ServiceFile, Tansu,
+    TempDatabase, S3,
 };
-pub use services::{kafka_api_versions, mqtt_connect, nats_info, PYTHON_READERS};
+pub use services::{kafka_api_versions, mqtt_connect, nats_info, DUCKDB_LAKEHOUSE, PYTHON_READERS};
 
 #[cfg(test)]
 mod tests;

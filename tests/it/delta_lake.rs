@@ -23,13 +23,16 @@ for line in open(sys.argv[2] + "/_delta_log/" + "%020d.json" % dt.version()):
     a = json.loads(line)
     if "txn" in a:
         txn[a["txn"]["appId"]] = a["txn"]["version"]
+duck_sorted = sorted(duck_rows(duck(), f"SELECT * FROM delta_scan('{sys.argv[2]}')"), key=lambda r: r["sequence"])
 print(json.dumps({"rows": len(got_rows), "equal": ref_rows == got_rows,
+                  "duckdb_equal": ref_rows == duck_sorted,
                   "version": dt.version(), "txn": txn,
                   "first_diff": next((str((a, b)) for a, b in zip(ref_rows, got_rows) if a != b), None)}))
 "#;
+    let script = format!("{}{PY}", rivven_testkit::DUCKDB_LAKEHOUSE);
     let out = py
         .run(
-            PY,
+            &script,
             &[&reference.to_string_lossy(), &table.to_string_lossy()],
         )
         .unwrap();
@@ -60,6 +63,7 @@ async fn rows_read_back_exactly_and_a_replay_writes_nothing_twice() {
     let got = compare(&py, &ipc, &table);
     assert_eq!(got["rows"], 5000, "{got}");
     assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
     let id = "rivven-connect/lake/orders/0";
     assert_eq!(got["txn"][id], 5000, "{got}");
     let version = got["version"].clone();

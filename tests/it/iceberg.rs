@@ -6,8 +6,9 @@ use crate::support::{group_file, kill_9_runs, orders_into, reference_file, run_o
 use std::path::Path;
 
 /// How pyiceberg finds the table: `{"static": "<warehouse dir>"}` (the newest metadata
-/// file of `default.orders` under a memory catalog's warehouse) or `{"sql": "<uri>",
-/// "warehouse": "<dir>"}` (pyiceberg's `SqlCatalog` named `rivven`).
+/// file of `default.orders` under a memory catalog's warehouse), `{"sql": "<uri>",
+/// "warehouse": "<dir>"}` (pyiceberg's `SqlCatalog` named `rivven`), `{"rest": "<uri>"}`
+/// or `{"glue": {<GlueCatalog properties>}}`; `table` (default `default.orders`).
 const LOAD: &str = r#"
 import glob, json, os, sys
 def load(spec):
@@ -17,8 +18,15 @@ def load(spec):
         files = glob.glob(os.path.join(spec["static"], "default", "orders", "metadata", "*.metadata.json"))
         newest = max(files, key=lambda f: int(os.path.basename(f).split("-")[0]))
         return StaticTable.from_metadata(newest)
-    from pyiceberg.catalog.sql import SqlCatalog
-    cat = SqlCatalog("rivven", uri=spec["sql"], warehouse=spec["warehouse"])
+    if "rest" in spec:
+        from pyiceberg.catalog.rest import RestCatalog
+        cat = RestCatalog("rest", uri=spec["rest"])
+    elif "glue" in spec:
+        from pyiceberg.catalog.glue import GlueCatalog
+        cat = GlueCatalog("rivven", **spec["glue"])
+    else:
+        from pyiceberg.catalog.sql import SqlCatalog
+        cat = SqlCatalog("rivven", uri=spec["sql"], warehouse=spec["warehouse"])
     return cat.load_table(spec.get("table", "default.orders"))
 "#;
 
@@ -31,7 +39,7 @@ fn compare(
     spec: &serde_json::Value,
 ) -> serde_json::Value {
     let script = format!(
-        r#"{LOAD}
+        r#"{LOAD}{duck}
 import pyarrow.ipc as ipc
 with open(sys.argv[1], "rb") as f:
     ref = ipc.open_file(f).read_all()
@@ -39,14 +47,20 @@ t = load(sys.argv[2])
 got = t.scan().to_arrow()
 ref_rows = sorted(ref.to_pylist(), key=lambda r: r["sequence"])
 got_rows = sorted(got.to_pylist(), key=lambda r: r["sequence"])
+duck_sorted = None
+if t.metadata_location.startswith("file://") or t.metadata_location.startswith("/"):
+    loc = t.metadata_location.removeprefix("file://")
+    duck_sorted = sorted(duck_rows(duck(), f"SELECT * FROM iceberg_scan('{{loc}}')"), key=lambda r: r["sequence"])
 snap = t.current_snapshot()
 offsets = {{k: v for k, v in (snap.summary.additional_properties.items() if snap else [])
            if k.startswith("rivven-connect.offset.")}}
 print(json.dumps({{"rows": len(got_rows), "equal": ref_rows == got_rows,
+                  "duckdb_equal": None if duck_sorted is None else ref_rows == duck_sorted,
                   "snapshots": len(t.metadata.snapshots), "offsets": offsets,
                   "spec": str(t.spec()), "types": {{f.name: str(f.field_type) for f in t.schema().fields}},
                   "first_diff": next((str((a, b)) for a, b in zip(ref_rows, got_rows) if a != b), None)}}))
-"#
+"#,
+        duck = rivven_testkit::DUCKDB_LAKEHOUSE
     );
     let out = py
         .run(&script, &[&reference.to_string_lossy(), &spec.to_string()])
@@ -84,6 +98,7 @@ async fn memory_catalog_rows_read_back_exactly_and_a_replay_writes_nothing_twice
     let got = compare(&py, &ipc, &spec);
     assert_eq!(got["rows"], 5000, "{got}");
     assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
     assert_eq!(
         got["offsets"]["rivven-connect.offset.lake.orders.0"], "5000",
         "{got}"
@@ -129,6 +144,7 @@ async fn sql_catalog_on_sqlite_is_read_by_pyiceberg_with_a_partition_spec() {
     let got = compare(&py, &ipc, &spec);
     assert_eq!(got["rows"], 4000, "{got}");
     assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
     let spec_text = got["spec"].as_str().unwrap();
     for t in ["identity", "bucket[4]", "day"] {
         assert!(spec_text.contains(t), "{t} missing from {spec_text}");
@@ -167,6 +183,80 @@ async fn sql_catalog_on_postgres_is_read_by_pyiceberg() {
     });
     let got = compare(&py, &ipc, &spec);
     assert_eq!(got["rows"], 3000, "{got}");
+    assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_catalog_rustberg_is_read_by_pyiceberg() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let rest = rivven_testkit::require!(rivven_testkit::iceberg_rest());
+    let ns = rivven_testkit::unique_name("rest");
+    let p = orders_into(
+        "iceberg",
+        3000,
+        0,
+        &format!(
+            "      catalog: {{type: rest, rest: {{uri: '{}'}}}}\n      namespace: {ns}\n      \
+             table: orders\n      batch_size: 1000\n      partition_fields: ['month(created_at)']\n",
+            rest.uri
+        ),
+    );
+    run_ok(&p, &["check", "run"], &[]);
+    let (ipc, rows) = reference_file(&p).await;
+    assert_eq!(rows, 3000);
+    let spec = serde_json::json!({ "rest": rest.uri, "table": format!("{ns}.orders") });
+    let got = compare(&py, &ipc, &spec);
+    assert_eq!(got["rows"], 3000, "{got}");
+    assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
+    assert_eq!(got["snapshots"], 3, "{got}");
+    assert!(got["spec"].as_str().unwrap().contains("month"), "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glue_catalog_with_s3_files_on_moto_is_read_by_pyiceberg() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let moto = rivven_testkit::require!(rivven_testkit::moto());
+    let bucket = rivven_testkit::unique_name("lake").replace('_', "-");
+    py.run(
+        "import boto3, sys\n\
+         boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+         aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])\n",
+        &[&moto.endpoint, &bucket],
+    )
+    .unwrap();
+    let ns = rivven_testkit::unique_name("glue");
+    let p = orders_into(
+        "iceberg",
+        2000,
+        0,
+        &format!(
+            "      catalog:\n        type: glue\n        glue: {{warehouse: 's3://{bucket}/wh', \
+             region: {r}, endpoint_url: '{e}', access_key_id: {k}, secret_access_key: {s}}}\n      \
+             namespace: {ns}\n      table: orders\n      batch_size: 1000\n      \
+             s3: {{endpoint: '{e}', path_style_access: true, region: {r}, access_key_id: {k}, \
+             secret_access_key: {s}}}\n",
+            e = moto.endpoint,
+            r = moto.region,
+            k = moto.access_key,
+            s = moto.secret_key,
+        ),
+    );
+    run_ok(&p, &["check", "run"], &[]);
+    let (ipc, rows) = reference_file(&p).await;
+    assert_eq!(rows, 2000);
+    let spec = serde_json::json!({
+        "glue": {
+            "glue.endpoint": moto.endpoint, "glue.region": moto.region,
+            "glue.access-key-id": moto.access_key, "glue.secret-access-key": moto.secret_key,
+            "s3.endpoint": moto.endpoint, "s3.region": moto.region,
+            "s3.access-key-id": moto.access_key, "s3.secret-access-key": moto.secret_key,
+        },
+        "table": format!("{ns}.orders"),
+    });
+    let got = compare(&py, &ipc, &spec);
+    assert_eq!(got["rows"], 2000, "{got}");
     assert_eq!(got["equal"], true, "{got}");
 }
 

@@ -9,6 +9,8 @@ mod delta_lake;
 mod docs;
 #[cfg(feature = "lakehouse")]
 mod iceberg;
+#[cfg(feature = "lakehouse")]
+mod lakehouse_cdc;
 mod object_storage;
 mod postgres;
 mod support;

@@ -1,6 +1,8 @@
 //! Named scenarios. Each one measures our path and, in the same run on the same bytes, the
 //! physical limit it is compared with.
 
+#[cfg(feature = "lakehouse")]
+pub mod lakehouse;
 pub mod latency;
 pub mod log;
 pub mod pipeline;
@@ -54,6 +56,13 @@ pub fn describe(name: &str) -> String {
 
 /// (name, description) of every scenario.
 pub const ALL: &[(&str, &str)] = &[
+    #[cfg(feature = "lakehouse")]
+    (
+        "lakehouse",
+        "iceberg (memory catalog) and delta-lake sinks appending a pre-filled topic (default \
+         10M rows, 1M rows per commit, snappy); compared with a bare ArrowWriter writing the \
+         same batches to one synced file (built with --features lakehouse)",
+    ),
     (
         "log-append-read",
         "embedded topic log: append change-event batches, then read them all back; \

@@ -239,8 +239,9 @@ pub struct SinkSpec {
     #[serde(default)]
     #[schemars(with = "Vec<serde_json::Value>")]
     pub transforms: serde_yaml::Value,
-    /// Topic (in the pipeline's own log) for rows a transform fails on, each with the
-    /// reason. Without it, such a row fails its batch.
+    /// Topic (in the pipeline's own log) for rows a transform fails on or the sink refuses
+    /// (a sink that checks its rows, e.g. a column type its table cannot take), each with
+    /// the reason. Without it, such a row fails its batch.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
 }
@@ -315,13 +316,7 @@ pub fn split_transforms(
         features: cdc.unwrap_or_default(),
         dead_letter_topic: dead_letter_topic.clone(),
     };
-    // A source's own undecodable records use it too; a sink's only come from transforms.
-    if !features && spec.is_empty() && spec.dead_letter_topic.is_some() {
-        return Err(FieldError::new(
-            "dead_letter_topic",
-            "no transforms that could fail a row; remove it",
-        ));
-    }
+    // A source's own undecodable records use it, and so do the rows a sink refuses.
     if let Some(t) = &spec.dead_letter_topic {
         valid_name(t)
             .map_err(|e| FieldError::new("dead_letter_topic", format!("topic name `{t}` {e}")))?;

@@ -221,7 +221,7 @@ async fn attempt(
             let Some(b) = item else { break Ok(()) };
             let next = b.next_offset();
             let key = (b.topic.to_string(), b.partition);
-            if let Err(e) = write(sink.as_mut(), &mut transforms, b, &p.status, shared).await {
+            if let Err(e) = write(sink.as_mut(), &mut transforms, b, p, shared).await {
                 break Err(e);
             }
             done.insert(key, next);
@@ -266,17 +266,17 @@ async fn attempt(
 
 /// Transform one topic batch and hand the pieces to the sink. Rows a filter dropped are
 /// simply not written; the caller still advances the offsets past them. Rows a transform
-/// failed on are appended to the dead-letter topic (durably, before the offsets can move
-/// past them).
+/// failed on, and rows the sink refused, are appended to the dead-letter topic (durably,
+/// before the offsets can move past them).
 async fn write(
     sink: &mut dyn crate::connector::Sink,
     chain: &mut Option<Box<dyn crate::connector::Transform>>,
     b: SinkBatch,
-    status: &PipelineStatus,
+    p: &SinkPipeline,
     shared: &Shared,
 ) -> Result<()> {
     let Some(chain) = chain.as_deref_mut() else {
-        return write_piece(sink, &b, status).await;
+        return write_piece(sink, &b, p, shared).await;
     };
     for r in chain.apply(b.batch.clone(), &b.topic)? {
         if r.batch.num_rows() == 0 {
@@ -297,21 +297,36 @@ async fn write(
             route: r.topic,
             ..b.clone()
         };
-        write_piece(sink, &piece, status).await?;
+        write_piece(sink, &piece, p, shared).await?;
     }
     Ok(())
 }
 
+/// Hand one batch to the sink; rows it refuses go to the dead-letter topic, or fail the
+/// batch with the sink's reason when there is none.
 async fn write_piece(
     sink: &mut dyn crate::connector::Sink,
     piece: &SinkBatch,
-    status: &PipelineStatus,
+    p: &SinkPipeline,
+    shared: &Shared,
 ) -> Result<()> {
     sink.write(piece).await?;
-    status.add(
+    p.status.add(
         piece.batch.num_rows() as u64,
         batch_bytes(&piece.batch) as u64,
     );
+    for r in sink.take_rejected() {
+        let stage = format!("sink {} ({})", p.spec.name, p.spec.connector_name);
+        let Some(topic) = p.spec.dead_letter_topic.as_deref() else {
+            return Err(Error::data(format!("{stage}: {}", r.reason)).retryable(false));
+        };
+        let rows = crate::dead_letter::rows(&r.rows, &r.reason, &stage, &piece.topic)?;
+        shared.log.ensure_topic(topic)?;
+        let partition = piece.partition % shared.log.partitions(topic)?.max(1);
+        shared.log.append(topic, partition, &rows, None).await?;
+        tracing::warn!(sink = %p.spec.name, rows = rows.num_rows(), topic, reason = %r.reason,
+                       "rows refused by the sink went to the dead-letter topic");
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Configuration of the `delta-lake` sink.
 
+use crate::changes::MetadataColumns;
 use crate::format::{ParquetCompression, ParquetOptions};
 use crate::object_storage::{AzureOptions, GcsOptions, S3Options};
 use rivven_engine::config::{FieldError, Validate};
@@ -52,6 +53,17 @@ pub struct DeltaLakeConfig {
     /// table's fails.
     #[serde(default = "yes")]
     pub merge_schema: bool,
+    /// How rows become table rows: `append` (default; every row is added) or `upsert`
+    /// (one MERGE per commit on `key_columns`: the last change per key updates or inserts
+    /// its row, deletes remove it).
+    #[serde(default)]
+    pub write_mode: WriteMode,
+    /// Key of `upsert` (default: the primary key the source puts on the rows).
+    #[serde(default)]
+    pub key_columns: Vec<String>,
+    /// Change-event metadata kept as columns in `upsert` mode (default: none).
+    #[serde(default)]
+    pub metadata_columns: MetadataColumns,
     /// S3 credentials and endpoint, for `s3://` tables.
     #[serde(default)]
     pub s3: Option<S3Options>,
@@ -61,6 +73,17 @@ pub struct DeltaLakeConfig {
     /// Azure credentials and endpoint, for `az://` tables.
     #[serde(default)]
     pub azure: Option<AzureOptions>,
+}
+
+/// How rows become table rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// Every row is appended.
+    #[default]
+    Append,
+    /// Rows are merged by key; deletes remove rows.
+    Upsert,
 }
 
 /// Where a table lives, from the scheme of `table_uri`.
@@ -173,6 +196,26 @@ impl Validate for DeltaLakeConfig {
         }
         if let Err(e) = self.writer_properties() {
             errs.push(FieldError::new("compression_level", e));
+        }
+        if self.write_mode == WriteMode::Append {
+            if !self.key_columns.is_empty() {
+                errs.push(FieldError::new(
+                    "key_columns",
+                    "applies to write_mode: upsert only",
+                ));
+            }
+            if !self.metadata_columns.is_empty() {
+                errs.push(FieldError::new(
+                    "metadata_columns",
+                    "applies to write_mode: upsert only (append writes the rows as they are)",
+                ));
+            }
+        }
+        for p in self.metadata_columns.problems() {
+            errs.push(FieldError::new("metadata_columns", p));
+        }
+        if self.key_columns.iter().any(|c| c.is_empty()) {
+            errs.push(FieldError::new("key_columns", "empty column name"));
         }
         if self.partition_columns.iter().any(|c| c.is_empty()) {
             errs.push(FieldError::new("partition_columns", "empty column name"));

@@ -32,7 +32,7 @@
 mod config;
 mod sink;
 
-pub use config::{DeltaLakeConfig, Store};
+pub use config::{DeltaLakeConfig, Store, WriteMode};
 pub use sink::{app_id, DeltaLakeSink};
 
 use async_trait::async_trait;

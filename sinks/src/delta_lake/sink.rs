@@ -1,7 +1,8 @@
 //! The `delta-lake` sink: buffers batches and commits them to a Delta table, with the
 //! consumer offsets they cover as `txn` actions of the same commit.
 
-use super::config::DeltaLakeConfig;
+use super::config::{DeltaLakeConfig, WriteMode};
+use crate::changes::{self, DELETE_FLAG};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use async_trait::async_trait;
@@ -12,9 +13,9 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use parquet::file::properties::WriterProperties;
 use rivven_engine::batch::SinkBatch;
-use rivven_engine::connector::{Committed, FlushWhen, Sink};
+use rivven_engine::connector::{Committed, FlushWhen, Rejected, Sink};
 use rivven_engine::status::PipelineStatus;
-use rivven_engine::{Error, Result};
+use rivven_engine::{Error, ErrorKind, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,6 +108,19 @@ pub(super) async fn open_table(cfg: &DeltaLakeConfig, create_dir: bool) -> Resul
         .map_err(delta_err("open the table"))
 }
 
+/// One batch of table rows for an upsert: rows (with the delete flag), their key, and the
+/// topic partition and offset after them.
+struct Change {
+    rows: RecordBatch,
+    key: Vec<String>,
+    at: (String, u32, u64),
+}
+
+/// `name` quoted as a SQL identifier of the merge expressions, under `alias`.
+fn qualified(alias: &str, name: &str) -> String {
+    format!("{alias}.\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Writes batches into one Delta table.
 pub struct DeltaLakeSink {
     cfg: DeltaLakeConfig,
@@ -116,6 +130,10 @@ pub struct DeltaLakeSink {
     status: Arc<PipelineStatus>,
     table: Option<DeltaTable>,
     buffered: Vec<RecordBatch>,
+    /// `upsert` mode: table rows with their key and the offset after them, in order.
+    changes: Vec<Change>,
+    /// Rows refused since the runtime last asked (see [`Sink::take_rejected`]).
+    rejected: Vec<Rejected>,
     rows: u64,
     first_at: Option<Instant>,
     /// Offset after the last buffered row, per topic partition.
@@ -132,6 +150,8 @@ impl DeltaLakeSink {
             status,
             table: None,
             buffered: Vec::new(),
+            changes: Vec::new(),
+            rejected: Vec::new(),
             rows: 0,
             first_at: None,
             next: BTreeMap::new(),
@@ -154,6 +174,127 @@ impl DeltaLakeSink {
         self.table
             .as_mut()
             .ok_or_else(|| Error::internal("delta-lake: table not loaded"))
+    }
+}
+
+impl DeltaLakeSink {
+    /// `upsert` mode: one MERGE per run of buffered changes with one schema and key, each
+    /// carrying the offsets of its rows as `txn` actions.
+    async fn flush_changes(&mut self) -> Result<()> {
+        let items = std::mem::take(&mut self.changes);
+        self.rows = 0;
+        self.first_at = None;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let keyed = items
+            .into_iter()
+            .map(|c| ((c.rows.schema(), c.key.clone()), c))
+            .collect();
+        for ((schema, key), run) in changes::runs(keyed) {
+            let started = Instant::now();
+            let ats: Vec<(String, u32, u64)> = run.iter().map(|c| c.at.clone()).collect();
+            let batches: Vec<RecordBatch> = run.into_iter().map(|c| c.rows).collect();
+            let rows = arrow::compute::concat_batches(&schema, &batches)?;
+            let rows = changes::dedupe(&rows, &key)?;
+            let txns: Vec<Transaction> = changes::offsets_of(&ats)
+                .into_iter()
+                .map(|((topic, partition), offset)| {
+                    Transaction::new(app_id(&self.name, &topic, partition), offset as i64)
+                })
+                .collect();
+            let n = rows.num_rows();
+            let version = self.merge(rows, &key, txns).await?;
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(sink = %self.name, rows = n, version, ms, "delta-lake merge");
+            self.status.set_detail(
+                "delta",
+                serde_json::json!({"table_version": version, "last_commit_rows": n,
+                                   "last_commit_ms": ms}),
+            );
+        }
+        Ok(())
+    }
+
+    /// Apply table rows (last column: the delete flag) to the table in one commit: a MERGE
+    /// on `key`, or, while the table does not exist yet, a write of the rows not deleted.
+    async fn merge(
+        &mut self,
+        rows: RecordBatch,
+        key: &[String],
+        txns: Vec<Transaction>,
+    ) -> Result<u64> {
+        self.load().await?;
+        let table = self
+            .table
+            .take()
+            .ok_or_else(|| Error::internal("delta-lake: table not loaded"))?;
+        let commit = CommitProperties::default().with_application_transactions(txns);
+        let n = rows.num_columns();
+        let columns: Vec<String> = rows.schema().fields()[..n - 1]
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let table = if table.version().is_none() {
+            let deleted = rows
+                .column(n - 1)
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .ok_or_else(|| Error::internal("delta-lake: delete flag missing"))?;
+            let kept = arrow::compute::filter_record_batch(&rows, &arrow::compute::not(deleted)?)?;
+            let kept = kept.project(&(0..n - 1).collect::<Vec<_>>())?;
+            let mut write = table
+                .write(vec![kept])
+                .with_save_mode(SaveMode::Append)
+                .with_writer_properties(self.props.clone())
+                .with_commit_properties(commit);
+            if !self.cfg.partition_columns.is_empty() {
+                write = write.with_partition_columns(self.cfg.partition_columns.clone());
+            }
+            write.await.map_err(delta_err("create the table"))?
+        } else {
+            let ctx = deltalake::datafusion::prelude::SessionContext::new();
+            let source = ctx
+                .read_batch(rows)
+                .map_err(|e| Error::internal(format!("delta-lake: merge source: {e}")))?;
+            let on = key
+                .iter()
+                .map(|k| format!("{} = {}", qualified("target", k), qualified("source", k)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let flag = qualified("source", DELETE_FLAG);
+            let (table, _metrics) = table
+                .merge(source, on)
+                .with_source_alias("source")
+                .with_target_alias("target")
+                .with_merge_schema(self.cfg.merge_schema)
+                .with_writer_properties(self.props.clone())
+                .with_commit_properties(commit)
+                .when_matched_delete(|d| d.predicate(flag.clone()))
+                .and_then(|m| {
+                    m.when_matched_update(|u| {
+                        columns
+                            .iter()
+                            .fold(u, |u, c| u.update(c.as_str(), qualified("source", c)))
+                    })
+                })
+                .and_then(|m| {
+                    m.when_not_matched_insert(|i| {
+                        columns
+                            .iter()
+                            .fold(i.predicate(format!("NOT {flag}")), |i, c| {
+                                i.set(c.as_str(), qualified("source", c))
+                            })
+                    })
+                })
+                .map_err(delta_err("plan the merge"))?
+                .await
+                .map_err(delta_err("merge"))?;
+            table
+        };
+        let version = table.version().unwrap_or_default();
+        self.table = Some(table);
+        Ok(version)
     }
 }
 
@@ -196,11 +337,36 @@ impl Sink for DeltaLakeSink {
         }
         self.first_at.get_or_insert_with(Instant::now);
         self.rows += b.batch.num_rows() as u64;
-        self.buffered.push(relaxed(&b.batch)?);
+        match self.cfg.write_mode {
+            WriteMode::Append => self.buffered.push(relaxed(&b.batch)?),
+            WriteMode::Upsert => {
+                // Keys come from the source's schema metadata, which `relaxed` drops.
+                let rows = changes::key_columns(&b.batch, &self.cfg.key_columns).and_then(|key| {
+                    let rows = changes::table_rows(&b.batch, &key, &self.cfg.metadata_columns)?;
+                    Ok((key, rows))
+                });
+                match rows {
+                    Ok((key, rows)) => self.changes.push(Change {
+                        rows: relaxed(&rows)?,
+                        key,
+                        at: (b.topic.to_string(), b.partition, b.next_offset()),
+                    }),
+                    // A batch without a usable key or with a truncate: refused, with why.
+                    Err(e) if e.kind() == ErrorKind::Data => self.rejected.push(Rejected {
+                        rows: b.batch.clone(),
+                        reason: e.to_string(),
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<()> {
+        if self.cfg.write_mode == WriteMode::Upsert {
+            return self.flush_changes().await;
+        }
         if self.buffered.is_empty() {
             // Nothing to write: the group's offsets cover rows that never reach the table.
             return Ok(());
@@ -255,6 +421,10 @@ impl Sink for DeltaLakeSink {
                                "last_commit_ms": started.elapsed().as_millis() as u64}),
         );
         Ok(())
+    }
+
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        std::mem::take(&mut self.rejected)
     }
 
     fn flush_when(&self) -> FlushWhen {

@@ -118,7 +118,7 @@ pub fn evolution(batch: &Schema, table: &iceberg::spec::Schema) -> Result<Evolut
 /// Whether values of Iceberg type `from` can be written into a column of type `to`: equal,
 /// or a promotion Iceberg allows (int→long, float→double, decimal precision), or structs,
 /// lists and maps whose parts are. A struct may lack fields (they are written as nulls).
-fn check_compatible(path: &str, from: &Type, to: &Type) -> Result<()> {
+pub fn check_compatible(path: &str, from: &Type, to: &Type) -> Result<()> {
     use PrimitiveType as P;
     let ok = match (from, to) {
         (Type::Primitive(a), Type::Primitive(b)) => {
@@ -197,6 +197,32 @@ fn incompatible(path: &str, what: &str) -> Error {
          changes are incompatible"
     ))
     .retryable(false)
+}
+
+/// What rows of `batch` would do to a table that has `table` as its schema (or none yet)
+/// and is about to get the columns `pending` (name → type) from rows buffered before:
+/// the columns they add (name → type), or why they cannot be written.
+pub fn check_rows(
+    batch: &Schema,
+    table: Option<&iceberg::spec::Schema>,
+    pending: &std::collections::HashMap<String, Type>,
+) -> Result<Vec<(String, Type)>> {
+    let mut added = Vec::new();
+    for f in batch.fields() {
+        if f.data_type() == &DataType::Null {
+            continue;
+        }
+        let t = iceberg_type(f.data_type())?;
+        match (
+            table.and_then(|s| s.field_by_name(f.name())),
+            pending.get(f.name()),
+        ) {
+            (Some(existing), _) => check_compatible(f.name(), &t, &existing.field_type)?,
+            (None, Some(p)) => check_compatible(f.name(), &t, p)?,
+            (None, None) => added.push((f.name().clone(), t)),
+        }
+    }
+    Ok(added)
 }
 
 /// The Arrow schema of the table's current schema, with its field ids.

@@ -23,9 +23,9 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{NamespaceIdent, TableCreation, TableIdent};
 use parquet::file::properties::WriterProperties;
 use rivven_engine::batch::SinkBatch;
-use rivven_engine::connector::{Committed, FlushWhen, Sink};
+use rivven_engine::connector::{Committed, FlushWhen, Rejected, Sink};
 use rivven_engine::status::PipelineStatus;
-use rivven_engine::{Error, Result};
+use rivven_engine::{Error, ErrorKind, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -71,6 +71,8 @@ struct TableState {
     /// Offsets recorded in the table by this sink: rows before them are already there.
     done: HashMap<(String, u32), u64>,
     buffered: Vec<RecordBatch>,
+    /// Columns the buffered rows bring that the table lacks, with their types.
+    pending: HashMap<String, iceberg::spec::Type>,
     /// Offset after the last buffered row, per topic partition.
     next: BTreeMap<(String, u32), u64>,
     stats: TableStats,
@@ -97,6 +99,8 @@ pub struct IcebergSink {
     status: Arc<PipelineStatus>,
     tables: Option<Tables>,
     states: BTreeMap<TableIdent, TableState>,
+    /// Rows refused since the runtime last asked (see [`Sink::take_rejected`]).
+    rejected: Vec<Rejected>,
     rows: u64,
     first_at: Option<Instant>,
 }
@@ -112,6 +116,7 @@ impl IcebergSink {
             status,
             tables: None,
             states: BTreeMap::new(),
+            rejected: Vec::new(),
             rows: 0,
             first_at: None,
         })
@@ -140,6 +145,7 @@ impl IcebergSink {
                     table,
                     done,
                     buffered: Vec::new(),
+                    pending: HashMap::new(),
                     next: BTreeMap::new(),
                     stats: TableStats::default(),
                 },
@@ -255,6 +261,7 @@ impl IcebergSink {
             state.done.insert(k, o);
         }
         state.buffered.clear();
+        state.pending.clear();
         let ms = started.elapsed().as_millis() as u64;
         let s = &mut state.stats;
         s.snapshot_id = table.metadata().current_snapshot_id();
@@ -541,6 +548,23 @@ impl Sink for IcebergSink {
             if rows.num_rows() == 0 {
                 continue;
             }
+            // Rows whose columns the table cannot take are refused here, with the reason,
+            // so they never fail a commit.
+            let table_schema = state
+                .table
+                .as_ref()
+                .map(|t| t.metadata().current_schema().clone());
+            match schema::check_rows(&rows.schema(), table_schema.as_deref(), &state.pending) {
+                Ok(added) => state.pending.extend(added),
+                Err(e) if e.kind() == ErrorKind::Data => {
+                    self.rejected.push(Rejected {
+                        rows,
+                        reason: format!("{e} (table {ident})"),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let n = rows.num_rows() as u64;
             state.next.insert(key.clone(), b.next_offset());
             state.buffered.push(rows);
@@ -578,6 +602,10 @@ impl Sink for IcebergSink {
         self.first_at = None;
         self.publish_status();
         result
+    }
+
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        std::mem::take(&mut self.rejected)
     }
 
     fn flush_when(&self) -> FlushWhen {

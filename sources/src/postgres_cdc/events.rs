@@ -10,7 +10,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Field, Fields, SchemaRef};
 use rivven_engine::batch::now_ms;
-use rivven_engine::batch::{change_event_schema, change_event_source_fields};
+use rivven_engine::batch::{change_event_schema, change_event_source_fields, META_KEY};
 use std::sync::Arc;
 
 /// Where a change came from, for the `source` struct.
@@ -103,7 +103,28 @@ impl TableEvents {
             .map(|(&i, k)| Arc::new(k.field(&relation.columns[i].name)))
             .collect::<Vec<Arc<Field>>>()
             .into();
+        // The replica identity (by default the primary key) travels with the rows, for
+        // sinks that upsert.
+        let key: Vec<&str> = keep
+            .iter()
+            .map(|&i| &relation.columns[i])
+            .filter(|c| c.key)
+            .map(|c| c.name.as_str())
+            .collect();
         let schema = change_event_schema(columns.clone());
+        let schema = if key.is_empty() {
+            schema
+        } else {
+            Arc::new(
+                schema
+                    .as_ref()
+                    .clone()
+                    .with_metadata(std::collections::HashMap::from([(
+                        META_KEY.to_string(),
+                        key.join(","),
+                    )])),
+            )
+        };
         let decoders = keep
             .iter()
             .map(|&i| {

@@ -3,8 +3,10 @@
 //! process.
 
 use super::azurite::Azurite;
+use super::iceberg_rest::IcebergRest;
 use super::mariadb::MariaDb;
 use super::mosquitto::Mosquitto;
+use super::moto::Moto;
 use super::nats::Nats;
 use super::postgres::Postgres;
 use super::python::Python;
@@ -26,6 +28,10 @@ pub struct ServiceFile {
     pub mosquitto: Option<Mosquitto>,
     pub nats: Option<Nats>,
     pub python: Option<Python>,
+    #[serde(default)]
+    pub iceberg_rest: Option<IcebergRest>,
+    #[serde(default)]
+    pub moto: Option<Moto>,
     pub unavailable: Vec<Unavailable>,
 }
 
@@ -43,6 +49,8 @@ impl ServiceFile {
                 Service::Mosquitto => Mosquitto::start().map(|v| f.mosquitto = Some(v)),
                 Service::Nats => Nats::start().map(|v| f.nats = Some(v)),
                 Service::Python => Python::find().map(|v| f.python = Some(v)),
+                Service::IcebergRest => IcebergRest::start().map(|v| f.iceberg_rest = Some(v)),
+                Service::Moto => Moto::start().map(|v| f.moto = Some(v)),
             };
             if let Err(e) = r {
                 f.unavailable.push(e);
@@ -138,4 +146,12 @@ accessor!(
     /// The Python venv with independent readers (pyarrow, duckdb, pyiceberg, deltalake,
     /// fastavro).
     python, Python, Python, python, Python::find
+);
+accessor!(
+    /// rustberg, an Iceberg REST catalog server with a file warehouse.
+    iceberg_rest, IcebergRest, IcebergRest, iceberg_rest, IcebergRest::start
+);
+accessor!(
+    /// moto's server: AWS Glue, S3 and more on one endpoint.
+    moto, Moto, Moto, moto, Moto::start
 );

@@ -3,9 +3,11 @@
 
 mod azurite;
 mod file;
+mod iceberg_rest;
 mod launch;
 mod mariadb;
 mod mosquitto;
+mod moto;
 mod nats;
 mod postgres;
 mod python;
@@ -14,12 +16,16 @@ mod service;
 mod tansu;
 
 pub use azurite::Azurite;
-pub use file::{azurite, mariadb, mosquitto, nats, postgres, python, s3, tansu, ServiceFile};
+pub use file::{
+    azurite, iceberg_rest, mariadb, mosquitto, moto, nats, postgres, python, s3, tansu, ServiceFile,
+};
+pub use iceberg_rest::IcebergRest;
 pub use mariadb::MariaDb;
 pub use mosquitto::{mqtt_connect, Mosquitto};
+pub use moto::Moto;
 pub use nats::{nats_info, Nats};
 pub use postgres::{Postgres, TempDatabase};
-pub use python::{Python, PYTHON_READERS};
+pub use python::{Python, DUCKDB_LAKEHOUSE, PYTHON_READERS};
 pub use s3::S3;
 pub use service::Service;
 pub use tansu::{kafka_api_versions, Tansu};

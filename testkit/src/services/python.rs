@@ -8,14 +8,37 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The modules the readers venv must import.
-pub const PYTHON_READERS: [&str; 6] = [
+pub const PYTHON_READERS: [&str; 9] = [
     "pyarrow",
     "duckdb",
+    "duckdb_extension_avro",
+    "duckdb_extension_iceberg",
+    "duckdb_extension_delta",
     "pyiceberg",
     "deltalake",
     "fastavro",
     "cramjam",
 ];
+
+/// Python that defines `duck()`: a DuckDB connection with the `iceberg` and `delta`
+/// extensions (and `avro`, which `iceberg` needs) loaded from their offline wheels
+/// (`duckdb-extension-*`, pinned to the venv's duckdb version), never downloaded.
+pub const DUCKDB_LAKEHOUSE: &str = r#"
+def duck():
+    import duckdb, glob, importlib, os
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    for name in ("avro", "iceberg", "delta"):
+        mod = importlib.import_module("duckdb_extension_" + name)
+        path, = glob.glob(os.path.join(os.path.dirname(mod.__file__), "extensions", "*", name + ".duckdb_extension"))
+        con.load_extension(path)
+    con.sql("SET TimeZone = 'UTC'")
+    return con
+
+def duck_rows(con, sql):
+    rel = con.sql(sql)
+    cols = rel.columns
+    return [dict(zip(cols, r)) for r in rel.fetchall()]
+"#;
 
 /// The Python interpreter of the readers venv (`$RIVVEN_CACHE/venv`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

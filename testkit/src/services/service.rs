@@ -11,10 +11,12 @@ pub enum Service {
     Mosquitto,
     Nats,
     Python,
+    IcebergRest,
+    Moto,
 }
 
 impl Service {
-    pub const ALL: [Service; 8] = [
+    pub const ALL: [Service; 10] = [
         Service::Postgres,
         Service::MariaDb,
         Service::Tansu,
@@ -23,6 +25,8 @@ impl Service {
         Service::Mosquitto,
         Service::Nats,
         Service::Python,
+        Service::IcebergRest,
+        Service::Moto,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +39,8 @@ impl Service {
             Service::Mosquitto => "mosquitto",
             Service::Nats => "nats",
             Service::Python => "python",
+            Service::IcebergRest => "iceberg-rest",
+            Service::Moto => "moto",
         }
     }
 
@@ -53,6 +59,8 @@ impl Service {
             Service::Mosquitto => "RIVVEN_MOSQUITTO",
             Service::Nats => "RIVVEN_NATS_SERVER",
             Service::Python => "RIVVEN_PYTHON",
+            Service::IcebergRest => "RIVVEN_RUSTBERG",
+            Service::Moto => "RIVVEN_MOTO_SERVER",
         }
     }
 }
