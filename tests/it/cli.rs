@@ -118,10 +118,12 @@ fn misspelled_key_names_path_and_line() {
     let p = Pipeline::new(&GEN_TO_STDOUT.replace("connector: stdout", "connector: stdot"));
     let err = stderr(&p.cmd(&["check"]));
     assert!(
-        // (`delta-lake` is listed too in builds with the `lakehouse` feature.)
+        // (`delta-lake` and `iceberg` are listed too in builds with the `lakehouse`
+        // feature.)
         err.contains(
             "sinks.out.connector: unknown sink connector `stdot`; available: azure-blob, "
-        ) && err.contains("gcs, object-storage, s3, stdout"),
+        ) && err.contains("gcs, ")
+            && err.contains("object-storage, s3, stdout"),
         "{err}"
     );
 }

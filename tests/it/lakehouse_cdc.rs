@@ -299,9 +299,13 @@ print(json.dumps(out, default=str))
     // the reason; the rows after them still land.
     pg.psql(&db, "ALTER TABLE a ALTER COLUMN v TYPE int USING length(v)")
         .unwrap();
-    pg.psql(&db, "INSERT INTO a SELECT g, g, 1 FROM generate_series(521, 525) g")
+    pg.psql(
+        &db,
+        "INSERT INTO a SELECT g, g, 1 FROM generate_series(521, 525) g",
+    )
+    .unwrap();
+    pg.psql(&db, "INSERT INTO b VALUES (301, 1.5, now())")
         .unwrap();
-    pg.psql(&db, "INSERT INTO b VALUES (301, 1.5, now())").unwrap();
     wait("rows after the refused ones", &|v| v["b"]["rows"] == 301);
     assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
     assert!(child.wait().unwrap().success());
@@ -324,7 +328,11 @@ print(json.dumps(out, default=str))
         reasons
     });
     assert_eq!(dead.len(), 5, "{dead:?}");
-    assert!(dead[0].contains("`v`") && dead[0].contains("cdc.a"), "{}", dead[0]);
+    assert!(
+        dead[0].contains("`v`") && dead[0].contains("cdc.a"),
+        "{}",
+        dead[0]
+    );
     let v = read();
     assert_eq!(v["a"]["rows"], 520, "{v}");
     assert_eq!(v["a"]["extra"], 20, "{v}");
@@ -332,5 +340,8 @@ print(json.dumps(out, default=str))
     for c in ["id", "v", "__op", "__table", "extra"] {
         assert!(cols.contains(&format!("\"{c}\"")), "{c} missing: {v}");
     }
-    assert_eq!(v["b"]["sample"]["amount"], "1.500", "numeric(10,3) kept its scale: {v}");
+    assert_eq!(
+        v["b"]["sample"]["amount"], "1.500",
+        "numeric(10,3) kept its scale: {v}"
+    );
 }

@@ -83,7 +83,7 @@ sinks:
   lake:
     connector: {sink}
     topics: [events]
-    consumer_group: lake
+    consumer_group: lake_{group}
     start_offset: earliest
     config: {config}
 settings:
@@ -92,6 +92,7 @@ settings:
   metrics: {{enabled: false, port: 0}}
 "#,
             state = state.display(),
+            group = sink.replace('-', "_"),
         );
         let loaded =
             rivven_engine::config::load_str(&yaml, "bench.yaml", tmp.path().into(), |_| None)

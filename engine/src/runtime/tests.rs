@@ -75,6 +75,10 @@ struct Factories {
     /// The sink stores its offsets with its rows, and fails once right after the commit
     /// that holds this value, as a process killed before the group commit would.
     crash_after_own_commit_at: Option<i64>,
+    /// The sink refuses rows whose value is a multiple of this (`take_rejected`), and
+    /// the sink pipeline has a dead-letter topic `dlq` when `dead_letter` is set.
+    reject_multiples_of: Option<i64>,
+    dead_letter: bool,
     state: Arc<Shared2>,
 }
 
@@ -128,6 +132,8 @@ struct Collect {
     crash_after_own_commit_at: Option<i64>,
     own: Arc<Mutex<Vec<Committed>>>,
     next: Vec<Committed>,
+    reject_multiples_of: Option<i64>,
+    rejected: Vec<crate::connector::Rejected>,
 }
 
 #[async_trait]
@@ -160,8 +166,29 @@ impl Sink for Collect {
                 return Err(Error::connect("injected sink failure"));
             }
         }
+        if let Some(n) = self.reject_multiples_of {
+            let bad: Vec<u32> = (0..v.len() as u32)
+                .filter(|&i| v[i as usize] % n == 0)
+                .collect();
+            if !bad.is_empty() {
+                let rows = arrow::compute::take_record_batch(
+                    &b.batch,
+                    &arrow::array::UInt32Array::from(bad),
+                )?;
+                self.rejected.push(crate::connector::Rejected {
+                    rows,
+                    reason: format!("multiple of {n}"),
+                });
+            }
+            self.accepted.extend(v.into_iter().filter(|x| x % n != 0));
+            return Ok(());
+        }
         self.accepted.extend(v);
         Ok(())
+    }
+
+    fn take_rejected(&mut self) -> Vec<crate::connector::Rejected> {
+        std::mem::take(&mut self.rejected)
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -203,6 +230,8 @@ impl SinkConnector for SinkF {
             crash_after_own_commit_at: self.0.crash_after_own_commit_at,
             own: self.0.state.own.clone(),
             next: Vec::new(),
+            reject_multiples_of: self.0.reject_multiples_of,
+            rejected: Vec::new(),
         }))
     }
 }
@@ -212,13 +241,18 @@ async fn run(
     dir: &std::path::Path,
 ) -> (RunReport, Arc<Shared2>, Arc<StatusRegistry>) {
     let state = f.state.clone();
+    let dlq = if f.dead_letter {
+        "    dead_letter_topic: dlq\n"
+    } else {
+        ""
+    };
     let f = Arc::new(f);
     let mut registry = Registry::new();
     registry.register_source(SourceF(f.clone())).unwrap();
     registry.register_sink(SinkF(f)).unwrap();
     let yaml = format!(
-        "version: \"1.0\"\nsources:\n  src:\n    connector: counter\n    topic: t\nsinks:\n  snk:\n    connector: collect\n    topics: [t]\n    consumer_group: g\n    start_offset: earliest\nsettings:\n  state_dir: {}\n  retry: {{initial_backoff_ms: 1, max_backoff_ms: 5}}\n  batch: {{linger_ms: 0}}\n",
-        dir.display()
+        "version: \"1.0\"\nsources:\n  src:\n    connector: counter\n    topic: t\nsinks:\n  snk:\n    connector: collect\n    topics: [t]\n    consumer_group: g\n    start_offset: earliest\n{dlq}settings:\n  state_dir: {}\n  retry: {{initial_backoff_ms: 1, max_backoff_ms: 5}}\n  batch: {{linger_ms: 0}}\n",
+        dir.display(),
     );
     let loaded = crate::config::load_str(&yaml, "p.yaml", dir.to_owned(), |_| None).unwrap();
     let pipelines = Pipelines::resolve(&loaded, &registry).unwrap();
@@ -262,6 +296,8 @@ async fn source_restarts_and_resumes_without_gap_or_duplicate() {
         source_fail_at: Some((200, true)),
         sink_fail_at: None,
         crash_after_own_commit_at: None,
+        reject_multiples_of: None,
+        dead_letter: false,
         state: Default::default(),
     };
     let (report, state, status) = run(f, dir.path()).await;
@@ -289,6 +325,8 @@ async fn transactional_sink_resumes_after_its_own_commit() {
         source_fail_at: None,
         sink_fail_at: None,
         crash_after_own_commit_at: Some(150),
+        reject_multiples_of: None,
+        dead_letter: false,
         state: Default::default(),
     };
     let (report, state, _) = run(f, dir.path()).await;
@@ -297,6 +335,77 @@ async fn transactional_sink_resumes_after_its_own_commit() {
     assert_eq!(*state.seen.lock().unwrap(), (0..300).collect::<Vec<_>>());
     let log = EmbeddedLog::open(dir.path(), crate::config::TopicSettings::default()).unwrap();
     assert_eq!(log.groups().committed("g", "t", 0), Some(300));
+}
+
+/// Rows a sink refuses go to its dead-letter topic with the reason, and the rest goes on;
+/// without a dead-letter topic they fail the sink with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_sink_refuses_go_to_its_dead_letter_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Factories {
+        total: 100,
+        source_fail_at: None,
+        sink_fail_at: None,
+        crash_after_own_commit_at: None,
+        reject_multiples_of: Some(10),
+        dead_letter: true,
+        state: Default::default(),
+    };
+    let (report, state, _) = run(f, dir.path()).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let expected: Vec<i64> = (0..100).filter(|v| v % 10 != 0).collect();
+    assert_eq!(*state.seen.lock().unwrap(), expected);
+    let log = EmbeddedLog::open(dir.path(), crate::config::TopicSettings::default()).unwrap();
+    assert_eq!(log.groups().committed("g", "t", 0), Some(100));
+    let mut dead = Vec::new();
+    for b in log.read("dlq", 0, 0, 1 << 20).await.unwrap() {
+        let v = b
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let why = b
+            .batch
+            .column_by_name(crate::dead_letter::DLQ_ERROR)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        let stage = b
+            .batch
+            .column_by_name(crate::dead_letter::DLQ_TRANSFORM)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        for i in 0..v.len() {
+            assert_eq!(why.value(i), "multiple of 10");
+            assert_eq!(stage.value(i), "sink snk (collect)");
+            dead.push(v.value(i));
+        }
+    }
+    assert_eq!(dead, (0..100).step_by(10).collect::<Vec<i64>>());
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = Factories {
+        total: 100,
+        source_fail_at: None,
+        sink_fail_at: None,
+        crash_after_own_commit_at: None,
+        reject_multiples_of: Some(10),
+        dead_letter: false,
+        state: Default::default(),
+    };
+    let (report, _, status) = run(f, dir.path()).await;
+    assert_eq!(report.failed, ["snk"]);
+    let r = status.report();
+    let sink = r.pipelines.iter().find(|p| p.name == "snk").unwrap();
+    assert!(sink
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("multiple of 10"));
 }
 
 /// Offsets past the end of the topic mean the sink was written from another log.
@@ -314,6 +423,8 @@ async fn own_offsets_past_the_topic_end_fail_the_sink() {
         source_fail_at: None,
         sink_fail_at: None,
         crash_after_own_commit_at: None,
+        reject_multiples_of: None,
+        dead_letter: false,
         state,
     };
     let (report, _, status) = run(f, dir.path()).await;
@@ -332,6 +443,8 @@ async fn sink_failure_redelivers_from_committed_offsets() {
         source_fail_at: None,
         sink_fail_at: Some(150),
         crash_after_own_commit_at: None,
+        reject_multiples_of: None,
+        dead_letter: false,
         state: Default::default(),
     };
     let (report, state, status) = run(f, dir.path()).await;
@@ -354,6 +467,8 @@ async fn non_retryable_error_fails_the_pipeline() {
         source_fail_at: Some((50, false)),
         sink_fail_at: None,
         crash_after_own_commit_at: None,
+        reject_multiples_of: None,
+        dead_letter: false,
         state: Default::default(),
     };
     let (report, state, status) = run(f, dir.path()).await;

@@ -97,7 +97,9 @@ pub(super) async fn open_table(cfg: &DeltaLakeConfig, create_dir: bool) -> Resul
         if create_dir {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("delta-lake: create {}", dir.display()), e))?;
-        } else if !dir.exists() {
+        }
+        // No log yet: an unloaded handle, without delta-rs logging a failed load.
+        if !dir.join("_delta_log").exists() {
             return deltalake::DeltaTableBuilder::from_url(url)
                 .and_then(|b| b.build())
                 .map_err(delta_err("open the table"));

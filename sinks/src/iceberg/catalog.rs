@@ -140,7 +140,7 @@ impl Tables {
             }
             CatalogKind::Rest => {
                 let r = c.rest.as_ref().ok_or_else(|| missing("rest"))?;
-                props.extend(r.properties.clone());
+                props.extend(r.extra_properties.clone());
                 props.insert("uri".into(), r.uri.clone());
                 let optional = [
                     ("warehouse", r.warehouse.clone()),

@@ -185,7 +185,7 @@ pub struct RestCatalog {
     pub scope: Option<String>,
     /// Further catalog properties, passed as given (e.g. `header.X-Iceberg-Access-Delegation`).
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub extra_properties: BTreeMap<String, String>,
 }
 
 /// `glue` catalog settings.

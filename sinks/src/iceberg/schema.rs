@@ -202,10 +202,14 @@ fn incompatible(path: &str, what: &str) -> Error {
 /// What rows of `batch` would do to a table that has `table` as its schema (or none yet)
 /// and is about to get the columns `pending` (name → type) from rows buffered before:
 /// the columns they add (name → type), or why they cannot be written.
+///
+/// `no_timestamptz`: the catalog cannot store `timestamptz` columns (iceberg-rust 0.10's
+/// Glue catalog refuses to convert them to Glue columns), so a batch with one is refused.
 pub fn check_rows(
     batch: &Schema,
     table: Option<&iceberg::spec::Schema>,
     pending: &std::collections::HashMap<String, Type>,
+    no_timestamptz: bool,
 ) -> Result<Vec<(String, Type)>> {
     let mut added = Vec::new();
     for f in batch.fields() {
@@ -213,6 +217,15 @@ pub fn check_rows(
             continue;
         }
         let t = iceberg_type(f.data_type())?;
+        if no_timestamptz && has_timestamptz(&t) {
+            return Err(Error::data(format!(
+                "iceberg: column `{}` is a timestamp with time zone, which the glue catalog \
+                 cannot store (iceberg-catalog-glue 0.10 has no Glue type for timestamptz); \
+                 convert it (e.g. timestamp_converter to unix) or drop it",
+                f.name()
+            ))
+            .retryable(false));
+        }
         match (
             table.and_then(|s| s.field_by_name(f.name())),
             pending.get(f.name()),
@@ -223,6 +236,20 @@ pub fn check_rows(
         }
     }
     Ok(added)
+}
+
+/// Whether `t` is, or holds, a `timestamptz`.
+fn has_timestamptz(t: &Type) -> bool {
+    match t {
+        Type::Primitive(p) => {
+            matches!(p, PrimitiveType::Timestamptz | PrimitiveType::TimestamptzNs)
+        }
+        Type::Struct(s) => s.fields().iter().any(|f| has_timestamptz(&f.field_type)),
+        Type::List(l) => has_timestamptz(&l.element_field.field_type),
+        Type::Map(m) => {
+            has_timestamptz(&m.key_field.field_type) || has_timestamptz(&m.value_field.field_type)
+        }
+    }
 }
 
 /// The Arrow schema of the table's current schema, with its field ids.
@@ -429,6 +456,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("`name`"), "{err}");
+    }
+
+    #[test]
+    fn check_rows_tracks_pending_columns_and_the_glue_timestamptz_gap() {
+        let pending = std::collections::HashMap::new();
+        let b = Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+        ]);
+        let added = check_rows(&b, None, &pending, false).unwrap();
+        assert_eq!(added.len(), 2);
+        let err = check_rows(&b, None, &pending, true).unwrap_err();
+        assert!(err.to_string().contains("`at`"), "{err}");
+        // A column pending from earlier rows must keep its type.
+        let pending: std::collections::HashMap<String, Type> = added.into_iter().collect();
+        let clash = Schema::new(vec![Field::new("id", DataType::Utf8, true)]);
+        assert!(check_rows(&clash, None, &pending, false).is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! rows as one snapshot whose summary carries the consumer offsets it covers.
 
 use super::catalog::{ice_err, Tables};
-use super::config::{IcebergConfig, PartitionField};
+use super::config::{CatalogKind, IcebergConfig, PartitionField};
 use super::schema;
 use arrow::array::{Array, AsArray, RecordBatch, StructArray, UInt32Array};
 use arrow::datatypes::DataType;
@@ -527,6 +527,7 @@ impl Sink for IcebergSink {
             return Ok(());
         }
         let key = (b.topic.to_string(), b.partition);
+        let glue = self.cfg.catalog.kind == CatalogKind::Glue;
         for (ident, idx) in self.route(b)? {
             let state = self.state(&ident).await?;
             // Rows this table already holds (a commit that the group's offsets missed)
@@ -554,7 +555,12 @@ impl Sink for IcebergSink {
                 .table
                 .as_ref()
                 .map(|t| t.metadata().current_schema().clone());
-            match schema::check_rows(&rows.schema(), table_schema.as_deref(), &state.pending) {
+            match schema::check_rows(
+                &rows.schema(),
+                table_schema.as_deref(),
+                &state.pending,
+                glue,
+            ) {
                 Ok(added) => state.pending.extend(added),
                 Err(e) if e.kind() == ErrorKind::Data => {
                     self.rejected.push(Rejected {
