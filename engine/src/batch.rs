@@ -52,6 +52,9 @@ pub struct SinkBatch {
     /// transforms dropped or split rows (then it is the offset of the first row of the topic
     /// batch these rows came from).
     pub first_offset: u64,
+    /// Offset after the last row of the topic batch these rows came from: the same for
+    /// every piece a sink-side transform made of it, whatever rows it dropped.
+    pub end_offset: u64,
     /// Time the batch was appended to the topic (ms since the Unix epoch).
     pub append_time_ms: i64,
     /// Destination chosen by a sink-side router transform (`None`: none ran). Sinks that
@@ -60,9 +63,16 @@ pub struct SinkBatch {
 }
 
 impl SinkBatch {
-    /// Offset after the last row: the consumer offset to commit once this batch is durable.
+    /// Offset after the last row of the topic batch: the consumer offset to commit once
+    /// this batch is durable.
     pub fn next_offset(&self) -> u64 {
-        self.first_offset + self.batch.num_rows() as u64
+        self.end_offset
+    }
+
+    /// Whether row `i` has offset `first_offset + i` (no sink-side transform dropped or
+    /// split rows of the topic batch).
+    pub fn rows_are_offsets(&self) -> bool {
+        self.end_offset - self.first_offset == self.batch.num_rows() as u64
     }
 }
 

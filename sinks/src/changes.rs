@@ -87,20 +87,66 @@ enum Meta {
     Source(&'static str),
 }
 
-/// The table rows of one change batch: flat columns plus a boolean [`DELETE_FLAG`] column
-/// (last), at most one row per key (the last change of each key, in batch order).
+/// The table rows of one change batch, and the changes that cannot be applied.
+#[derive(Debug)]
+pub struct TableRows {
+    /// Flat columns plus a boolean [`DELETE_FLAG`] column (last), at most one row per key
+    /// (the last change of each key, in batch order).
+    pub rows: RecordBatch,
+    /// Input rows that cannot be applied (a truncate, a null key), with the reason.
+    pub refused: Option<(RecordBatch, String)>,
+}
+
+/// The table rows of one change batch (see [`TableRows`]). A missing key or metadata field
+/// is a configuration error; a bad row is refused on its own.
 pub fn table_rows(
     batch: &RecordBatch,
     key: &[String],
     meta: &MetadataColumns,
-) -> Result<RecordBatch> {
-    let (flat, deleted) = if is_change_event_schema(&batch.schema()) {
+) -> Result<TableRows> {
+    let (flat, deleted, truncate) = if is_change_event_schema(&batch.schema()) {
         from_change_events(batch, meta)?
     } else {
-        from_flat_rows(batch)?
+        let (flat, deleted) = from_flat_rows(batch)?;
+        let n = flat.num_rows();
+        (flat, deleted, BooleanArray::from(vec![false; n]))
     };
     let key = key_columns(batch, key)?;
-    last_per_key(&flat, &deleted, &key)
+    let mut bad: Vec<bool> = truncate.iter().map(|t| t == Some(true)).collect();
+    let mut reason = bad
+        .iter()
+        .any(|b| *b)
+        .then(|| "a truncate cannot be applied as an upsert (filter `op = 't'` out)".to_string());
+    for k in &key {
+        let c = flat
+            .column_by_name(k)
+            .ok_or_else(|| Error::config(format!("upsert: key column `{k}` is not in the rows")))?;
+        for (i, b) in bad.iter_mut().enumerate() {
+            if c.is_null(i) && !*b {
+                *b = true;
+                reason.get_or_insert_with(|| format!("a change with a null key `{k}`"));
+            }
+        }
+    }
+    let refused = match reason {
+        None => None,
+        Some(why) => {
+            let bad_mask = BooleanArray::from(bad.clone());
+            let good_mask = arrow::compute::not(&bad_mask)?;
+            let refused = arrow::compute::filter_record_batch(batch, &bad_mask)?;
+            let flat = arrow::compute::filter_record_batch(&flat, &good_mask)?;
+            let deleted = arrow::compute::filter(&deleted, &good_mask)?;
+            let rows = last_per_key(&flat, deleted.as_boolean(), &key)?;
+            return Ok(TableRows {
+                rows,
+                refused: Some((refused, why)),
+            });
+        }
+    };
+    Ok(TableRows {
+        rows: last_per_key(&flat, &deleted, &key)?,
+        refused,
+    })
 }
 
 /// The key columns: `configured`, else the batch's `rivven.key` metadata.
@@ -121,11 +167,10 @@ pub fn key_columns(batch: &RecordBatch, configured: &[String]) -> Result<Vec<Str
         })
         .unwrap_or_default();
     if from_meta.is_empty() {
-        return Err(Error::data(
+        return Err(Error::config(
             "upsert: the rows carry no key (no rivven.key metadata from the source); set \
              key_columns",
-        )
-        .retryable(false));
+        ));
     }
     Ok(from_meta)
 }
@@ -138,18 +183,13 @@ fn op_strings(batch: &RecordBatch, name: &str) -> Result<Option<StringArray>> {
     Ok(Some(s.as_string::<i32>().clone()))
 }
 
+/// Flat rows of change events, their delete flags and their truncate flags.
 fn from_change_events(
     batch: &RecordBatch,
     meta: &MetadataColumns,
-) -> Result<(RecordBatch, BooleanArray)> {
+) -> Result<(RecordBatch, BooleanArray, BooleanArray)> {
     let ops = op_strings(batch, "op")?.ok_or_else(|| Error::internal("op column missing"))?;
-    if let Some(i) = (0..ops.len()).find(|&i| ops.is_valid(i) && ops.value(i) == op::TRUNCATE) {
-        return Err(Error::data(format!(
-            "upsert: row {i} is a truncate, which an upsert cannot apply (filter `op = 't'` \
-             out, or truncate the table by hand)"
-        ))
-        .retryable(false));
-    }
+    let truncate: BooleanArray = ops.iter().map(|o| Some(o == Some(op::TRUNCATE))).collect();
     let deleted: BooleanArray = ops.iter().map(|o| Some(o == Some(op::DELETE))).collect();
     let image = |name: &str| -> Result<StructArray> {
         batch
@@ -183,7 +223,9 @@ fn from_change_events(
                 .and_then(|s| s.column_by_name(field))
                 .cloned()
                 .ok_or_else(|| {
-                    Error::data(format!("upsert: the change events have no source.{field}"))
+                    Error::config(format!(
+                        "upsert: metadata_columns: the change events have no source.{field}"
+                    ))
                 })?,
         };
         if fields.iter().any(|f| f.name() == name) {
@@ -195,7 +237,11 @@ fn from_change_events(
         columns.push(col);
     }
     let schema = Schema::new(fields).with_metadata(batch.schema().metadata().clone());
-    Ok((RecordBatch::try_new(Arc::new(schema), columns)?, deleted))
+    Ok((
+        RecordBatch::try_new(Arc::new(schema), columns)?,
+        deleted,
+        truncate,
+    ))
 }
 
 fn from_flat_rows(batch: &RecordBatch) -> Result<(RecordBatch, BooleanArray)> {
@@ -366,7 +412,9 @@ mod tests {
             &[1, 2, 1, 2, 3],
             &[Some("a"), Some("b"), Some("a2"), Some("b"), None],
         );
-        let rows = table_rows(&b, &[], &MetadataColumns::default()).unwrap();
+        let rows = table_rows(&b, &[], &MetadataColumns::default())
+            .unwrap()
+            .rows;
         let schema = rows.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["id", "name", DELETE_FLAG]);
@@ -392,7 +440,7 @@ mod tests {
             op: Some("_op".into()),
             ..Default::default()
         };
-        let rows = table_rows(&b, &[], &meta).unwrap();
+        let rows = table_rows(&b, &[], &meta).unwrap().rows;
         assert_eq!(rows.schema().field(2).name(), "_op");
         assert_eq!(rows.column(2).as_string::<i32>().value(0), "c");
     }
@@ -411,17 +459,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("key_columns"));
-        let rows = table_rows(&b, &["id".into()], &MetadataColumns::default()).unwrap();
+        let rows = table_rows(&b, &["id".into()], &MetadataColumns::default())
+            .unwrap()
+            .rows;
         assert_eq!(rows.num_rows(), 1);
         assert!(rows.column(2).as_boolean().value(0));
     }
 
     #[test]
-    fn truncates_and_null_keys_are_errors() {
-        let b = events(&["t"], &[1], &[None]);
-        assert!(table_rows(&b, &[], &MetadataColumns::default())
-            .unwrap_err()
-            .to_string()
-            .contains("truncate"));
+    fn truncates_are_refused_alone() {
+        let b = events(&["c", "t", "c"], &[1, 2, 3], &[Some("a"), None, Some("c")]);
+        let out = table_rows(&b, &[], &MetadataColumns::default()).unwrap();
+        assert_eq!(out.rows.num_rows(), 2);
+        let (refused, why) = out.refused.unwrap();
+        assert_eq!(refused.num_rows(), 1);
+        assert!(why.contains("truncate"), "{why}");
     }
 }

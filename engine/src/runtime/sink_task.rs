@@ -311,11 +311,14 @@ async fn write_piece(
     shared: &Shared,
 ) -> Result<()> {
     sink.write(piece).await?;
+    let rejected = sink.take_rejected();
+    let refused: usize = rejected.iter().map(|r| r.rows.num_rows()).sum();
+    // Bytes are counted as received; rows as written.
     p.status.add(
-        piece.batch.num_rows() as u64,
+        piece.batch.num_rows().saturating_sub(refused) as u64,
         batch_bytes(&piece.batch) as u64,
     );
-    for r in sink.take_rejected() {
+    for r in rejected {
         let stage = format!("sink {} ({})", p.spec.name, p.spec.connector_name);
         let Some(topic) = p.spec.dead_letter_topic.as_deref() else {
             return Err(Error::data(format!("{stage}: {}", r.reason)).retryable(false));

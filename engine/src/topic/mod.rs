@@ -653,6 +653,7 @@ impl EmbeddedLog {
                     first = from;
                 }
                 out.push(SinkBatch {
+                    end_offset: first + batch.num_rows() as u64,
                     batch,
                     topic: topic_name.clone(),
                     partition,

@@ -15,7 +15,7 @@ use parquet::file::properties::WriterProperties;
 use rivven_engine::batch::SinkBatch;
 use rivven_engine::connector::{Committed, FlushWhen, Rejected, Sink};
 use rivven_engine::status::PipelineStatus;
-use rivven_engine::{Error, ErrorKind, Result};
+use rivven_engine::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,9 +118,14 @@ struct Change {
     at: (String, u32, u64),
 }
 
+/// `name` quoted as a SQL identifier (dots and capitals kept as they are).
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// `name` quoted as a SQL identifier of the merge expressions, under `alias`.
 fn qualified(alias: &str, name: &str) -> String {
-    format!("{alias}.\"{}\"", name.replace('"', "\"\""))
+    format!("{alias}.{}", quoted(name))
 }
 
 /// Writes batches into one Delta table.
@@ -285,7 +290,7 @@ impl DeltaLakeSink {
                         columns
                             .iter()
                             .fold(i.predicate(format!("NOT {flag}")), |i, c| {
-                                i.set(c.as_str(), qualified("source", c))
+                                i.set(quoted(c), qualified("source", c))
                             })
                     })
                 })
@@ -343,22 +348,20 @@ impl Sink for DeltaLakeSink {
             WriteMode::Append => self.buffered.push(relaxed(&b.batch)?),
             WriteMode::Upsert => {
                 // Keys come from the source's schema metadata, which `relaxed` drops.
-                let rows = changes::key_columns(&b.batch, &self.cfg.key_columns).and_then(|key| {
-                    let rows = changes::table_rows(&b.batch, &key, &self.cfg.metadata_columns)?;
-                    Ok((key, rows))
-                });
-                match rows {
-                    Ok((key, rows)) => self.changes.push(Change {
-                        rows: relaxed(&rows)?,
+                let key = changes::key_columns(&b.batch, &self.cfg.key_columns)?;
+                let out = changes::table_rows(&b.batch, &key, &self.cfg.metadata_columns)?;
+                if let Some((rows, reason)) = out.refused {
+                    self.rejected.push(Rejected {
+                        rows,
+                        reason: format!("delta-lake: {reason}"),
+                    });
+                }
+                if out.rows.num_rows() > 0 {
+                    self.changes.push(Change {
+                        rows: relaxed(&out.rows)?,
                         key,
                         at: (b.topic.to_string(), b.partition, b.next_offset()),
-                    }),
-                    // A batch without a usable key or with a truncate: refused, with why.
-                    Err(e) if e.kind() == ErrorKind::Data => self.rejected.push(Rejected {
-                        rows: b.batch.clone(),
-                        reason: e.to_string(),
-                    }),
-                    Err(e) => return Err(e),
+                    });
                 }
             }
         }

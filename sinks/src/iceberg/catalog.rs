@@ -284,15 +284,27 @@ fn ensure_dir(dir: &Path, create: bool) -> Result<()> {
     Ok(())
 }
 
-/// `msg` with `secret` (and its password part, if it is a URL) blanked out.
+/// `msg` with `secret` (and its password, if it is a URL with one in its user info or a
+/// `password` query parameter, as given and percent-decoded) blanked out.
 fn redact(msg: &str, secret: &str) -> String {
     let mut out = msg.replace(secret, "<redacted>");
-    if let Some(pass) = url::Url::parse(secret)
-        .ok()
-        .and_then(|u| u.password().map(str::to_string))
-        .filter(|p| !p.is_empty())
-    {
-        out = out.replace(&pass, "<redacted>");
+    if let Ok(u) = url::Url::parse(secret) {
+        let mut passwords: Vec<String> = u.password().map(str::to_string).into_iter().collect();
+        passwords.extend(
+            u.query_pairs()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("password"))
+                .map(|(_, v)| v.into_owned()),
+        );
+        for p in passwords.into_iter().filter(|p| !p.is_empty()) {
+            let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            out = out.replace(&p, "<redacted>");
+            if !decoded.is_empty() {
+                out = out.replace(&decoded, "<redacted>");
+            }
+        }
     }
     out
 }
@@ -353,5 +365,8 @@ mod tests {
         let msg = format!("failed: {uri}; password hunter2 rejected");
         let r = redact(&msg, uri);
         assert!(!r.contains("hunter2"), "{r}");
+        let uri = "postgres://127.0.0.1/db?user=u&password=s%3Acret";
+        let r = redact("auth failed for s:cret and s%3Acret", uri);
+        assert!(!r.contains("cret"), "{r}");
     }
 }

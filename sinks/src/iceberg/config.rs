@@ -76,8 +76,8 @@ pub struct IcebergConfig {
     #[serde(default)]
     pub partition_fields: Vec<String>,
     /// Buckets of `partitioning: bucket` (default 16).
-    #[serde(default = "default_buckets")]
-    pub num_buckets: u32,
+    #[serde(default)]
+    pub num_buckets: Option<u32>,
     /// How rows become table data. `append` (default): every row is added.
     #[serde(default)]
     pub commit_mode: CommitMode,
@@ -147,7 +147,7 @@ pub enum CatalogKind {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryCatalog {
-    /// Warehouse location: a local directory, `file://` or `s3://` URL.
+    /// Warehouse location: a local directory or `file://` URL.
     pub warehouse: String,
 }
 
@@ -335,7 +335,12 @@ impl IcebergConfig {
             }
             Some(Partitioning::None) => return Ok(Vec::new()),
             None | Some(Partitioning::Identity) => "identity".to_string(),
-            Some(Partitioning::Bucket) => format!("bucket[{}]", self.num_buckets),
+            Some(Partitioning::Bucket) => {
+                format!(
+                    "bucket[{}]",
+                    self.num_buckets.unwrap_or_else(default_buckets)
+                )
+            }
             Some(Partitioning::Time) => "day".to_string(),
         };
         self.partition_fields
@@ -384,7 +389,7 @@ fn parse_partition_field(s: &str, bare: &str) -> Result<PartitionField, String> 
         Some(_) => false,
         None => matches!(
             transform.as_str(),
-            "identity" | "year" | "month" | "day" | "hour" | "void"
+            "identity" | "year" | "month" | "day" | "hour"
         ),
     };
     if !ok {
@@ -519,8 +524,21 @@ impl Validate for IcebergConfig {
         if self.target_file_size_mb == 0 {
             errs.push(FieldError::new("target_file_size_mb", "at least 1"));
         }
-        if self.num_buckets == 0 {
-            errs.push(FieldError::new("num_buckets", "at least 1"));
+        match (self.num_buckets, self.partitioning) {
+            (Some(0), _) => errs.push(FieldError::new("num_buckets", "at least 1")),
+            (Some(_), p) if p != Some(Partitioning::Bucket) => errs.push(FieldError::new(
+                "num_buckets",
+                "applies to partitioning: bucket only",
+            )),
+            _ => {}
+        }
+        if let Some(m) = &c.memory {
+            if m.warehouse.contains("://") && !m.warehouse.starts_with("file://") {
+                errs.push(FieldError::new(
+                    "catalog.memory.warehouse",
+                    "a local directory (the memory catalog finds its tables on local disk)",
+                ));
+            }
         }
         if let Err(e) = self.writer_properties() {
             errs.push(FieldError::new("compression_level", e));

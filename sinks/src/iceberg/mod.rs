@@ -12,16 +12,20 @@
 //! `target_file_size_mb`.
 //!
 //! **Guarantees**: exactly once per row and table. Every snapshot's summary carries, under
-//! `rivven-connect.offset.<sink>.<topic>.<partition>`, the consumer offset after the last
-//! row it holds. On start the sink reads them back from every table its topics write; the
-//! runtime resumes after the least advanced one when it is ahead of the group's committed
-//! offsets, and rows a table already holds are skipped for that table. Commits are made
+//! `rivven-connect.offset/<sink>/<topic>/<partition>`, the consumer offset after the last
+//! topic batch it holds rows of. On start the sink reads them back from the table each
+//! topic writes, and the runtime resumes after them when they are ahead of the group's
+//! committed offsets; with a `{table}` template (tables known only from the rows) the
+//! runtime resumes at the group's offsets and each table skips the rows it already holds. Commits are made
 //! when `batch_size` rows are buffered or the oldest has waited `flush_interval_secs`; a
 //! failed commit fails the flush, and the runtime retries from the committed offsets.
 //!
+//! Rows a table cannot take (a column type it cannot hold) are refused with the reason
+//! ([`Sink::take_rejected`]): they go to the sink's dead-letter topic.
+//!
 //! **Not yet**: `commit_mode: upsert` and `overwrite` (iceberg 0.10 can only commit
-//! appends), widening a column's type, nested column additions, the `hive` catalog. `check`
-//! rejects them with that reason.
+//! appends) and the `hive` catalog, which `check` rejects with that reason; widening a
+//! column's type, whose rows are refused.
 //!
 //! ```yaml
 //! sinks:

@@ -23,9 +23,9 @@
 //! | Null | (column not added until a typed batch carries it) |
 
 use arrow::array::{
-    make_array, new_null_array, Array, ArrayRef, ListArray, MapArray, RecordBatch, StructArray,
+    new_null_array, Array, ArrayRef, ListArray, MapArray, RecordBatch, StructArray,
 };
-use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
 use iceberg::spec::{PrimitiveType, Type};
 use iceberg::transaction::AddColumn;
@@ -108,17 +108,34 @@ pub fn evolution(batch: &Schema, table: &iceberg::spec::Schema) -> Result<Evolut
                 ev.add.push(AddColumn::optional(f.name(), wanted));
             }
             Some(existing) => {
-                check_compatible(f.name(), &wanted, &existing.field_type)?;
+                let mut nested = Vec::new();
+                check_compatible(f.name(), &wanted, &existing.field_type, &mut nested)?;
+                for (parent, name, t) in nested {
+                    ev.added.push(format!("{parent}.{name}"));
+                    ev.add.push(
+                        AddColumn::builder()
+                            .parent(parent)
+                            .name(name)
+                            .field_type(t)
+                            .build(),
+                    );
+                }
             }
         }
     }
     Ok(ev)
 }
 
+/// Fields of a struct the table lacks: (parent path, name, type), to add as optional
+/// nested columns.
+pub type NestedAdds = Vec<(String, String, Type)>;
+
 /// Whether values of Iceberg type `from` can be written into a column of type `to`: equal,
 /// or a promotion Iceberg allows (int→long, float→double, decimal precision), or structs,
-/// lists and maps whose parts are. A struct may lack fields (they are written as nulls).
-pub fn check_compatible(path: &str, from: &Type, to: &Type) -> Result<()> {
+/// lists and maps whose parts are. A struct may lack fields (they are written as nulls);
+/// fields a struct (not inside a list or map) has and the table's lacks are pushed to
+/// `adds`.
+pub fn check_compatible(path: &str, from: &Type, to: &Type, adds: &mut NestedAdds) -> Result<()> {
     use PrimitiveType as P;
     let ok = match (from, to) {
         (Type::Primitive(a), Type::Primitive(b)) => {
@@ -137,12 +154,20 @@ pub fn check_compatible(path: &str, from: &Type, to: &Type) -> Result<()> {
                         &format!("{path}.{}", f.name),
                         &f.field_type,
                         &t.field_type,
+                        adds,
                     )?,
+                    // Only through structs: a path with `.element` or `.value` is not one
+                    // a schema update can name.
+                    None if !path.contains(".element")
+                        && !path.contains(".key")
+                        && !path.contains(".value") =>
+                    {
+                        adds.push((path.to_string(), f.name.clone(), (*f.field_type).clone()));
+                    }
                     None => {
                         return Err(incompatible(
                             &format!("{path}.{}", f.name),
-                            "a nested field the table does not have (nested columns are not \
-                             added yet)",
+                            "a field of a struct inside a list or map that the table lacks",
                         ))
                     }
                 }
@@ -154,6 +179,7 @@ pub fn check_compatible(path: &str, from: &Type, to: &Type) -> Result<()> {
                 &format!("{path}.element"),
                 &a.element_field.field_type,
                 &b.element_field.field_type,
+                adds,
             )?;
             true
         }
@@ -162,11 +188,13 @@ pub fn check_compatible(path: &str, from: &Type, to: &Type) -> Result<()> {
                 &format!("{path}.key"),
                 &a.key_field.field_type,
                 &b.key_field.field_type,
+                adds,
             )?;
             check_compatible(
                 &format!("{path}.value"),
                 &a.value_field.field_type,
                 &b.value_field.field_type,
+                adds,
             )?;
             true
         }
@@ -200,8 +228,9 @@ fn incompatible(path: &str, what: &str) -> Error {
 }
 
 /// What rows of `batch` would do to a table that has `table` as its schema (or none yet)
-/// and is about to get the columns `pending` (name → type) from rows buffered before:
-/// the columns they add (name → type), or why they cannot be written.
+/// and is about to get the columns `pending` (path → type) from rows buffered before:
+/// the columns they add (path → type; nested ones as `parent.name`), or why they cannot
+/// be written.
 ///
 /// `no_timestamptz`: the catalog cannot store `timestamptz` columns (iceberg-rust 0.10's
 /// Glue catalog refuses to convert them to Glue columns), so a batch with one is refused.
@@ -212,6 +241,17 @@ pub fn check_rows(
     no_timestamptz: bool,
 ) -> Result<Vec<(String, Type)>> {
     let mut added = Vec::new();
+    if let Some(table) = table {
+        for f in table.as_struct().fields() {
+            if f.required && batch.field_with_name(&f.name).is_err() {
+                return Err(Error::data(format!(
+                    "iceberg: the rows lack `{}`, a required column of the table",
+                    f.name
+                ))
+                .retryable(false));
+            }
+        }
+    }
     for f in batch.fields() {
         if f.data_type() == &DataType::Null {
             continue;
@@ -226,13 +266,23 @@ pub fn check_rows(
             ))
             .retryable(false));
         }
+        let mut nested = Vec::new();
         match (
             table.and_then(|s| s.field_by_name(f.name())),
             pending.get(f.name()),
         ) {
-            (Some(existing), _) => check_compatible(f.name(), &t, &existing.field_type)?,
-            (None, Some(p)) => check_compatible(f.name(), &t, p)?,
+            (Some(existing), _) => {
+                check_compatible(f.name(), &t, &existing.field_type, &mut nested)?
+            }
+            (None, Some(p)) => check_compatible(f.name(), &t, p, &mut nested)?,
             (None, None) => added.push((f.name().clone(), t)),
+        }
+        for (parent, name, t) in nested {
+            let full = format!("{parent}.{name}");
+            match pending.get(&full) {
+                Some(p) => check_compatible(&full, &t, p, &mut Vec::new())?,
+                None => added.push((full, t)),
+            }
         }
     }
     Ok(added)
@@ -283,7 +333,7 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
 fn conform_array(a: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     match (a.data_type(), to) {
         (DataType::Dictionary(_, _), _) => {
-            let values = arrow::compute::cast(a, &storable(a.data_type()))?;
+            let values = cast(a, &storable(a.data_type()))?;
             conform_array(&values, to)
         }
         (DataType::Struct(_), DataType::Struct(fields)) => {
@@ -318,7 +368,7 @@ fn conform_array(a: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
             )?))
         }
         (DataType::LargeList(_) | DataType::FixedSizeList(_, _), DataType::List(f)) => {
-            let plain = arrow::compute::cast(
+            let plain = cast(
                 a,
                 &DataType::List(Arc::new(Field::new(
                     f.name(),
@@ -333,13 +383,19 @@ fn conform_array(a: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
                 .as_any()
                 .downcast_ref::<MapArray>()
                 .ok_or_else(|| Error::internal("map array expected"))?;
-            let entries: ArrayRef = Arc::new(m.entries().clone());
-            let entries = conform_array(&entries, f.data_type())?;
-            let entries = entries
-                .as_any()
-                .downcast_ref::<StructArray>()
-                .ok_or_else(|| Error::internal("map entries expected"))?
-                .clone();
+            // Entries by position: Arrow writers name them `keys`/`values`, Iceberg's
+            // Arrow schema `key`/`value`.
+            let DataType::Struct(kv) = f.data_type() else {
+                return Err(Error::internal("map entries expected"));
+            };
+            let children = m
+                .entries()
+                .columns()
+                .iter()
+                .zip(kv.iter())
+                .map(|(c, t)| conform_array(c, t.data_type()))
+                .collect::<Result<Vec<_>>>()?;
+            let entries = StructArray::try_new(kv.clone(), children, None)?;
             Ok(Arc::new(MapArray::try_new(
                 f.clone(),
                 m.offsets().clone(),
@@ -349,13 +405,17 @@ fn conform_array(a: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
             )?))
         }
         (from, to) if from == to => Ok(a.clone()),
-        (from, to) if same_shape(from, to) => {
-            // Equal but for field metadata (the ids): relabel without copying.
-            let data = a.to_data().into_builder().data_type(to.clone()).build()?;
-            Ok(make_array(data))
-        }
-        _ => Ok(arrow::compute::cast(a, to)?),
+        _ => cast(a, to),
     }
+}
+
+/// `a` cast to `to`, failing (rather than writing nulls) on a value that does not fit.
+fn cast(a: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    Ok(arrow::compute::cast_with_options(a, to, &options)?)
 }
 
 /// The storable element type of a list-like type.
@@ -363,24 +423,6 @@ fn storable_child(t: &DataType) -> DataType {
     match storable(t) {
         DataType::List(f) => f.data_type().clone(),
         other => other,
-    }
-}
-
-/// Equal types when field metadata and nullability are ignored.
-fn same_shape(a: &DataType, b: &DataType) -> bool {
-    let fields = |x: &Fields, y: &Fields| {
-        x.len() == y.len()
-            && x.iter()
-                .zip(y.iter())
-                .all(|(p, q)| p.name() == q.name() && same_shape(p.data_type(), q.data_type()))
-    };
-    match (a, b) {
-        (DataType::Struct(x), DataType::Struct(y)) => fields(x, y),
-        (DataType::List(x), DataType::List(y)) => same_shape(x.data_type(), y.data_type()),
-        (DataType::Map(x, s), DataType::Map(y, t)) => {
-            s == t && same_shape(x.data_type(), y.data_type())
-        }
-        _ => a == b,
     }
 }
 
@@ -477,6 +519,23 @@ mod tests {
         let pending: std::collections::HashMap<String, Type> = added.into_iter().collect();
         let clash = Schema::new(vec![Field::new("id", DataType::Utf8, true)]);
         assert!(check_rows(&clash, None, &pending, false).is_err());
+    }
+
+    #[test]
+    fn new_struct_fields_become_nested_additions() {
+        let st = |extra: bool| {
+            let mut f = vec![Field::new("id", DataType::Int64, true)];
+            if extra {
+                f.push(Field::new("note", DataType::Utf8, true));
+            }
+            Schema::new(vec![Field::new("after", DataType::Struct(f.into()), true)])
+        };
+        let table = new_table_schema(&st(false)).unwrap();
+        let ev = evolution(&st(true), &table).unwrap();
+        assert_eq!(ev.added, vec!["after.note".to_string()]);
+        let pending = std::collections::HashMap::new();
+        let added = check_rows(&st(true), Some(&table), &pending, false).unwrap();
+        assert_eq!(added[0].0, "after.note");
     }
 
     #[test]

@@ -32,37 +32,41 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Snapshot summary key holding, for sink `sink`, the consumer offset after the last row
-/// of `topic`/`partition` in the table. Two sinks with different names keep their own.
+/// of `topic`/`partition` in the table. Two sinks with different names keep their own;
+/// `/` appears in no sink or topic name, so keys of different sinks never overlap.
 pub fn offset_key(sink: &str, topic: &str, partition: u32) -> String {
-    format!("rivven-connect.offset.{sink}.{topic}.{partition}")
+    format!("rivven-connect.offset/{sink}/{topic}/{partition}")
 }
 
-/// The offsets sink `sink` recorded in `table`: per topic partition, the value of the
-/// newest snapshot (highest sequence number) that carries it.
+/// The offsets sink `sink` recorded in `table`: per topic partition, the value in the
+/// newest snapshot of the current snapshot's ancestry (the table's main line) that
+/// carries it. Snapshots rolled back or on other branches do not count.
 fn recorded_offsets(table: &Table, sink: &str) -> HashMap<(String, u32), u64> {
-    let prefix = format!("rivven-connect.offset.{sink}.");
-    let mut best: HashMap<(String, u32), (i64, u64)> = HashMap::new();
-    for snap in table.metadata().snapshots() {
+    let prefix = format!("rivven-connect.offset/{sink}/");
+    let metadata = table.metadata();
+    let mut found: HashMap<(String, u32), u64> = HashMap::new();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(id) = next {
+        let Some(snap) = metadata.snapshot_by_id(id) else {
+            break;
+        };
         for (k, v) in &snap.summary().additional_properties {
             let Some(rest) = k.strip_prefix(&prefix) else {
                 continue;
             };
-            let Some((topic, partition)) = rest.rsplit_once('.') else {
+            let Some((topic, partition)) = rest.rsplit_once('/') else {
                 continue;
             };
             let (Ok(partition), Ok(offset)) = (partition.parse::<u32>(), v.parse::<u64>()) else {
                 continue;
             };
-            let seq = snap.sequence_number();
-            let slot = best
+            found
                 .entry((topic.to_string(), partition))
-                .or_insert((seq, offset));
-            if seq > slot.0 {
-                *slot = (seq, offset);
-            }
+                .or_insert(offset);
         }
+        next = snap.parent_snapshot_id();
     }
-    best.into_iter().map(|(k, (_, o))| (k, o)).collect()
+    found
 }
 
 /// One table this sink writes: its handle, the offsets already in it, the rows waiting.
@@ -469,38 +473,27 @@ impl Sink for IcebergSink {
     async fn open(&mut self, committed: &[Committed]) -> Result<Vec<Committed>> {
         self.states.clear();
         self.tables = None;
-        // The tables these topics write, as far as they are known without rows: the
-        // table name itself, or every table of the namespace when it has {table}.
-        let mut idents = Vec::new();
+        // With {table} in the name, the tables are known only from the rows, and tables
+        // that a crash kept from their first commit are unknown here: resuming ahead of
+        // the group's offsets could skip their rows. The runtime re-delivers from the
+        // group's offsets instead, and `write` skips, table by table (each loaded on its
+        // first row), what each already holds.
+        if self.cfg.table.contains("{table}") {
+            self.publish_status();
+            return Ok(Vec::new());
+        }
+        // Otherwise each topic writes one table, known now: resume after what it holds.
+        let mut idents: Vec<TableIdent> = Vec::new();
         for c in committed {
             let (namespace, name) = self.names(&c.topic)?;
-            if name.contains("{table}") {
-                let tables = self.tables().await?;
-                if tables
-                    .catalog()
-                    .namespace_exists(&namespace)
-                    .await
-                    .map_err(ice_err("look up a namespace"))?
-                {
-                    idents.extend(
-                        tables
-                            .catalog()
-                            .list_tables(&namespace)
-                            .await
-                            .map_err(ice_err("list tables"))?,
-                    );
-                }
-            } else {
-                idents.push(TableIdent::new(namespace, name));
-            }
+            idents.push(TableIdent::new(namespace, name));
         }
         idents.sort();
         idents.dedup();
         for id in &idents {
             self.state(id).await?;
         }
-        // Resume where the least advanced table stops; rows the others already hold are
-        // skipped in `write`.
+        self.publish_status();
         let mut own: BTreeMap<(String, u32), u64> = BTreeMap::new();
         for s in self.states.values() {
             for (k, o) in &s.done {
@@ -509,7 +502,6 @@ impl Sink for IcebergSink {
                     .or_insert(*o);
             }
         }
-        self.publish_status();
         Ok(committed
             .iter()
             .filter_map(|c| {
@@ -531,12 +523,18 @@ impl Sink for IcebergSink {
         for (ident, idx) in self.route(b)? {
             let state = self.state(&ident).await?;
             // Rows this table already holds (a commit that the group's offsets missed)
-            // are skipped: row i has offset first_offset + i.
+            // are skipped. Recorded offsets are ends of topic batches, so a transformed
+            // piece is either wholly before one or wholly after it; only untransformed
+            // rows (row i at offset first_offset + i) can straddle one.
             let done = state.done.get(&key).copied().unwrap_or(0);
             if b.next_offset() <= done {
                 continue;
             }
-            let skip = done.saturating_sub(b.first_offset);
+            let skip = if b.rows_are_offsets() {
+                done.saturating_sub(b.first_offset)
+            } else {
+                0
+            };
             let rows = match idx {
                 None => b
                     .batch

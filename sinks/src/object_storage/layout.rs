@@ -346,6 +346,7 @@ mod tests {
             topic: Arc::from("orders"),
             partition: 0,
             first_offset: 40,
+            end_offset: 44,
             append_time_ms: 1_764_000_000_000,
             route: None,
         }

@@ -435,6 +435,7 @@ mod tests {
             topic: Arc::from("t"),
             partition: 0,
             first_offset: first,
+            end_offset: first + n as u64,
             append_time_ms: 0,
             route: None,
         }

@@ -212,6 +212,7 @@ mod tests {
             topic: Arc::from("t"),
             partition: 0,
             first_offset: 10,
+            end_offset: 12,
             append_time_ms: 0,
             route: None,
         }
