@@ -56,7 +56,7 @@ if t.metadata_location.startswith("file://") or t.metadata_location.startswith("
     duck_sorted = sorted(duck_rows(duck(), f"SELECT * FROM iceberg_scan('{{loc}}')"), key=lambda r: r["sequence"])
 snap = t.current_snapshot()
 offsets = {{k: v for k, v in (snap.summary.additional_properties.items() if snap else [])
-           if k.startswith("rivven-connect.offset.")}}
+           if k.startswith("rivven-connect.offset/")}}
 print(json.dumps({{"rows": len(got_rows), "equal": ref_rows == got_rows,
                   "duckdb_equal": None if duck_sorted is None else ref_rows == duck_sorted,
                   "snapshots": len(t.metadata.snapshots), "offsets": offsets,
@@ -103,7 +103,7 @@ async fn memory_catalog_rows_read_back_exactly_and_a_replay_writes_nothing_twice
     assert_eq!(got["equal"], true, "{got}");
     assert_eq!(got["duckdb_equal"], true, "{got}");
     assert_eq!(
-        got["offsets"]["rivven-connect.offset.lake.orders.0"], "5000",
+        got["offsets"]["rivven-connect.offset/lake/orders/0"], "5000",
         "{got}"
     );
     assert_eq!(got["types"]["created_at"], "timestamptz", "{got}");
@@ -153,7 +153,7 @@ async fn sql_catalog_on_sqlite_is_read_by_pyiceberg_with_a_partition_spec() {
         assert!(spec_text.contains(t), "{t} missing from {spec_text}");
     }
     assert_eq!(
-        got["offsets"]["rivven-connect.offset.lake.orders.0"], "4000",
+        got["offsets"]["rivven-connect.offset/lake/orders/0"], "4000",
         "{got}"
     );
 }

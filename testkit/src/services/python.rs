@@ -32,6 +32,8 @@ def duck():
         path, = glob.glob(os.path.join(os.path.dirname(mod.__file__), "extensions", "*", name + ".duckdb_extension"))
         con.load_extension(path)
     con.sql("SET TimeZone = 'UTC'")
+    # A slow query would draw a progress bar on stdout, where the tests read JSON.
+    con.sql("SET enable_progress_bar = false")
     return con
 
 def duck_rows(con, sql):
