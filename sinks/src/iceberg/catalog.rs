@@ -289,21 +289,30 @@ fn ensure_dir(dir: &Path, create: bool) -> Result<()> {
 fn redact(msg: &str, secret: &str) -> String {
     let mut out = msg.replace(secret, "<redacted>");
     if let Ok(u) = url::Url::parse(secret) {
+        // The password as written (percent-encoded) and as decoded.
         let mut passwords: Vec<String> = u.password().map(str::to_string).into_iter().collect();
-        passwords.extend(
-            u.query_pairs()
-                .filter(|(k, _)| k.eq_ignore_ascii_case("password"))
-                .map(|(_, v)| v.into_owned()),
-        );
-        for p in passwords.into_iter().filter(|p| !p.is_empty()) {
-            let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            out = out.replace(&p, "<redacted>");
-            if !decoded.is_empty() {
-                out = out.replace(&decoded, "<redacted>");
+        for pair in u.query().unwrap_or("").split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if k.eq_ignore_ascii_case("password") {
+                    passwords.push(v.to_string());
+                }
             }
+        }
+        let decoded: Vec<String> = passwords
+            .iter()
+            .filter_map(|p| {
+                let pair = format!("p={p}");
+                url::form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            })
+            .collect();
+        for p in passwords
+            .into_iter()
+            .chain(decoded)
+            .filter(|p| !p.is_empty())
+        {
+            out = out.replace(&p, "<redacted>");
         }
     }
     out
