@@ -214,3 +214,49 @@ print("ok")
     assert_eq!(got["rows"], 3000, "{got}");
     assert_eq!(got["equal"], true, "{got}");
 }
+
+/// Checkpoints, OPTIMIZE and VACUUM on their commit counts: the table keeps every row
+/// exactly, small files are compacted, and removed files leave the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_optimize_and_vacuum_keep_the_rows_exact() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let lake = tempfile::tempdir().unwrap();
+    let table = lake.path().join("orders");
+    let p = orders_into_delta(
+        8000,
+        4000,
+        &format!(
+            "      table_uri: {}\n      batch_size: 400\n      flush_interval_secs: 1\n      \
+             checkpoint_interval: 2\n      optimize_every_commits: 3\n      \
+             vacuum_every_commits: 3\n      vacuum_retention_hours: 0\n",
+            table.display()
+        ),
+    );
+    run_ok(&p, &["run"], &[]);
+    let (ipc, rows) = reference_file(&p).await;
+    assert_eq!(rows, 8000);
+    let got = compare(&py, &ipc, &table);
+    assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
+    const PY: &str = r#"
+import glob, json, os, sys
+from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1])
+ops = [h["operation"] for h in dt.history()]
+on_disk = [f for f in glob.glob(os.path.join(sys.argv[1], "**", "*.parquet"), recursive=True)
+           if "_delta_log" not in f]
+print(json.dumps({"ops": ops, "active": len(dt.file_uris()), "on_disk": len(on_disk),
+                  "checkpoints": len(glob.glob(os.path.join(sys.argv[1], "_delta_log", "*.checkpoint.parquet")))}))
+"#;
+    let out = py.run(PY, &[&table.to_string_lossy()]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ops = v["ops"].to_string();
+    assert!(ops.contains("OPTIMIZE"), "{v}");
+    assert!(ops.contains("VACUUM"), "{v}");
+    assert!(v["checkpoints"].as_u64().unwrap() >= 1, "{v}");
+    // What VACUUM left on disk is no more than the live files plus those written after it.
+    assert!(
+        v["on_disk"].as_u64().unwrap() < v["ops"].as_array().unwrap().len() as u64,
+        "{v}"
+    );
+}

@@ -20,6 +20,18 @@ fn default_flush_interval() -> u64 {
     60
 }
 
+fn default_commit_retries() -> u32 {
+    15
+}
+
+fn default_optimize_target() -> u64 {
+    256
+}
+
+fn default_vacuum_retention() -> u64 {
+    168
+}
+
 /// `delta-lake` sink configuration.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +76,27 @@ pub struct DeltaLakeConfig {
     /// Change-event metadata kept as columns in `upsert` mode (default: none).
     #[serde(default)]
     pub metadata_columns: MetadataColumns,
+    /// Commits between Delta checkpoints of a table this sink creates (its
+    /// `delta.checkpointInterval`; default: delta-rs's, 100).
+    #[serde(default)]
+    pub checkpoint_interval: Option<u64>,
+    /// Times delta-rs retries a commit that conflicts with another writer's (default 15).
+    #[serde(default = "default_commit_retries")]
+    pub commit_retries: u32,
+    /// Compact small files (Delta OPTIMIZE, bin-packing) after every this many commits of
+    /// this sink (default: never).
+    #[serde(default)]
+    pub optimize_every_commits: Option<u64>,
+    /// Target file size, in MiB, of the compaction (default 256).
+    #[serde(default = "default_optimize_target")]
+    pub optimize_target_size_mb: u64,
+    /// Delete files no longer in the table and older than `vacuum_retention_hours` (Delta
+    /// VACUUM) after every this many commits of this sink (default: never).
+    #[serde(default)]
+    pub vacuum_every_commits: Option<u64>,
+    /// How long removed files stay for readers of older versions (default 168: a week).
+    #[serde(default = "default_vacuum_retention")]
+    pub vacuum_retention_hours: u64,
     /// S3 credentials and endpoint, for `s3://` tables.
     #[serde(default)]
     pub s3: Option<S3Options>,
@@ -213,6 +246,18 @@ impl Validate for DeltaLakeConfig {
         }
         for p in self.metadata_columns.problems() {
             errs.push(FieldError::new("metadata_columns", p));
+        }
+        for (key, v) in [
+            ("checkpoint_interval", self.checkpoint_interval),
+            ("optimize_every_commits", self.optimize_every_commits),
+            ("vacuum_every_commits", self.vacuum_every_commits),
+        ] {
+            if v == Some(0) {
+                errs.push(FieldError::new(key, "at least 1"));
+            }
+        }
+        if self.optimize_target_size_mb == 0 {
+            errs.push(FieldError::new("optimize_target_size_mb", "at least 1"));
         }
         if self.key_columns.iter().any(|c| c.is_empty()) {
             errs.push(FieldError::new("key_columns", "empty column name"));

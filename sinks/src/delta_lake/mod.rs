@@ -13,8 +13,11 @@
 //! resumes after them when they are ahead of the group's committed offsets (a crash
 //! between the table commit and the offset commit), so no row is written twice and none
 //! is skipped. Commits are made when `batch_size` rows are buffered or the oldest has
-//! waited `flush_interval_secs`. A commit conflict or store error fails the flush; the
-//! runtime retries from the committed offsets.
+//! waited `flush_interval_secs`. delta-rs retries a conflicting commit `commit_retries`
+//! times; a commit that still fails, or a store error, fails the flush and the runtime
+//! retries from the committed offsets. `write_mode: upsert` makes each commit one MERGE on
+//! the key. OPTIMIZE and VACUUM run after every `optimize_every_commits` /
+//! `vacuum_every_commits` commits.
 //!
 //! ```yaml
 //! sinks:

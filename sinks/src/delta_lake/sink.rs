@@ -141,6 +141,9 @@ pub struct DeltaLakeSink {
     changes: Vec<Change>,
     /// Rows refused since the runtime last asked (see [`Sink::take_rejected`]).
     rejected: Vec<Rejected>,
+    /// This sink's commits since its last OPTIMIZE and VACUUM.
+    since_optimize: u64,
+    since_vacuum: u64,
     rows: u64,
     first_at: Option<Instant>,
     /// Offset after the last buffered row, per topic partition.
@@ -159,6 +162,8 @@ impl DeltaLakeSink {
             buffered: Vec::new(),
             changes: Vec::new(),
             rejected: Vec::new(),
+            since_optimize: 0,
+            since_vacuum: 0,
             rows: 0,
             first_at: None,
             next: BTreeMap::new(),
@@ -185,6 +190,96 @@ impl DeltaLakeSink {
 }
 
 impl DeltaLakeSink {
+    /// Commit properties of every data commit: the offsets as `txn` actions and the
+    /// conflict retries.
+    fn commit_properties(&self, txns: Vec<Transaction>) -> CommitProperties {
+        CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_max_retries(self.cfg.commit_retries as usize)
+    }
+
+    /// Table properties of a table this sink creates.
+    fn table_configuration(&self) -> Vec<(String, Option<String>)> {
+        self.cfg
+            .checkpoint_interval
+            .map(|n| ("delta.checkpointInterval".to_string(), Some(n.to_string())))
+            .into_iter()
+            .collect()
+    }
+
+    /// After a data commit: OPTIMIZE and VACUUM when their commit counts are due. They are
+    /// upkeep, not delivery: a failure is logged and shown in `status`, and the rows stay
+    /// committed.
+    async fn maintain(&mut self) {
+        self.since_optimize += 1;
+        self.since_vacuum += 1;
+        let optimize = self
+            .cfg
+            .optimize_every_commits
+            .is_some_and(|n| self.since_optimize >= n);
+        let vacuum = self
+            .cfg
+            .vacuum_every_commits
+            .is_some_and(|n| self.since_vacuum >= n);
+        if !optimize && !vacuum {
+            return;
+        }
+        let Some(mut table) = self.table.take() else {
+            return;
+        };
+        if optimize {
+            self.since_optimize = 0;
+            let target = std::num::NonZeroU64::new(self.cfg.optimize_target_size_mb << 20)
+                .unwrap_or(std::num::NonZeroU64::MIN);
+            match table.clone().optimize().with_target_size(target).await {
+                Ok((t, m)) => {
+                    tracing::info!(sink = %self.name, removed = m.num_files_removed,
+                                   added = m.num_files_added, "delta-lake optimize");
+                    self.status.set_detail(
+                        "delta_optimize",
+                        serde_json::json!({"files_removed": m.num_files_removed,
+                                           "files_added": m.num_files_added}),
+                    );
+                    table = t;
+                }
+                Err(e) => {
+                    tracing::warn!(sink = %self.name, error = %e, "delta-lake optimize failed");
+                    self.status.set_detail(
+                        "delta_optimize",
+                        serde_json::json!({"error": e.to_string()}),
+                    );
+                }
+            }
+        }
+        if vacuum {
+            self.since_vacuum = 0;
+            let hours = i64::try_from(self.cfg.vacuum_retention_hours).unwrap_or(i64::MAX);
+            let run = table
+                .clone()
+                .vacuum()
+                .with_retention_period(chrono::Duration::hours(hours))
+                // The retention is the user's explicit choice.
+                .with_enforce_retention_duration(false)
+                .await;
+            match run {
+                Ok((t, m)) => {
+                    tracing::info!(sink = %self.name, deleted = m.files_deleted.len(), "delta-lake vacuum");
+                    self.status.set_detail(
+                        "delta_vacuum",
+                        serde_json::json!({"files_deleted": m.files_deleted.len()}),
+                    );
+                    table = t;
+                }
+                Err(e) => {
+                    tracing::warn!(sink = %self.name, error = %e, "delta-lake vacuum failed");
+                    self.status
+                        .set_detail("delta_vacuum", serde_json::json!({"error": e.to_string()}));
+                }
+            }
+        }
+        self.table = Some(table);
+    }
+
     /// `upsert` mode: one MERGE per run of buffered changes with one schema and key, each
     /// carrying the offsets of its rows as `txn` actions.
     async fn flush_changes(&mut self) -> Result<()> {
@@ -236,7 +331,8 @@ impl DeltaLakeSink {
             .table
             .take()
             .ok_or_else(|| Error::internal("delta-lake: table not loaded"))?;
-        let commit = CommitProperties::default().with_application_transactions(txns);
+        let commit = self.commit_properties(txns);
+        let configuration = self.table_configuration();
         let n = rows.num_columns();
         let columns: Vec<String> = rows.schema().fields()[..n - 1]
             .iter()
@@ -254,6 +350,7 @@ impl DeltaLakeSink {
                 .write(vec![kept])
                 .with_save_mode(SaveMode::Append)
                 .with_writer_properties(self.props.clone())
+                .with_configuration(configuration)
                 .with_commit_properties(commit);
             if !self.cfg.partition_columns.is_empty() {
                 write = write.with_partition_columns(self.cfg.partition_columns.clone());
@@ -301,6 +398,7 @@ impl DeltaLakeSink {
         };
         let version = table.version().unwrap_or_default();
         self.table = Some(table);
+        self.maintain().await;
         Ok(version)
     }
 }
@@ -399,9 +497,8 @@ impl Sink for DeltaLakeSink {
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_writer_properties(props)
-            .with_commit_properties(
-                CommitProperties::default().with_application_transactions(txns),
-            );
+            .with_configuration(self.table_configuration())
+            .with_commit_properties(self.commit_properties(txns));
         if !partition_columns.is_empty() {
             write = write.with_partition_columns(partition_columns);
         }
@@ -425,6 +522,7 @@ impl Sink for DeltaLakeSink {
             serde_json::json!({"table_version": version, "last_commit_rows": rows,
                                "last_commit_ms": started.elapsed().as_millis() as u64}),
         );
+        self.maintain().await;
         Ok(())
     }
 
