@@ -323,3 +323,64 @@ fn kill_9_during_commits_leaves_every_row_once() {
         snapshots()
     );
 }
+
+/// While the sink runs, `/metrics` carries its per-table gauges and `status` its details.
+#[test]
+fn commits_reach_metrics_and_status_while_running() {
+    let lake = tempfile::tempdir().unwrap();
+    let p = orders_into(
+        "iceberg",
+        20_000,
+        1_000,
+        &format!(
+            "      catalog: {{type: memory, memory: {{warehouse: {}}}}}\n      table: orders\n      \
+             batch_size: 300\n      flush_interval_secs: 1\n",
+            lake.path().display()
+        ),
+    );
+    let mut child = p.spawn_run(&p.dir.path().join("run.out"));
+    let get = |path: &str| {
+        std::process::Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{}{path}", p.health_port)])
+            .output()
+            .map(|o| crate::support::stdout(&o))
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let m = get("/metrics");
+        if m.lines().any(|l| {
+            l.starts_with("rivven_connect_iceberg_commits{")
+                && l.contains("table=\"default.orders\"")
+                && !l.ends_with(" 0")
+        }) {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no iceberg gauges: {m}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let status: serde_json::Value = serde_json::from_str(&get("/status")).unwrap();
+    assert_eq!(crate::support::unsafe_kill(child.id(), libc::SIGTERM), 0);
+    child.wait().unwrap();
+    for g in [
+        "rivven_connect_iceberg_rows_written",
+        "rivven_connect_iceberg_files_written",
+        "rivven_connect_iceberg_bytes_written",
+        "rivven_connect_iceberg_last_commit_ms",
+        "rivven_connect_iceberg_schema_id",
+    ] {
+        assert!(metrics.contains(g), "{g} missing: {metrics}");
+    }
+    let sink = status["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "lake")
+        .unwrap();
+    let t = &sink["details"]["iceberg"]["tables"]["default.orders"];
+    assert!(t["commits"].as_u64().unwrap() >= 1, "{sink}");
+    assert!(t["snapshot_id"].is_i64(), "{sink}");
+}

@@ -141,6 +141,9 @@ pub struct DeltaLakeSink {
     changes: Vec<Change>,
     /// Rows refused since the runtime last asked (see [`Sink::take_rejected`]).
     rejected: Vec<Rejected>,
+    /// Data commits and rows committed by this process.
+    commits: u64,
+    rows_committed: u64,
     /// This sink's commits since its last OPTIMIZE and VACUUM.
     since_optimize: u64,
     since_vacuum: u64,
@@ -162,6 +165,8 @@ impl DeltaLakeSink {
             buffered: Vec::new(),
             changes: Vec::new(),
             rejected: Vec::new(),
+            commits: 0,
+            rows_committed: 0,
             since_optimize: 0,
             since_vacuum: 0,
             rows: 0,
@@ -205,6 +210,26 @@ impl DeltaLakeSink {
             .map(|n| ("delta.checkpointInterval".to_string(), Some(n.to_string())))
             .into_iter()
             .collect()
+    }
+
+    /// Record a data commit of `rows` rows at `version` that took `ms`: status and gauges.
+    fn committed(&mut self, rows: u64, version: u64, ms: u64) {
+        self.commits += 1;
+        self.rows_committed += rows;
+        self.status.set_detail(
+            "delta",
+            serde_json::json!({"table_version": version, "last_commit_rows": rows,
+                               "last_commit_ms": ms, "commits": self.commits,
+                               "rows": self.rows_committed}),
+        );
+        for (name, value) in [
+            ("delta_commits", self.commits as f64),
+            ("delta_rows_written", self.rows_committed as f64),
+            ("delta_table_version", version as f64),
+            ("delta_last_commit_ms", ms as f64),
+        ] {
+            self.status.set_gauge(name, &[], value);
+        }
     }
 
     /// After a data commit: OPTIMIZE and VACUUM when their commit counts are due. They are
@@ -309,11 +334,7 @@ impl DeltaLakeSink {
             let version = self.merge(rows, &key, txns).await?;
             let ms = started.elapsed().as_millis() as u64;
             tracing::debug!(sink = %self.name, rows = n, version, ms, "delta-lake merge");
-            self.status.set_detail(
-                "delta",
-                serde_json::json!({"table_version": version, "last_commit_rows": n,
-                                   "last_commit_ms": ms}),
-            );
+            self.committed(n as u64, version, ms);
         }
         Ok(())
     }
@@ -517,11 +538,7 @@ impl Sink for DeltaLakeSink {
             ms = started.elapsed().as_millis() as u64,
             "delta-lake commit"
         );
-        self.status.set_detail(
-            "delta",
-            serde_json::json!({"table_version": version, "last_commit_rows": rows,
-                               "last_commit_ms": started.elapsed().as_millis() as u64}),
-        );
+        self.committed(rows, version, started.elapsed().as_millis() as u64);
         self.maintain().await;
         Ok(())
     }

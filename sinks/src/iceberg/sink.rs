@@ -173,6 +173,21 @@ impl IcebergSink {
             .collect();
         self.status
             .set_detail("iceberg", serde_json::json!({ "tables": tables }));
+        for (id, st) in &self.states {
+            let table = id.to_string();
+            let labels = [("table", table.as_str())];
+            let s = &st.stats;
+            for (name, value) in [
+                ("iceberg_commits", s.commits as f64),
+                ("iceberg_rows_written", s.rows as f64),
+                ("iceberg_files_written", s.files as f64),
+                ("iceberg_bytes_written", s.bytes as f64),
+                ("iceberg_last_commit_ms", s.last_commit_ms as f64),
+                ("iceberg_schema_id", s.schema_id.map_or(-1.0, f64::from)),
+            ] {
+                self.status.set_gauge(name, &labels, value);
+            }
+        }
     }
 
     /// Commit the buffered rows of `ident`: schema update first when the rows bring new
