@@ -2,7 +2,7 @@
 //! a table equal to the source table, also across kill -9; `postgres-cdc → iceberg` writes
 //! one table per source table and picks up a column added mid-stream.
 
-use crate::support::{stderr, unsafe_kill, Pipeline};
+use crate::support::{ended, stderr, unsafe_kill, Pipeline};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,16 +115,8 @@ fn run_until(p: &Pipeline, mut done: impl FnMut() -> bool) {
     let mut child = p.spawn_run(&out);
     let deadline = Instant::now() + Duration::from_secs(180);
     while !done() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("run ended by itself ({status:?}): {err}");
+        if let Some(ended) = ended(&mut child) {
+            panic!("run ended by itself : {ended}");
         }
         assert!(Instant::now() < deadline, "never caught up");
         std::thread::sleep(Duration::from_millis(300));
@@ -270,16 +262,8 @@ print(json.dumps(out, default=str))
             if cond(&v) {
                 return v;
             }
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("run ended by itself ({status:?}) waiting for {what}: {err}");
+            if let Some(ended) = ended(&mut child) {
+                panic!("run ended by itself  waiting for {what}: {ended}");
             }
             assert!(Instant::now() < deadline, "{what}: {v}");
             std::thread::sleep(Duration::from_millis(300));

@@ -136,6 +136,19 @@ pub fn unsafe_kill(pid: u32, sig: i32) -> i32 {
     }
 }
 
+/// If `child` (spawned with piped stderr, as [`Pipeline::spawn_run`] does) has exited:
+/// its exit status and what it wrote to stderr.
+#[cfg(feature = "lakehouse")]
+pub fn ended(child: &mut std::process::Child) -> Option<String> {
+    let status = child.try_wait().unwrap()?;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        e.read_to_string(&mut err).unwrap();
+    }
+    Some(format!("{status:?}: {err}"))
+}
+
 /// Write the topic's batches (partition 0) to an Arrow IPC file: the reference.
 pub async fn reference(log: &EmbeddedLog, topic: &str, path: &Path) -> usize {
     let end = log.end_offset(topic, 0).unwrap();

@@ -5,16 +5,11 @@
 //! synced file in the same directory. Our side also reads and decodes the topic, conforms
 //! the batches to the table schema, splits files, writes table metadata and commits.
 
-use super::{generate, Params};
-use crate::measure::{Figure, Machine, Probe, Report};
+use super::{bare_parquet, drain_into_sink, generate, prefill_events, Params};
+use crate::measure::{Figure, Machine, Report};
 use anyhow::{ensure, Result};
-use rivven_engine::config::TopicSettings;
-use rivven_engine::registry::Registry;
-use rivven_engine::runtime::Runtime;
-use rivven_engine::topic::EmbeddedLog;
 use rivven_sinks::format::{ParquetCompression, ParquetOptions};
 use std::path::Path;
-use std::time::Instant;
 
 /// Rows per commit: the sinks' `batch_size`.
 const COMMIT_ROWS: u64 = 1_000_000;
@@ -24,18 +19,7 @@ pub async fn run(p: &Params) -> Result<Report> {
     let tmp = tempfile::tempdir_in(&p.dir)?;
     let state = tmp.path().join("state");
     let batches = generate(rows_wanted, p.batch_rows).await?;
-    let bytes: u64 = batches
-        .iter()
-        .map(|b| b.get_array_memory_size() as u64)
-        .sum();
-    {
-        let log = EmbeddedLog::open(&state, TopicSettings::default())?;
-        log.ensure_topic("events")?;
-        for b in &batches {
-            log.append("events", 0, b, None).await?;
-        }
-    }
-
+    let bytes = prefill_events(&state, &batches).await?;
     // The bare writer first: same properties, same batches, same directory, synced.
     let props = ParquetOptions {
         compression: ParquetCompression::Snappy,
@@ -43,18 +27,7 @@ pub async fn run(p: &Params) -> Result<Report> {
     }
     .properties()
     .map_err(anyhow::Error::msg)?;
-    let path = tmp.path().join("bare.parquet");
-    let t0 = Instant::now();
-    let file = std::fs::File::create(&path)?;
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(file.try_clone()?, batches[0].schema(), Some(props))?;
-    for b in &batches {
-        w.write(b)?;
-    }
-    w.close()?;
-    file.sync_all()?;
-    let bare = t0.elapsed().as_secs_f64();
-    let bare_bytes = std::fs::metadata(&path)?.len();
+    let (bare, bare_bytes) = bare_parquet(&batches, props, &tmp.path().join("bare.parquet"))?;
 
     let mut figures = Vec::new();
     let mut commits = serde_json::Map::new();
@@ -71,42 +44,8 @@ pub async fn run(p: &Params) -> Result<Report> {
                 out.join("events").display()
             ),
         };
-        // A one-row bounded source on another topic ends the run once the sink caught up.
-        let yaml = format!(
-            r#"version: "1.0"
-sources:
-  tick:
-    connector: datagen
-    topic: tick
-    config: {{pattern: sequence, events_per_second: 0, max_events: 1}}
-sinks:
-  lake:
-    connector: {sink}
-    topics: [events]
-    consumer_group: lake_{group}
-    start_offset: earliest
-    config: {config}
-settings:
-  state_dir: {state}
-  health: {{enabled: false, port: 0}}
-  metrics: {{enabled: false, port: 0}}
-"#,
-            state = state.display(),
-            group = sink.replace('-', "_"),
-        );
-        let loaded =
-            rivven_engine::config::load_str(&yaml, "bench.yaml", tmp.path().into(), |_| None)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut registry = Registry::new();
-        rivven_sources::register(&mut registry)?;
-        rivven_sinks::register(&mut registry)?;
-        let pipelines = rivven_engine::pipelines::Pipelines::resolve(&loaded, &registry)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let runtime = Runtime::new(&loaded, &pipelines)?;
-        let probe = Probe::start();
-        let report = runtime.run().await?;
-        let sample = probe.stop();
-        ensure!(report.failed.is_empty(), "failed: {:?}", report.failed);
+        let group = format!("lake_{}", sink.replace('-', "_"));
+        let sample = drain_into_sink(tmp.path(), &state, sink, &group, &config).await?;
         let (file_bytes, _) = super::files_under(&out, false)?;
         let (n_commits, n_files) = table_counts(sink, &out)?;
         ensure!(

@@ -121,6 +121,89 @@ pub async fn generate(rows: u64, batch_rows: usize) -> Result<Vec<RecordBatch>> 
     Ok(out)
 }
 
+/// The generated batches written to partition 0 of topic `events` in a log at `state`;
+/// returns their in-memory Arrow bytes.
+pub async fn prefill_events(state: &Path, batches: &[RecordBatch]) -> Result<u64> {
+    let log = rivven_engine::topic::EmbeddedLog::open(
+        state,
+        rivven_engine::config::TopicSettings::default(),
+    )?;
+    log.ensure_topic("events")?;
+    for b in batches {
+        log.append("events", 0, b, None).await?;
+    }
+    Ok(batches
+        .iter()
+        .map(|b| b.get_array_memory_size() as u64)
+        .sum())
+}
+
+/// One sink `lake` draining topic `events` (group `group`) into `connector` with
+/// `config` (a YAML flow mapping), with a one-row datagen source on another topic that
+/// ends the run once the sink has caught up and committed. Returns the CPU/time sample.
+pub async fn drain_into_sink(
+    dir: &Path,
+    state: &Path,
+    connector: &str,
+    group: &str,
+    config: &str,
+) -> Result<crate::measure::Sample> {
+    let yaml = format!(
+        r#"version: "1.0"
+sources:
+  tick:
+    connector: datagen
+    topic: tick
+    config: {{pattern: sequence, events_per_second: 0, max_events: 1}}
+sinks:
+  lake:
+    connector: {connector}
+    topics: [events]
+    consumer_group: {group}
+    start_offset: earliest
+    config: {config}
+settings:
+  state_dir: {state}
+  health: {{enabled: false, port: 0}}
+  metrics: {{enabled: false, port: 0}}
+"#,
+        state = state.display(),
+    );
+    let loaded = rivven_engine::config::load_str(&yaml, "bench.yaml", dir.into(), |_| None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut registry = rivven_engine::registry::Registry::new();
+    rivven_sources::register(&mut registry)?;
+    rivven_sinks::register(&mut registry)?;
+    let pipelines = rivven_engine::pipelines::Pipelines::resolve(&loaded, &registry)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = rivven_engine::runtime::Runtime::new(&loaded, &pipelines)?;
+    let probe = crate::measure::Probe::start();
+    let report = runtime.run().await?;
+    let sample = probe.stop();
+    anyhow::ensure!(report.failed.is_empty(), "failed: {:?}", report.failed);
+    Ok(sample)
+}
+
+/// The physical limit of the sink scenarios: a bare arrow-rs `ArrowWriter` with `props`
+/// writing `batches` (already in memory) to one file at `path`, synced. Returns (seconds,
+/// file bytes).
+pub fn bare_parquet(
+    batches: &[RecordBatch],
+    props: parquet::file::properties::WriterProperties,
+    path: &Path,
+) -> Result<(f64, u64)> {
+    let t0 = Instant::now();
+    let file = std::fs::File::create(path)?;
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file.try_clone()?, batches[0].schema(), Some(props))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    file.sync_all()?;
+    Ok((t0.elapsed().as_secs_f64(), std::fs::metadata(path)?.len()))
+}
+
 /// Run the datagen source alone, dropping each batch: (rows, in-memory Arrow bytes).
 pub async fn drain_datagen(rows: u64, batch_rows: usize) -> Result<(u64, u64)> {
     let mut src = DatagenSource::new(datagen_config(rows)?);

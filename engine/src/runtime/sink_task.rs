@@ -287,9 +287,7 @@ async fn write(
                 .topic
                 .as_deref()
                 .ok_or_else(|| Error::internal("dead-letter rows without a topic"))?;
-            shared.log.ensure_topic(topic)?;
-            let partition = b.partition % shared.log.partitions(topic)?.max(1);
-            shared.log.append(topic, partition, &r.batch, None).await?;
+            append_dead_letters(shared, topic, b.partition, &r.batch).await?;
             continue;
         }
         let piece = SinkBatch {
@@ -299,6 +297,20 @@ async fn write(
         };
         write_piece(sink, &piece, p, shared).await?;
     }
+    Ok(())
+}
+
+/// Append dead-letter rows read from `partition` to `topic` (created when missing), on the
+/// partition of the same number modulo the topic's partitions, durably.
+async fn append_dead_letters(
+    shared: &Shared,
+    topic: &str,
+    partition: u32,
+    rows: &arrow::array::RecordBatch,
+) -> Result<()> {
+    shared.log.ensure_topic(topic)?;
+    let partition = partition % shared.log.partitions(topic)?.max(1);
+    shared.log.append(topic, partition, rows, None).await?;
     Ok(())
 }
 
@@ -324,9 +336,7 @@ async fn write_piece(
             return Err(Error::data(format!("{stage}: {}", r.reason)).retryable(false));
         };
         let rows = crate::dead_letter::rows(&r.rows, &r.reason, &stage, &piece.topic)?;
-        shared.log.ensure_topic(topic)?;
-        let partition = piece.partition % shared.log.partitions(topic)?.max(1);
-        shared.log.append(topic, partition, &rows, None).await?;
+        append_dead_letters(shared, topic, piece.partition, &rows).await?;
         tracing::warn!(sink = %p.spec.name, rows = rows.num_rows(), topic, reason = %r.reason,
                        "rows refused by the sink went to the dead-letter topic");
     }

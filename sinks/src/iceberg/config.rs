@@ -488,7 +488,7 @@ impl Validate for IcebergConfig {
             let scheme = w.split_once("://").map(|(s, _)| s);
             if !matches!(scheme, None | Some("file" | "s3" | "s3a")) {
                 errs.push(FieldError::new(
-                    format!("catalog.{}.warehouse", kind_key(c.kind)),
+                    format!("catalog.{}.warehouse", c.kind.name()),
                     "a local directory, file:// or s3:// URL",
                 ));
             }
@@ -565,13 +565,16 @@ impl Validate for IcebergConfig {
     }
 }
 
-fn kind_key(k: CatalogKind) -> &'static str {
-    match k {
-        CatalogKind::Memory => "memory",
-        CatalogKind::Sql => "sql",
-        CatalogKind::Rest => "rest",
-        CatalogKind::Glue => "glue",
-        CatalogKind::Hive => "hive",
+impl CatalogKind {
+    /// The name as written in `catalog.type` (and as the key of its block).
+    pub fn name(self) -> &'static str {
+        match self {
+            CatalogKind::Memory => "memory",
+            CatalogKind::Sql => "sql",
+            CatalogKind::Rest => "rest",
+            CatalogKind::Glue => "glue",
+            CatalogKind::Hive => "hive",
+        }
     }
 }
 

@@ -78,7 +78,11 @@ impl SinkConnector for Iceberg {
 
     async fn check(&self, cfg: &IcebergConfig) -> Result<String> {
         let tables = Tables::connect(cfg, false).await?;
-        let catalog = format!("{} catalog `{}`", kind_name(cfg), cfg.catalog.name());
+        let catalog = format!(
+            "{} catalog `{}`",
+            cfg.catalog.kind.name(),
+            cfg.catalog.name()
+        );
         if cfg.namespace.contains('{') || cfg.table.contains('{') {
             return Ok(format!(
                 "{catalog} reachable; tables are named per topic/table ({}.{})",
@@ -111,15 +115,5 @@ impl SinkConnector for Iceberg {
             &ctx.name,
             ctx.status.clone(),
         )?))
-    }
-}
-
-fn kind_name(cfg: &IcebergConfig) -> &'static str {
-    match cfg.catalog.kind {
-        CatalogKind::Memory => "memory",
-        CatalogKind::Sql => "sql",
-        CatalogKind::Rest => "rest",
-        CatalogKind::Glue => "glue",
-        CatalogKind::Hive => "hive",
     }
 }

@@ -351,7 +351,7 @@ fn split_by_table(batch: &RecordBatch) -> Result<Vec<(String, Option<Vec<u32>>)>
     })?;
     let names = arrow::compute::cast(&column, &DataType::Utf8)?;
     let names = names.as_string::<i32>();
-    let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for i in 0..names.len() {
         if names.is_null(i) {
             return Err(Error::data(format!(
@@ -359,12 +359,12 @@ fn split_by_table(batch: &RecordBatch) -> Result<Vec<(String, Option<Vec<u32>>)>
             ))
             .retryable(false));
         }
-        groups
-            .entry(names.value(i).to_string())
-            .or_default()
-            .push(i as u32);
+        groups.entry(names.value(i)).or_default().push(i as u32);
     }
-    Ok(groups.into_iter().map(|(t, idx)| (t, Some(idx))).collect())
+    Ok(groups
+        .into_iter()
+        .map(|(t, idx)| (t.to_string(), Some(idx)))
+        .collect())
 }
 
 /// Create `ident` (and its namespace) with the schema of `first` and the configured

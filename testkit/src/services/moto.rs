@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// A private moto server: every AWS service moto mocks (Glue, S3, SQS, ...) at `endpoint`,
-/// state in memory, any credentials accepted.
+/// A private moto server: every AWS service moto mocks (the tests use Glue and S3) at
+/// `endpoint`, state in memory, any credentials accepted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Moto {
     /// `http://127.0.0.1:<port>`.
