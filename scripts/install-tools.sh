@@ -6,7 +6,7 @@
 #   - npm packages into $RIVVEN_CACHE/tools/npm: azurite (Azure Blob emulator);
 #   - a Python venv at $RIVVEN_CACHE/venv with independent readers: pyarrow, duckdb,
 #     pyiceberg, deltalake, fastavro, cramjam (snappy, zstd, lz4 frames), backports.zstd (fastavro's zstd codec),
-#     DuckDB 1.5.5 with its iceberg, delta and avro extensions from their offline wheels
+#     DuckDB 1.5.5 with its iceberg, delta, avro and httpfs extensions from their offline wheels
 #     (pinned together: an extension loads only into its own DuckDB version), and moto's
 #     server (AWS Glue and S3 mocks).
 # Everything lands outside the clone and is reused by later runs.
@@ -23,7 +23,7 @@ TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 S3S_FS_VERSION="${S3S_FS_VERSION:-0.14.1}"
 RUSTBERG_VERSION="${RUSTBERG_VERSION:-0.3.0}"
 AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
-PY_PACKAGES=(pyarrow duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-avro==1.5.5 pytz "pyiceberg[sql-sqlite,sql-postgres,pyarrow,glue]" "moto[server]" deltalake fastavro cramjam backports.zstd azure-storage-blob)
+PY_PACKAGES=(pyarrow duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-avro==1.5.5 duckdb-extension-httpfs==1.5.5 pytz "pyiceberg[sql-sqlite,sql-postgres,pyarrow,glue]" "moto[server]" deltalake fastavro cramjam backports.zstd azure-storage-blob)
 
 install_apt() {
   for c in rustfmt clippy; do

@@ -2,7 +2,7 @@
 //!
 //! [`register`] adds every compiled-in sink to a [`Registry`].
 
-#[cfg(feature = "delta-lake")]
+#[cfg(any(feature = "delta-lake", feature = "iceberg"))]
 pub mod changes;
 #[cfg(feature = "delta-lake")]
 pub mod delta_lake;

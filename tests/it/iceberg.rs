@@ -384,3 +384,238 @@ fn commits_reach_metrics_and_status_while_running() {
     assert!(t["commits"].as_u64().unwrap() >= 1, "{sink}");
     assert!(t["snapshot_id"].is_i64(), "{sink}");
 }
+
+/// The table as DuckDB's `iceberg` extension reads it (deletes applied: pyiceberg 0.12
+/// refuses tables with equality deletes, so it only reads the metadata here) against the
+/// last row per `customer_id` of the reference file, in Python: `{"rows", "want",
+/// "equal", "operations", "equality_deletes", "first_diff"}`. `spec` as in [`LOAD`], plus
+/// `s3` (`endpoint`, `region`, `key`, `secret`) when the files are on S3.
+fn compare_upserted(
+    py: &rivven_testkit::Python,
+    reference: &Path,
+    spec: &serde_json::Value,
+) -> serde_json::Value {
+    let script = format!(
+        r#"{LOAD}{duck}
+import pyarrow.ipc as ipc
+with open(sys.argv[1], "rb") as f:
+    ref = ipc.open_file(f).read_all()
+spec = json.loads(sys.argv[2])
+last = {{}}
+for r in sorted(ref.to_pylist(), key=lambda r: r["sequence"]):
+    last[r["customer_id"]] = r
+want = sorted(last.values(), key=lambda r: r["customer_id"])
+for c in spec.get("epoch_ms", []):
+    for r in want:
+        r[c] = None if r[c] is None else round(r[c].timestamp() * 1000)
+t = load(sys.argv[2])
+con = duck()
+if "s3" in spec:
+    s = spec["s3"]
+    con.sql(f"CREATE SECRET (TYPE s3, KEY_ID '{{s['key']}}', SECRET '{{s['secret']}}', REGION '{{s['region']}}', "
+            f"ENDPOINT '{{s['endpoint'].split('://')[-1]}}', URL_STYLE 'path', USE_SSL false)")
+loc = t.metadata_location.removeprefix("file://")
+got = sorted(duck_rows(con, f"SELECT * FROM iceberg_scan('{{loc}}')"), key=lambda r: r["customer_id"])
+snap = t.current_snapshot()
+print(json.dumps({{"rows": len(got), "want": len(want), "equal": got == want,
+                  "operations": [s.summary.operation.value for s in t.metadata.snapshots],
+                  "identifier": [t.schema().find_column_name(i) for i in t.schema().identifier_field_ids],
+                  "equality_deletes": snap.summary.additional_properties.get("total-equality-deletes") if snap else None,
+                  "first_diff": next((str((a, b)) for a, b in zip(want, got) if a != b), None)}}, default=str))
+"#,
+        duck = rivven_testkit::DUCKDB_LAKEHOUSE
+    );
+    let out = py
+        .run(&script, &[&reference.to_string_lossy(), &spec.to_string()])
+        .unwrap();
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// `commit_mode: upsert` keyed on `customer_id` through `catalog` (a `catalog:` line plus
+/// whatever else the sink needs): 4,000 orders of 1,000-row commits end as one row per
+/// customer, the last one, as DuckDB reads the table; every commit is an `overwrite`
+/// snapshot carrying equality deletes, and the key is the table's identifier.
+async fn upsert_keeps_the_last_row_per_key(catalog: &str, spec: serde_json::Value) {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    // 4,000 events a second: the sink sees them in several flushes.
+    let p = orders_into(
+        "iceberg",
+        4000,
+        4000,
+        &format!(
+            "{catalog}      table: orders\n      commit_mode: upsert\n      \
+             key_columns: [customer_id]\n      batch_size: 1000\n      flush_interval_secs: 1\n"
+        ),
+    );
+    run_ok(&p, &["check", "run"], &[]);
+    let (ipc, rows) = reference_file(&p).await;
+    assert_eq!(rows, 4000);
+    let got = compare_upserted(&py, &ipc, &spec);
+    assert_eq!(got["equal"], true, "{got}");
+    assert!(got["rows"].as_u64().unwrap() < 4000, "keys repeat: {got}");
+    assert_eq!(
+        got["identifier"],
+        serde_json::json!(["customer_id"]),
+        "{got}"
+    );
+    let ops = got["operations"].as_array().unwrap();
+    assert!(ops.len() >= 3, "several commits: {got}");
+    assert!(ops.iter().all(|o| o == "overwrite"), "{got}");
+    // One equality delete per key changed in a commit (a key changed twice in one commit
+    // counts once): at least one per key, at most one per event.
+    let deletes: u64 = got["equality_deletes"].as_str().unwrap().parse().unwrap();
+    assert!(
+        deletes >= got["want"].as_u64().unwrap() && deletes <= rows as u64,
+        "{got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_through_the_memory_catalog() {
+    let lake = tempfile::tempdir().unwrap();
+    upsert_keeps_the_last_row_per_key(
+        &format!(
+            "      catalog: {{type: memory, memory: {{warehouse: {}}}}}\n",
+            lake.path().display()
+        ),
+        serde_json::json!({ "static": lake.path() }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_through_the_sql_catalog_on_postgres() {
+    let pg = rivven_testkit::require!(rivven_testkit::postgres());
+    let db = pg.temp_database("iceberg_upsert").unwrap();
+    let url = pg.url(&db.name);
+    let lake = tempfile::tempdir().unwrap();
+    let warehouse = lake.path().join("warehouse");
+    upsert_keeps_the_last_row_per_key(
+        &format!(
+            "      catalog: {{type: sql, sql: {{uri: '{url}', warehouse: {}}}}}\n",
+            warehouse.display()
+        ),
+        serde_json::json!({
+            "sql": url.replacen("postgres://", "postgresql+psycopg2://", 1),
+            "warehouse": format!("file://{}", warehouse.display()),
+        }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_through_the_rest_catalog() {
+    let rest = rivven_testkit::require!(rivven_testkit::iceberg_rest());
+    let ns = rivven_testkit::unique_name("rest_up");
+    upsert_keeps_the_last_row_per_key(
+        &format!(
+            "      catalog: {{type: rest, rest: {{uri: '{}'}}}}\n      namespace: {ns}\n",
+            rest.uri
+        ),
+        serde_json::json!({ "rest": rest.uri, "table": format!("{ns}.orders") }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_through_the_glue_catalog_with_s3_files() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let moto = rivven_testkit::require!(rivven_testkit::moto());
+    let bucket = rivven_testkit::unique_name("lake").replace('_', "-");
+    py.run(
+        "import boto3, sys\n\
+         boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+         aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])\n",
+        &[&moto.endpoint, &bucket],
+    )
+    .unwrap();
+    let ns = rivven_testkit::unique_name("glue_up");
+    upsert_keeps_the_last_row_per_key(
+        &format!(
+            "      transforms:\n        - type: timestamp_converter\n          \
+             config: {{fields: [created_at, timestamp], target_type: unix}}\n      catalog:\n        type: glue\n        glue: {{warehouse: 's3://{bucket}/wh', \
+             region: {r}, endpoint_url: '{e}', access_key_id: {k}, secret_access_key: {s}}}\n      \
+             namespace: {ns}\n      \
+             s3: {{endpoint: '{e}', path_style_access: true, region: {r}, access_key_id: {k}, \
+             secret_access_key: {s}}}\n",
+            e = moto.endpoint,
+            r = moto.region,
+            k = moto.access_key,
+            s = moto.secret_key,
+        ),
+        serde_json::json!({
+            "glue": {
+                "glue.endpoint": moto.endpoint, "glue.region": moto.region,
+                "glue.access-key-id": moto.access_key, "glue.secret-access-key": moto.secret_key,
+                "s3.endpoint": moto.endpoint, "s3.region": moto.region,
+                "s3.access-key-id": moto.access_key, "s3.secret-access-key": moto.secret_key,
+            },
+            "table": format!("{ns}.orders"),
+            "epoch_ms": ["created_at", "timestamp"],
+            "s3": {"endpoint": moto.endpoint, "region": moto.region,
+                   "key": moto.access_key, "secret": moto.secret_key},
+        }),
+    )
+    .await;
+}
+
+/// `commit_mode: overwrite` replaces the partitions a commit writes and keeps the others:
+/// a second sink on the same topic, filtered to one `status`, replaces that partition's
+/// file with the same rows, so the table still equals the topic and its last snapshot
+/// removed exactly one data file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_replaces_only_the_partitions_written() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let lake = tempfile::tempdir().unwrap();
+    let db = lake.path().join("catalog.db");
+    let warehouse = lake.path().join("warehouse");
+    let p = orders_into(
+        "iceberg",
+        3000,
+        0,
+        &format!(
+            "      catalog: {{type: sql, sql: {{uri: 'sqlite://{}', warehouse: {}}}}}\n      \
+             table: orders\n      commit_mode: overwrite\n      partition_fields: [status]\n      \
+             batch_size: 100000\n",
+            db.display(),
+            warehouse.display()
+        ),
+    );
+    run_ok(&p, &["check", "run"], &[]);
+    let (ipc, rows) = reference_file(&p).await;
+    assert_eq!(rows, 3000);
+    let spec = serde_json::json!({
+        "sql": format!("sqlite:///{}", db.display()),
+        "warehouse": format!("file://{}", warehouse.display()),
+    });
+    let first = compare(&py, &ipc, &spec);
+    assert_eq!(first["equal"], true, "{first}");
+    assert_eq!(first["snapshots"], 1, "{first}");
+
+    // A second sink, one status only.
+    let yaml = std::fs::read_to_string(p.config()).unwrap();
+    let yaml = yaml
+        .replace("  lake:\n", "  lake2:\n")
+        .replace("consumer_group: lake\n", "consumer_group: lake2\n    transforms:\n      - type: filter\n        config: {condition: \"status = 'shipped'\"}\n");
+    std::fs::write(p.config(), yaml).unwrap();
+    run_ok(&p, &["check", "run"], &[]);
+    let second = compare(&py, &ipc, &spec);
+    assert_eq!(second["rows"], 3000, "{second}");
+    assert_eq!(second["equal"], true, "{second}");
+    assert_eq!(second["duckdb_equal"], true, "{second}");
+    assert_eq!(second["snapshots"], 2, "{second}");
+    let summary = py
+        .run(
+            &format!(
+                "{LOAD}\ns = load(sys.argv[1]).current_snapshot().summary\n\
+                 print(json.dumps({{'op': s.operation.value, **s.additional_properties}}))\n"
+            ),
+            &[&spec.to_string()],
+        )
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    assert_eq!(summary["op"], "overwrite", "{summary}");
+    assert_eq!(summary["deleted-data-files"], "1", "{summary}");
+    assert_eq!(summary["added-data-files"], "1", "{summary}");
+    assert_eq!(summary["total-records"], "3000", "{summary}");
+}

@@ -1,6 +1,7 @@
-//! PostgreSQL changes into lakehouse tables: `postgres-cdc → delta-lake (upsert)` ends with
-//! a table equal to the source table, also across kill -9; `postgres-cdc → iceberg` writes
-//! one table per source table and picks up a column added mid-stream.
+//! PostgreSQL changes into lakehouse tables: `postgres-cdc → delta-lake (upsert)` and
+//! `→ iceberg (upsert)` end with tables equal to the source table, also across kill -9;
+//! `postgres-cdc → iceberg` writes one table per source table and picks up a column added
+//! mid-stream.
 
 use crate::support::{ended, stderr, unsafe_kill, Pipeline};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,6 +90,47 @@ print(json.dumps({"pg": len(pg), "delta": len(dl), "equal": pg == dl,
                   "first_diff": next((str((a, b)) for a, b in zip(pg, dl) if a != b), None)}, default=str))
 "#;
 
+/// The same comparison against the Iceberg table of a SQLite catalog, read by DuckDB
+/// (pyiceberg 0.12 cannot apply equality deletes): `{"pg", "iceberg", "equal",
+/// "has_marker", "first_diff"}`.
+const COMPARE_ICEBERG: &str = r#"
+import json, sqlite3, sys, psycopg2
+conn = psycopg2.connect(sys.argv[1])
+cur = conn.cursor()
+cur.execute("SELECT id, name, balance, updated, tags, blob, note FROM acct ORDER BY id")
+cols = [d[0] for d in cur.description]
+pg = [dict(zip(cols, [bytes(v) if isinstance(v, memoryview) else v for v in r])) for r in cur.fetchall()]
+row = sqlite3.connect(sys.argv[2]).execute(
+    "SELECT metadata_location FROM iceberg_tables WHERE table_name = 'acct'").fetchone() if __import__("os").path.exists(sys.argv[2]) else None
+if row is None:
+    print(json.dumps({"error": "no table yet"})); sys.exit(0)
+rows = duck_rows(duck(), f"SELECT {', '.join(cols)} FROM iceberg_scan('{row[0].removeprefix('file://')}') ORDER BY id")
+rows = [{c: (bytes(v) if isinstance(v, (bytearray, memoryview)) else v) for c, v in r.items()} for r in rows]
+print(json.dumps({"pg": len(pg), "iceberg": len(rows), "equal": pg == rows,
+                  "has_marker": any(r["id"] == 0 for r in rows),
+                  "first_diff": next((str((a, b)) for a, b in zip(pg, rows) if a != b), None)}, default=str))
+"#;
+
+/// The Iceberg sink block (upsert through a SQLite catalog, committing every second).
+fn iceberg_sink(dir: &std::path::Path) -> String {
+    format!(
+        "  ice:
+    connector: iceberg
+    topics: [cdc]
+    consumer_group: ice
+    start_offset: earliest
+    config:
+      catalog: {{type: sql, sql: {{uri: 'sqlite://{}', warehouse: {}}}}}
+      table: acct
+      commit_mode: upsert
+      batch_size: 20000
+      flush_interval_secs: 1
+",
+        dir.join("catalog.db").display(),
+        dir.join("warehouse").display()
+    )
+}
+
 /// The Delta sink block (upsert, committing every second).
 fn delta_sink(table: &std::path::Path) -> String {
     format!(
@@ -126,7 +168,7 @@ fn run_until(p: &Pipeline, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-fn postgres_cdc_upserts_into_delta_equal_to_the_source_across_kill_9() {
+fn postgres_cdc_upserts_into_delta_and_iceberg_equal_to_the_source_across_kill_9() {
     let py = rivven_testkit::require!(rivven_testkit::python());
     let pg = rivven_testkit::require!(rivven_testkit::postgres());
     let temp = pg.temp_database("lake_upsert").unwrap();
@@ -134,10 +176,12 @@ fn postgres_cdc_upserts_into_delta_equal_to_the_source_across_kill_9() {
     pg.psql(&db, ACCOUNTS).unwrap();
     let lake = tempfile::tempdir().unwrap();
     let table = lake.path().join("acct");
+    let ice = lake.path().join("iceberg");
     let p = Pipeline::new(&format!(
-        "{}{}",
+        "{}{}{}",
         pg_source(&pg, &db, "acct"),
-        delta_sink(&table)
+        delta_sink(&table),
+        iceberg_sink(&ice)
     ));
     let out = p.cmd(&["check"]);
     assert!(out.status.success(), "check: {}", stderr(&out));
@@ -170,7 +214,17 @@ fn postgres_cdc_upserts_into_delta_equal_to_the_source_across_kill_9() {
             .unwrap();
         serde_json::from_str(out.trim()).unwrap()
     };
-    run_until(&p, || compare()["has_marker"] == true);
+    let iceberg_script = format!("{}{COMPARE_ICEBERG}", rivven_testkit::DUCKDB_LAKEHOUSE);
+    let catalog = ice.join("catalog.db");
+    let compare_iceberg = || -> serde_json::Value {
+        let out = py
+            .run(&iceberg_script, &[&dsn, &catalog.to_string_lossy()])
+            .unwrap();
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    run_until(&p, || {
+        compare()["has_marker"] == true && compare_iceberg()["has_marker"] == true
+    });
     let got = compare();
     assert_eq!(got["pg"], 80_001, "{got}");
     assert_eq!(got["delta"], 80_001, "{got}");
@@ -179,7 +233,10 @@ fn postgres_cdc_upserts_into_delta_equal_to_the_source_across_kill_9() {
         !got["columns"].to_string().contains("__rivven"),
         "the delete flag is not a table column: {got}"
     );
-    eprintln!("postgres-cdc → delta-lake upsert: 170,001 changes, kill -9 x{kills}, table equal to PostgreSQL ({} rows)", got["delta"]);
+    let ice = compare_iceberg();
+    assert_eq!(ice["iceberg"], 80_001, "{ice}");
+    assert_eq!(ice["equal"], true, "{ice}");
+    eprintln!("postgres-cdc → delta-lake and iceberg upsert: 170,001 changes, kill -9 x{kills}, both tables equal to PostgreSQL ({} rows)", got["delta"]);
 }
 
 #[test]

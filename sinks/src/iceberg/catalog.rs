@@ -1,9 +1,15 @@
 //! The catalog a sink writes through, built from its `catalog` block, and the table
-//! lookups the sink needs (load, or create with namespace).
+//! lookups the sink needs (load, or create with namespace), plus [`Tables::commit`]: the
+//! metadata commit of the snapshots the sink builds itself (see [`super::commit`]), applied
+//! per catalog with the optimistic check each catalog uses for its own commits.
 
 use super::config::{CatalogKind, IcebergConfig};
 use iceberg::memory::{MemoryCatalogBuilder, MEMORY_CATALOG_WAREHOUSE};
-use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
+use iceberg::table::Table;
+use iceberg::{
+    Catalog, CatalogBuilder, MetadataLocation, NamespaceIdent, TableIdent, TableRequirement,
+    TableUpdate,
+};
 use iceberg_catalog_glue::GlueCatalogBuilder;
 use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::SqlCatalogBuilder;
@@ -11,6 +17,7 @@ use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use rivven_engine::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 /// An Iceberg error as ours: catalog conflicts, unavailability and I/O are retryable (the
@@ -56,6 +63,30 @@ pub struct Tables {
     catalog: Arc<dyn Catalog>,
     /// For `memory`: the warehouse directory, searched for a table's newest metadata.
     file_warehouse: Option<PathBuf>,
+    /// How [`Tables::commit`] reaches the catalog.
+    pointer: Pointer,
+}
+
+/// Where a catalog keeps the pointer to a table's current metadata file, for
+/// [`Tables::commit`].
+enum Pointer {
+    /// The in-process catalog: re-registered at the new metadata file.
+    Memory,
+    /// The `iceberg_tables` row of a SQL catalog, swapped if it still names the base file.
+    Sql {
+        pool: sqlx::AnyPool,
+        catalog: String,
+        dollar: bool,
+        /// The connection URL, blanked out of errors (it may hold a password).
+        uri: rivven_engine::secret::SecretString,
+    },
+    /// The Glue table's `metadata_location` parameter, updated at the version read.
+    Glue {
+        client: aws_sdk_glue::Client,
+        catalog_id: Option<String>,
+    },
+    /// The REST catalog's commit endpoint, which checks the requirements itself.
+    Rest(super::rest::RestCommits),
 }
 
 impl std::fmt::Debug for Tables {
@@ -74,6 +105,7 @@ impl Tables {
             cfg.s3.iter().flat_map(|s| s.file_io_props()).collect();
         let missing = |key: &str| Error::config(format!("iceberg: catalog.{key} is missing"));
         let mut file_warehouse = None;
+        let pointer;
         let catalog: Arc<dyn Catalog> = match c.kind {
             CatalogKind::Memory => {
                 let m = c.memory.as_ref().ok_or_else(|| missing("memory"))?;
@@ -84,6 +116,7 @@ impl Tables {
                 ensure_dir(&dir, create_dirs)?;
                 file_warehouse = Some(dir);
                 props.insert(MEMORY_CATALOG_WAREHOUSE.to_string(), url);
+                pointer = Pointer::Memory;
                 Arc::new(
                     MemoryCatalogBuilder::default()
                         .with_storage_factory(factory)
@@ -120,6 +153,25 @@ impl Tables {
                 } else {
                     "DollarNumeric"
                 };
+                let connect_err = |e: &dyn std::fmt::Display| {
+                    // The URL may hold a password: the error names the catalog only.
+                    Error::connect(format!(
+                        "iceberg: connect to the sql catalog `{}`: {}",
+                        c.name(),
+                        redact(&e.to_string(), s.uri.expose())
+                    ))
+                };
+                sqlx::any::install_default_drivers();
+                let pool = sqlx::any::AnyPoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy(&uri)
+                    .map_err(|e| connect_err(&e))?;
+                pointer = Pointer::Sql {
+                    pool,
+                    catalog: c.name().to_string(),
+                    dollar: bind == "DollarNumeric",
+                    uri: s.uri.clone(),
+                };
                 props.insert("uri".into(), uri);
                 props.insert("warehouse".into(), url);
                 props.insert("sql_bind_style".into(), bind.into());
@@ -128,14 +180,7 @@ impl Tables {
                         .with_storage_factory(factory)
                         .load(c.name(), props)
                         .await
-                        // The URL may hold a password: the error names the catalog only.
-                        .map_err(|e| {
-                            Error::connect(format!(
-                                "iceberg: connect to the sql catalog `{}`: {}",
-                                c.name(),
-                                redact(&e.to_string(), s.uri.expose())
-                            ))
-                        })?,
+                        .map_err(|e| connect_err(&e))?,
                 )
             }
             CatalogKind::Rest => {
@@ -157,6 +202,7 @@ impl Tables {
                         .into_iter()
                         .filter_map(|(k, v)| Some((k.to_string(), v?))),
                 );
+                pointer = Pointer::Rest(super::rest::RestCommits::new(r)?);
                 Arc::new(
                     RestCatalogBuilder::default()
                         .with_storage_factory(factory)
@@ -188,6 +234,10 @@ impl Tables {
                         props.entry(k.to_string()).or_insert(v);
                     }
                 }
+                pointer = Pointer::Glue {
+                    client: glue_client(g).await,
+                    catalog_id: g.catalog_id.clone(),
+                };
                 Arc::new(
                     GlueCatalogBuilder::default()
                         .with_storage_factory(factory)
@@ -205,7 +255,130 @@ impl Tables {
         Ok(Tables {
             catalog,
             file_warehouse,
+            pointer,
         })
+    }
+
+    /// Commit `updates` to `table` (as loaded before the snapshot was built) when
+    /// `requirements` hold, and return the table as committed. A concurrent commit to the
+    /// table fails this one as a retryable conflict; nothing is half-applied (a metadata
+    /// file written for a commit that loses is never referenced).
+    pub async fn commit(
+        &self,
+        table: &Table,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+    ) -> Result<Table> {
+        let ident = table.identifier();
+        if let Pointer::Rest(rest) = &self.pointer {
+            rest.commit(ident, requirements, updates).await?;
+        } else {
+            let base = table
+                .metadata_location()
+                .ok_or_else(|| Error::internal(format!("iceberg: {ident} has no metadata file")))?
+                .to_string();
+            for r in &requirements {
+                r.check(Some(table.metadata()))
+                    .map_err(ice_err(format_args!("commit to {ident}")))?;
+            }
+            let mut builder = table.metadata().clone().into_builder(Some(base.clone()));
+            for u in updates {
+                builder = u
+                    .apply(builder)
+                    .map_err(ice_err(format_args!("commit to {ident}")))?;
+            }
+            let metadata = builder
+                .build()
+                .map_err(ice_err(format_args!("commit to {ident}")))?
+                .metadata;
+            let location = MetadataLocation::from_str(&base)
+                .map_err(ice_err(format_args!("commit to {ident}")))?
+                .with_next_version()
+                .with_new_metadata(&metadata);
+            metadata
+                .write_to(table.file_io(), &location)
+                .await
+                .map_err(ice_err(format_args!("write the metadata of {ident}")))?;
+            self.swap(ident, &base, &location.to_string()).await?;
+        }
+        self.load(ident)
+            .await?
+            .ok_or_else(|| Error::state(format!("iceberg: {ident} vanished after a commit")))
+    }
+
+    /// Point `ident` at metadata file `new` if it still points at `base`.
+    async fn swap(&self, ident: &TableIdent, base: &str, new: &str) -> Result<()> {
+        let conflict = || {
+            Error::connect(format!(
+                "iceberg: commit to {ident} conflicted with another writer's; retrying from \
+                 the committed offsets"
+            ))
+        };
+        match &self.pointer {
+            Pointer::Memory => {
+                let current = self
+                    .catalog
+                    .load_table(ident)
+                    .await
+                    .map_err(ice_err(format_args!("load {ident}")))?;
+                if current.metadata_location() != Some(base) {
+                    return Err(conflict());
+                }
+                self.catalog
+                    .drop_table(ident)
+                    .await
+                    .map_err(ice_err(format_args!("re-register {ident}")))?;
+                self.catalog
+                    .register_table(ident, new.to_string())
+                    .await
+                    .map_err(ice_err(format_args!("re-register {ident}")))?;
+            }
+            Pointer::Sql {
+                pool,
+                catalog,
+                dollar,
+                uri,
+            } => {
+                let p = |i: usize| if *dollar { format!("${i}") } else { "?".into() };
+                let sql = format!(
+                    "UPDATE iceberg_tables SET metadata_location = {}, \
+                     previous_metadata_location = {} WHERE catalog_name = {} \
+                     AND table_namespace = {} AND table_name = {} AND metadata_location = {}",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6)
+                );
+                let done = sqlx::query(&sql)
+                    .bind(new)
+                    .bind(base)
+                    .bind(catalog.as_str())
+                    .bind(ident.namespace().join("."))
+                    .bind(ident.name())
+                    .bind(base)
+                    .execute(pool)
+                    .await
+                    .map_err(|e| {
+                        Error::connect(format!(
+                            "iceberg: commit to {ident} in the sql catalog: {}",
+                            redact(&e.to_string(), uri.expose())
+                        ))
+                    })?;
+                if done.rows_affected() != 1 {
+                    return Err(conflict());
+                }
+            }
+            Pointer::Glue { client, catalog_id } => {
+                glue_swap(client, catalog_id.as_deref(), ident, base, new)
+                    .await?
+                    .then_some(())
+                    .ok_or_else(conflict)?;
+            }
+            Pointer::Rest(_) => return Err(Error::internal("iceberg: REST commits post updates")),
+        }
+        Ok(())
     }
 
     /// The catalog.
@@ -273,6 +446,90 @@ impl Tables {
             }
         }
         Ok(())
+    }
+}
+
+/// A Glue client configured as iceberg-catalog-glue configures its own from the same keys.
+async fn glue_client(g: &super::config::GlueCatalog) -> aws_sdk_glue::Client {
+    use aws_config::BehaviorVersion;
+    let mut config = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(e) = &g.endpoint_url {
+        config = config.endpoint_url(e);
+    }
+    if let Some(r) = &g.region {
+        config = config.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(p) = &g.profile {
+        config = config.profile_name(p);
+    }
+    if let (Some(id), Some(secret)) = (&g.access_key_id, &g.secret_access_key) {
+        config = config.credentials_provider(aws_sdk_glue::config::Credentials::new(
+            id,
+            secret.expose(),
+            g.session_token.as_ref().map(|t| t.expose().to_string()),
+            None,
+            "rivven-connect",
+        ));
+    }
+    aws_sdk_glue::Client::new(&config.load().await)
+}
+
+/// Set the Glue table's `metadata_location` to `new` if it is `base`, at the table version
+/// read (Glue refuses an update at a stale version). `false`: another writer moved it.
+async fn glue_swap(
+    client: &aws_sdk_glue::Client,
+    catalog_id: Option<&str>,
+    ident: &TableIdent,
+    base: &str,
+    new: &str,
+) -> Result<bool> {
+    use aws_sdk_glue::types::TableInput;
+    let database = ident.namespace().join(".");
+    let glue_err = |e: &dyn std::fmt::Display| {
+        Error::connect(format!("iceberg: commit to {ident} in Glue: {e}"))
+    };
+    let got = client
+        .get_table()
+        .set_catalog_id(catalog_id.map(str::to_string))
+        .database_name(&database)
+        .name(ident.name())
+        .send()
+        .await
+        .map_err(|e| glue_err(&aws_sdk_glue::error::DisplayErrorContext(e)))?;
+    let t = got
+        .table()
+        .ok_or_else(|| Error::state(format!("iceberg: Glue has no table {ident}")))?;
+    let mut parameters = t.parameters().cloned().unwrap_or_default();
+    if parameters.get("metadata_location").map(String::as_str) != Some(base) {
+        return Ok(false);
+    }
+    parameters.insert("metadata_location".into(), new.to_string());
+    parameters.insert("previous_metadata_location".into(), base.to_string());
+    let input = TableInput::builder()
+        .name(t.name())
+        .set_description(t.description().map(str::to_string))
+        .set_owner(t.owner().map(str::to_string))
+        .set_table_type(t.table_type().map(str::to_string))
+        .set_storage_descriptor(t.storage_descriptor().cloned())
+        .set_partition_keys(Some(t.partition_keys().to_vec()))
+        .set_parameters(Some(parameters))
+        .build()
+        .map_err(|e| glue_err(&e))?;
+    let sent = client
+        .update_table()
+        .set_catalog_id(catalog_id.map(str::to_string))
+        .database_name(&database)
+        .table_input(input)
+        .set_version_id(t.version_id().map(str::to_string))
+        .skip_archive(true)
+        .send()
+        .await;
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e) => match e.into_service_error() {
+            aws_sdk_glue::operation::update_table::UpdateTableError::ConcurrentModificationException(_) => Ok(false),
+            e => Err(glue_err(&aws_sdk_glue::error::DisplayErrorContext(e))),
+        },
     }
 }
 

@@ -1,5 +1,6 @@
 //! Configuration of the `iceberg` sink.
 
+use crate::changes::MetadataColumns;
 use crate::format::{ParquetCompression, ParquetOptions};
 use rivven_engine::config::{FieldError, Validate};
 use rivven_engine::secret::SecretString;
@@ -78,9 +79,20 @@ pub struct IcebergConfig {
     /// Buckets of `partitioning: bucket` (default 16).
     #[serde(default)]
     pub num_buckets: Option<u32>,
-    /// How rows become table data. `append` (default): every row is added.
+    /// How rows become table data: `append` (default; every row is added), `upsert` (the
+    /// last change per key replaces the key's row, deletes remove it: equality deletes
+    /// and data files in one snapshot) or `overwrite` (each commit replaces the partitions
+    /// its rows fall in; an unpartitioned table is replaced whole).
     #[serde(default)]
     pub commit_mode: CommitMode,
+    /// Key of `upsert` (default: the table's identifier fields, else the primary key the
+    /// source puts on the rows). A table this sink creates in `upsert` mode gets the key
+    /// as its identifier fields (required columns).
+    #[serde(default)]
+    pub key_columns: Vec<String>,
+    /// Change-event metadata kept as columns in `upsert` mode (default: none).
+    #[serde(default)]
+    pub metadata_columns: MetadataColumns,
     /// Table properties set when this sink creates a table.
     #[serde(default)]
     pub table_properties: BTreeMap<String, String>,
@@ -546,12 +558,43 @@ impl Validate for IcebergConfig {
         if let Err(e) = self.partition_spec() {
             errs.push(FieldError::new("partition_fields", e));
         }
-        if self.commit_mode != CommitMode::Append {
-            errs.push(FieldError::new(
-                "commit_mode",
-                "only append is supported yet: iceberg 0.10 commits no delete files \
-                 (upsert) or replaced partitions (overwrite)",
-            ));
+        if self.commit_mode != CommitMode::Upsert {
+            if !self.key_columns.is_empty() {
+                errs.push(FieldError::new(
+                    "key_columns",
+                    "applies to commit_mode: upsert only",
+                ));
+            }
+            if !self.metadata_columns.is_empty() {
+                errs.push(FieldError::new(
+                    "metadata_columns",
+                    "applies to commit_mode: upsert only (append and overwrite write the rows \
+                     as they are)",
+                ));
+            }
+        }
+        for p in self.metadata_columns.problems() {
+            errs.push(FieldError::new("metadata_columns", p));
+        }
+        if self.key_columns.iter().any(|c| c.is_empty()) {
+            errs.push(FieldError::new("key_columns", "empty column name"));
+        }
+        if self.commit_mode == CommitMode::Upsert && !self.key_columns.is_empty() {
+            if let Ok(spec) = self.partition_spec() {
+                for p in spec {
+                    if !self.key_columns.contains(&p.column) {
+                        errs.push(FieldError::new(
+                            "partition_fields",
+                            format!(
+                                "`{}` is not a key column: with commit_mode upsert a row's \
+                                 partition must follow from its key, or an update that moves \
+                                 it would leave the old row in its old partition",
+                                p.column
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         if self.s3.is_some()
             && !self
@@ -595,6 +638,32 @@ mod tests {
         assert!(f("week(ts)").is_err());
         assert!(f("day()").is_err());
         assert!(f("x)").is_err());
+    }
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let base = "catalog: {type: memory, memory: {warehouse: /tmp/w}}\ntable: t\n";
+        let cfg: IcebergConfig = serde_yaml::from_str(&format!("{base}{yaml}")).unwrap();
+        cfg.validate().into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn upsert_keys_and_partitions_are_checked() {
+        assert!(problems("commit_mode: upsert\nkey_columns: [id]\n").is_empty());
+        assert!(problems("commit_mode: overwrite\npartition_fields: [day]\n").is_empty());
+        assert_eq!(problems("key_columns: [id]\n"), ["key_columns"]);
+        assert_eq!(
+            problems("commit_mode: overwrite\nmetadata_columns: {op: op}\n"),
+            ["metadata_columns"]
+        );
+        // A partition that does not follow from the key.
+        assert_eq!(
+            problems("commit_mode: upsert\nkey_columns: [id]\npartition_fields: [region]\n"),
+            ["partition_fields"]
+        );
+        assert!(problems(
+            "commit_mode: upsert\nkey_columns: [id]\npartition_fields: ['bucket[8](id)']\n"
+        )
+        .is_empty());
     }
 
     #[test]

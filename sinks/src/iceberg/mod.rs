@@ -7,9 +7,13 @@
 //! table), so one sink writes one table per source table. A table is created from the
 //! first batch's schema when it does not exist, with `partition_fields` as its partition
 //! spec; columns new to the table are added by a schema update committed just before the
-//! rows that carry them. Each commit is one append snapshot holding the Parquet files of
-//! the rows buffered since the previous one, split by partition and rolled at
-//! `target_file_size_mb`.
+//! rows that carry them. Each commit is one snapshot holding the Parquet files of the rows
+//! buffered since the previous one, split by partition and rolled at
+//! `target_file_size_mb`: an append (`commit_mode: append`), a row delta (`upsert`: the
+//! last change per key, as equality deletes of every changed key plus the rows not
+//! deleted, so the table holds what the source holds) or a dynamic partition overwrite
+//! (`overwrite`). iceberg-rust 0.10 commits only appends; the other two are built in
+//! [`commit`] and committed per catalog by [`catalog::Tables::commit`].
 //!
 //! **Guarantees**: exactly once per row and table. Every snapshot's summary carries, under
 //! `rivven-connect.offset/<sink>/<topic>/<partition>`, the consumer offset after the last
@@ -23,8 +27,7 @@
 //! Rows a table cannot take (a column type it cannot hold) are refused with the reason
 //! ([`Sink::take_rejected`]): they go to the sink's dead-letter topic.
 //!
-//! **Not yet**: `commit_mode: upsert` and `overwrite` (iceberg 0.10 can only commit
-//! appends) and the `hive` catalog, which `check` rejects with that reason; widening a
+//! **Not yet**: the `hive` catalog, which `check` rejects with that reason; widening a
 //! column's type, whose rows are refused.
 //!
 //! ```yaml
@@ -45,7 +48,9 @@
 //! ```
 
 mod catalog;
+mod commit;
 mod config;
+mod rest;
 pub mod schema;
 mod sink;
 

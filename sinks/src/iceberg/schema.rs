@@ -70,18 +70,35 @@ pub fn iceberg_type(t: &DataType) -> Result<Type> {
         .ok_or_else(|| Error::internal("iceberg: converted field missing"))
 }
 
-/// An Iceberg schema for a new table from a batch schema: every column optional, field ids
-/// assigned in order (the catalog assigns fresh ones on create). Columns of Arrow type
-/// Null are left out.
-pub fn new_table_schema(schema: &Schema) -> Result<iceberg::spec::Schema> {
+/// An Iceberg schema for a new table from a batch schema: every column optional except
+/// the `key` columns, which become required identifier fields; field ids assigned in
+/// order (the catalog assigns fresh ones on create). Columns of Arrow type Null are left
+/// out.
+pub fn new_table_schema(schema: &Schema, key: &[String]) -> Result<iceberg::spec::Schema> {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
         .filter(|f| f.data_type() != &DataType::Null)
-        .map(|f| Field::new(f.name(), storable(f.data_type()), true))
+        .map(|f| Field::new(f.name(), storable(f.data_type()), !key.contains(f.name())))
         .collect();
-    arrow_schema_to_schema_auto_assign_ids(&Schema::new(fields))
-        .map_err(|e| Error::data(format!("iceberg: table schema: {e}")).retryable(false))
+    let err =
+        |e: iceberg::Error| Error::data(format!("iceberg: table schema: {e}")).retryable(false);
+    let table = arrow_schema_to_schema_auto_assign_ids(&Schema::new(fields)).map_err(err)?;
+    if key.is_empty() {
+        return Ok(table);
+    }
+    let mut ids = Vec::with_capacity(key.len());
+    for k in key {
+        let f = table.field_by_name(k).ok_or_else(|| {
+            Error::config(format!("iceberg: key column `{k}` is not in the rows"))
+        })?;
+        ids.push(f.id);
+    }
+    table
+        .into_builder()
+        .with_identifier_field_ids(ids)
+        .build()
+        .map_err(err)
 }
 
 /// What a batch schema asks of a table schema.
@@ -453,7 +470,7 @@ mod tests {
                 true,
             ),
         ]);
-        let s = new_table_schema(&schema).unwrap();
+        let s = new_table_schema(&schema, &[]).unwrap();
         assert!(s.field_by_name("nothing").is_none());
         let ids: Vec<i32> = ["id", "s", "s.a", "s.b", "ts"]
             .iter()
@@ -478,10 +495,13 @@ mod tests {
 
     #[test]
     fn evolution_adds_new_columns_and_rejects_narrowing() {
-        let table = new_table_schema(&Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, true),
-        ]))
+        let table = new_table_schema(
+            &Schema::new(vec![
+                Field::new("id", DataType::Int64, true),
+                Field::new("name", DataType::Utf8, true),
+            ]),
+            &[],
+        )
         .unwrap();
         let ev = evolution(
             &Schema::new(vec![
@@ -530,7 +550,7 @@ mod tests {
             }
             Schema::new(vec![Field::new("after", DataType::Struct(f.into()), true)])
         };
-        let table = new_table_schema(&st(false)).unwrap();
+        let table = new_table_schema(&st(false), &[]).unwrap();
         let ev = evolution(&st(true), &table).unwrap();
         assert_eq!(ev.added, vec!["after.note".to_string()]);
         let pending = std::collections::HashMap::new();
@@ -540,15 +560,18 @@ mod tests {
 
     #[test]
     fn conform_fills_missing_columns_and_converts_types() {
-        let table = new_table_schema(&Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, true),
-            Field::new(
-                "at",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                true,
-            ),
-        ]))
+        let table = new_table_schema(
+            &Schema::new(vec![
+                Field::new("id", DataType::Int64, true),
+                Field::new("name", DataType::Utf8, true),
+                Field::new(
+                    "at",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    true,
+                ),
+            ]),
+            &[],
+        )
         .unwrap();
         let target = table_arrow_schema(&table).unwrap();
         let batch = RecordBatch::try_new(

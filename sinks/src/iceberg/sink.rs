@@ -1,17 +1,26 @@
 //! The `iceberg` sink: routes rows to their tables, buffers them, and commits each table's
-//! rows as one snapshot whose summary carries the consumer offsets it covers.
+//! rows as one snapshot whose summary carries the consumer offsets it covers: a fast
+//! append (`append`), or a snapshot built in [`super::commit`] (`upsert`: equality
+//! deletes of every key touched plus the keys' last rows; `overwrite`: the written
+//! partitions replaced).
 
 use super::catalog::{ice_err, Tables};
-use super::config::{CatalogKind, IcebergConfig, PartitionField};
+use super::commit::{self, Delta};
+use super::config::{CatalogKind, CommitMode, IcebergConfig, PartitionField};
 use super::schema;
+use crate::changes::{self, DELETE_FLAG};
 use arrow::array::{Array, AsArray, RecordBatch, StructArray, UInt32Array};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
+use iceberg::arrow::arrow_schema_to_schema;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::spec::{DataFile, DataFileFormat, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::base_writer::equality_delete_writer::{
+    EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig,
+};
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
 };
@@ -79,6 +88,8 @@ struct TableState {
     pending: HashMap<String, iceberg::spec::Type>,
     /// Offset after the last buffered row, per topic partition.
     next: BTreeMap<(String, u32), u64>,
+    /// `upsert`: the key of the buffered rows (which end with the [`DELETE_FLAG`] column).
+    key: Vec<String>,
     stats: TableStats,
 }
 
@@ -88,6 +99,10 @@ struct TableStats {
     schema_id: Option<i32>,
     commits: u64,
     rows: u64,
+    /// Equality delete rows written (`upsert`: one per key changed).
+    delete_rows: u64,
+    /// Data files an `overwrite` marked deleted.
+    files_replaced: u64,
     files: u64,
     bytes: u64,
     last_commit_ms: u64,
@@ -151,6 +166,7 @@ impl IcebergSink {
                     buffered: Vec::new(),
                     pending: HashMap::new(),
                     next: BTreeMap::new(),
+                    key: Vec::new(),
                     stats: TableStats::default(),
                 },
             );
@@ -180,6 +196,8 @@ impl IcebergSink {
             for (name, value) in [
                 ("iceberg_commits", s.commits as f64),
                 ("iceberg_rows_written", s.rows as f64),
+                ("iceberg_delete_rows_written", s.delete_rows as f64),
+                ("iceberg_files_replaced", s.files_replaced as f64),
                 ("iceberg_files_written", s.files as f64),
                 ("iceberg_bytes_written", s.bytes as f64),
                 ("iceberg_last_commit_ms", s.last_commit_ms as f64),
@@ -215,7 +233,8 @@ impl IcebergSink {
                         &self.cfg,
                         &self.partition_spec,
                         ident,
-                        &state.buffered[0],
+                        &without_flag(&state.buffered[0], &state.key)?,
+                        &state.key,
                     )
                     .await?
                 }
@@ -226,6 +245,7 @@ impl IcebergSink {
         let mut added = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for b in &state.buffered {
+            let b = without_flag(b, &state.key)?;
             let ev = schema::evolution(&b.schema(), table.metadata().current_schema())?;
             for (a, n) in ev.add.into_iter().zip(ev.added) {
                 if seen.insert(n.clone()) {
@@ -250,32 +270,85 @@ impl IcebergSink {
             tracing::info!(sink = %self.name, table = %ident, columns = ?added, "iceberg: columns added");
         }
         let target = schema::table_arrow_schema(table.metadata().current_schema())?;
-        let batches = state
-            .buffered
-            .iter()
-            .map(|b| schema::conform(b, &target))
-            .collect::<Result<Vec<_>>>()?;
-        let files = write_files(&table, &self.props, self.cfg.target_file_size_mb, batches).await?;
-        let rows: u64 = files.iter().map(|f| f.record_count()).sum();
-        let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
-        let nfiles = files.len() as u64;
         let mut summary: HashMap<String, String> = state
             .next
             .iter()
             .map(|((topic, p), o)| (offset_key(&self.name, topic, *p), o.to_string()))
             .collect();
         summary.insert("rivven-connect.sink".to_string(), self.name.clone());
-        let tx = Transaction::new(&table);
-        let tx = tx
-            .fast_append()
-            .add_data_files(files)
-            .set_snapshot_properties(summary)
-            .apply(tx)
-            .map_err(ice_err(format_args!("append to {ident}")))?;
-        let table = tx
-            .commit(tables.catalog())
-            .await
-            .map_err(ice_err(format_args!("commit to {ident}")))?;
+        let size = self.cfg.target_file_size_mb;
+        let (files, deletes, replaced, table) = match self.cfg.commit_mode {
+            CommitMode::Append => {
+                let batches = state
+                    .buffered
+                    .iter()
+                    .map(|b| schema::conform(b, &target))
+                    .collect::<Result<Vec<_>>>()?;
+                let files = write_files(&table, &self.props, size, Files::Data, batches).await?;
+                let tx = Transaction::new(&table);
+                let tx = tx
+                    .fast_append()
+                    .add_data_files(files.clone())
+                    .set_snapshot_properties(summary)
+                    .apply(tx)
+                    .map_err(ice_err(format_args!("append to {ident}")))?;
+                let table = tx
+                    .commit(tables.catalog())
+                    .await
+                    .map_err(ice_err(format_args!("commit to {ident}")))?;
+                (files, Vec::new(), 0, table)
+            }
+            CommitMode::Overwrite => {
+                let batches = state
+                    .buffered
+                    .iter()
+                    .map(|b| schema::conform(b, &target))
+                    .collect::<Result<Vec<_>>>()?;
+                let files = write_files(&table, &self.props, size, Files::Data, batches).await?;
+                let delta = Delta {
+                    data: files.clone(),
+                    overwrite: true,
+                    properties: summary,
+                    ..Delta::default()
+                };
+                let prepared = commit::snapshot_updates(&table, delta).await?;
+                let replaced = prepared.removed_data_files;
+                let table = tables
+                    .commit(&table, prepared.requirements, prepared.updates)
+                    .await?;
+                (files, Vec::new(), replaced, table)
+            }
+            CommitMode::Upsert => {
+                let key = state.key.clone();
+                let rows = upsert_rows(&state.buffered, &key, &target)?;
+                let ids = key_field_ids(&table, &key)?;
+                let keep = arrow::compute::not(rows.column(rows.num_columns() - 1).as_boolean())?;
+                let all = rows.project(&(0..rows.num_columns() - 1).collect::<Vec<_>>())?;
+                let live = arrow::compute::filter_record_batch(&all, &keep)?;
+                let files = write_files(&table, &self.props, size, Files::Data, vec![live]).await?;
+                let deletes =
+                    write_files(&table, &self.props, size, Files::Deletes(ids), vec![all]).await?;
+                let delta = Delta {
+                    data: files.clone(),
+                    deletes: deletes.clone(),
+                    overwrite: false,
+                    properties: summary,
+                };
+                let prepared = commit::snapshot_updates(&table, delta).await?;
+                let table = tables
+                    .commit(&table, prepared.requirements, prepared.updates)
+                    .await?;
+                (files, deletes, 0, table)
+            }
+        };
+        let rows: u64 = files.iter().map(|f| f.record_count()).sum();
+        let delete_rows: u64 = deletes.iter().map(|f| f.record_count()).sum();
+        let bytes: u64 = files
+            .iter()
+            .chain(&deletes)
+            .map(|f| f.file_size_in_bytes())
+            .sum();
+        let nfiles = (files.len() + deletes.len()) as u64;
         for (k, o) in std::mem::take(&mut state.next) {
             state.done.insert(k, o);
         }
@@ -287,6 +360,8 @@ impl IcebergSink {
         s.schema_id = Some(table.metadata().current_schema_id());
         s.commits += 1;
         s.rows += rows;
+        s.delete_rows += delete_rows;
+        s.files_replaced += replaced;
         s.files += nfiles;
         s.bytes += bytes;
         s.last_commit_ms = ms;
@@ -375,6 +450,7 @@ async fn create_table(
     partition: &[PartitionField],
     ident: &TableIdent,
     first: &RecordBatch,
+    key: &[String],
 ) -> Result<Table> {
     if !cfg.auto_create {
         return Err(Error::config(format!(
@@ -382,7 +458,7 @@ async fn create_table(
         )));
     }
     tables.ensure_namespace(ident.namespace()).await?;
-    let schema = schema::new_table_schema(&first.schema())?;
+    let schema = schema::new_table_schema(&first.schema(), key)?;
     let mut spec = UnboundPartitionSpec::builder();
     for p in partition {
         let source = schema.field_by_name(&p.column).ok_or_else(|| {
@@ -431,12 +507,21 @@ fn partition_field_name(p: &PartitionField) -> String {
     }
 }
 
-/// Write `batches` (already conformed to the table's schema) as data files of `table`,
-/// split by its default partition spec, rolling at `target_mb`.
+/// What [`write_files`] writes.
+enum Files {
+    /// Data files of the rows.
+    Data,
+    /// Equality delete files of the rows' values of these field ids.
+    Deletes(Vec<i32>),
+}
+
+/// Write `batches` (already conformed to the table's schema) as data or equality delete
+/// files of `table`, split by its default partition spec, rolling at `target_mb`.
 async fn write_files(
     table: &Table,
     props: &WriterProperties,
     target_mb: u64,
+    kind: Files,
     batches: Vec<RecordBatch>,
 ) -> Result<Vec<DataFile>> {
     let ident = table.identifier().clone();
@@ -444,20 +529,47 @@ async fn write_files(
     let metadata = table.metadata();
     let locations = DefaultLocationGenerator::new(metadata).map_err(err("locate"))?;
     // A fresh prefix per commit: file names never collide with files of an earlier attempt.
+    let prefix = match kind {
+        Files::Data => "rivven",
+        Files::Deletes(_) => "rivven-eq-del",
+    };
     let names = DefaultFileNameGenerator::new(
-        format!("rivven-{}", uuid::Uuid::new_v4()),
+        format!("{prefix}-{}", uuid::Uuid::new_v4()),
         None,
         DataFileFormat::Parquet,
     );
-    let parquet = ParquetWriterBuilder::new(props.clone(), metadata.current_schema().clone());
-    let rolling = RollingFileWriterBuilder::new(
-        parquet,
-        usize::try_from(target_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
-        table.file_io().clone(),
-        locations,
-        names,
-    );
-    let builder = DataFileWriterBuilder::new(rolling);
+    let schema = metadata.current_schema().clone();
+    let size = usize::try_from(target_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    let file_io = table.file_io().clone();
+    match kind {
+        Files::Data => {
+            let parquet = ParquetWriterBuilder::new(props.clone(), schema);
+            let rolling = RollingFileWriterBuilder::new(parquet, size, file_io, locations, names);
+            write_partitioned(table, DataFileWriterBuilder::new(rolling), batches).await
+        }
+        Files::Deletes(ids) => {
+            let config =
+                EqualityDeleteWriterConfig::new(ids, schema).map_err(err("key columns of"))?;
+            let delete_schema = arrow_schema_to_schema(config.projected_arrow_schema_ref())
+                .map_err(err("key columns of"))?;
+            let parquet = ParquetWriterBuilder::new(props.clone(), Arc::new(delete_schema));
+            let rolling = RollingFileWriterBuilder::new(parquet, size, file_io, locations, names);
+            let builder = EqualityDeleteFileWriterBuilder::new(rolling, config);
+            write_partitioned(table, builder, batches).await
+        }
+    }
+}
+
+/// Write `batches` through writers of `builder`, one per partition of the table's default
+/// spec (one in all for an unpartitioned table).
+async fn write_partitioned<B: IcebergWriterBuilder>(
+    table: &Table,
+    builder: B,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<DataFile>> {
+    let ident = table.identifier().clone();
+    let err = |what: &'static str| ice_err(format!("{what} {ident}"));
+    let metadata = table.metadata();
     let spec = metadata.default_partition_spec();
     if spec.is_unpartitioned() {
         let mut w = builder
@@ -481,6 +593,115 @@ async fn write_files(
         }
     }
     w.close().await.map_err(err("close a file of"))
+}
+
+/// The key of `upsert`: `configured`, else the identifier fields of `table`, else the
+/// primary key the source put on the rows.
+fn upsert_key(
+    configured: &[String],
+    table: Option<&Table>,
+    rows: &RecordBatch,
+) -> Result<Vec<String>> {
+    if !configured.is_empty() {
+        return Ok(configured.to_vec());
+    }
+    if let Some(t) = table {
+        let schema = t.metadata().current_schema();
+        let ids: Vec<String> = schema
+            .identifier_field_ids()
+            .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
+            .collect();
+        if !ids.is_empty() {
+            return Ok(ids);
+        }
+    }
+    changes::key_columns(rows, &[])
+}
+
+/// `rows` without its last column, the [`DELETE_FLAG`], when `key` says it has one
+/// (`upsert` buffers).
+fn without_flag(rows: &RecordBatch, key: &[String]) -> Result<RecordBatch> {
+    if key.is_empty() {
+        return Ok(rows.clone());
+    }
+    let n = rows.num_columns();
+    if rows.schema().field(n - 1).name() != DELETE_FLAG {
+        return Err(Error::internal(
+            "iceberg: upsert rows without their delete flag",
+        ));
+    }
+    Ok(rows.project(&(0..n - 1).collect::<Vec<_>>())?)
+}
+
+/// The buffered upsert rows (each ending with its delete flag) as rows of the table's
+/// Arrow schema `target` plus the flag, reduced to the last change per key.
+fn upsert_rows(
+    buffered: &[RecordBatch],
+    key: &[String],
+    target: &SchemaRef,
+) -> Result<RecordBatch> {
+    let mut fields: Vec<arrow::datatypes::FieldRef> = target.fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        DELETE_FLAG,
+        DataType::Boolean,
+        false,
+    )));
+    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    let mut out = Vec::with_capacity(buffered.len());
+    for b in buffered {
+        let rows = schema::conform(&without_flag(b, key)?, target)?;
+        let mut columns = rows.columns().to_vec();
+        columns.push(b.column(b.num_columns() - 1).clone());
+        out.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    let rows = arrow::compute::concat_batches(&schema, &out)?;
+    changes::dedupe(&rows, key)
+}
+
+/// The field ids of `key` in `table`'s schema. Each partition field must be a transform
+/// of a key column: a row's partition then follows from its key, and a delete in the
+/// key's partition reaches every earlier row of the key.
+fn key_field_ids(table: &Table, key: &[String]) -> Result<Vec<i32>> {
+    let metadata = table.metadata();
+    let schema = metadata.current_schema();
+    let mut ids = Vec::with_capacity(key.len());
+    for k in key {
+        let f = schema.field_by_name(k).ok_or_else(|| {
+            Error::config(format!(
+                "iceberg: key column `{k}` is not in table {}",
+                table.identifier()
+            ))
+        })?;
+        // Iceberg's identifier-field rule: primitive, not floating point.
+        let usable = match f.field_type.as_ref() {
+            iceberg::spec::Type::Primitive(p) => !matches!(
+                p,
+                iceberg::spec::PrimitiveType::Float | iceberg::spec::PrimitiveType::Double
+            ),
+            _ => false,
+        };
+        if !usable {
+            return Err(Error::config(format!(
+                "iceberg: key column `{k}` of {} is {}; an upsert key must be a primitive, \
+                 non-floating-point column",
+                table.identifier(),
+                f.field_type
+            )));
+        }
+        ids.push(f.id);
+    }
+    for p in metadata.default_partition_spec().fields() {
+        if !ids.contains(&p.source_id) {
+            let column = schema.name_by_field_id(p.source_id).unwrap_or("?");
+            return Err(Error::config(format!(
+                "iceberg: table {} is partitioned by `{column}`, which is not a key column \
+                 ({}): commit_mode upsert needs every partition field to come from the key",
+                table.identifier(),
+                key.join(", ")
+            )));
+        }
+    }
+    Ok(ids)
 }
 
 #[async_trait]
@@ -535,6 +756,10 @@ impl Sink for IcebergSink {
         }
         let key = (b.topic.to_string(), b.partition);
         let glue = self.cfg.catalog.kind == CatalogKind::Glue;
+        let upsert = self.cfg.commit_mode == CommitMode::Upsert;
+        let key_columns = self.cfg.key_columns.clone();
+        let metadata_columns = self.cfg.metadata_columns.clone();
+        let mut refused = Vec::new();
         for (ident, idx) in self.route(b)? {
             let state = self.state(&ident).await?;
             // Rows this table already holds (a commit that the group's offsets missed)
@@ -562,6 +787,33 @@ impl Sink for IcebergSink {
             if rows.num_rows() == 0 {
                 continue;
             }
+            // Upsert: the rows as the table should hold them, last change per key, flagged
+            // when deleted. Changes that cannot be applied (truncates, null keys) are
+            // refused with the reason.
+            let rows = if upsert {
+                let key = upsert_key(&key_columns, state.table.as_ref(), &rows)?;
+                if !state.key.is_empty() && state.key != key {
+                    return Err(Error::config(format!(
+                        "iceberg: rows for {ident} change key from ({}) to ({}) between commits",
+                        state.key.join(", "),
+                        key.join(", ")
+                    )));
+                }
+                let out = changes::table_rows(&rows, &key, &metadata_columns)?;
+                if let Some((r, reason)) = out.refused {
+                    refused.push(Rejected {
+                        rows: r,
+                        reason: format!("iceberg: {reason} (table {ident})"),
+                    });
+                }
+                state.key = key;
+                if out.rows.num_rows() == 0 {
+                    continue;
+                }
+                out.rows
+            } else {
+                rows
+            };
             // Rows whose columns the table cannot take are refused here, with the reason,
             // so they never fail a commit.
             let table_schema = state
@@ -569,7 +821,7 @@ impl Sink for IcebergSink {
                 .as_ref()
                 .map(|t| t.metadata().current_schema().clone());
             match schema::check_rows(
-                &rows.schema(),
+                &without_flag(&rows, &state.key)?.schema(),
                 table_schema.as_deref(),
                 &state.pending,
                 glue,
@@ -590,6 +842,7 @@ impl Sink for IcebergSink {
             self.rows += n;
             self.first_at.get_or_insert_with(Instant::now);
         }
+        self.rejected.extend(refused);
         Ok(())
     }
 

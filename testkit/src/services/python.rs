@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The modules the readers venv must import.
-pub const PYTHON_READERS: [&str; 9] = [
+pub const PYTHON_READERS: [&str; 10] = [
     "pyarrow",
     "duckdb",
     "duckdb_extension_avro",
     "duckdb_extension_iceberg",
     "duckdb_extension_delta",
+    "duckdb_extension_httpfs",
     "pyiceberg",
     "deltalake",
     "fastavro",
@@ -21,13 +22,14 @@ pub const PYTHON_READERS: [&str; 9] = [
 ];
 
 /// Python that defines `duck()`: a DuckDB connection with the `iceberg` and `delta`
-/// extensions (and `avro`, which `iceberg` needs) loaded from their offline wheels
+/// extensions (and `avro`, which `iceberg` needs, and `httpfs` for tables on S3) loaded
+/// from their offline wheels
 /// (`duckdb-extension-*`, pinned to the venv's duckdb version), never downloaded.
 pub const DUCKDB_LAKEHOUSE: &str = r#"
 def duck():
     import duckdb, glob, importlib, os
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    for name in ("avro", "iceberg", "delta"):
+    for name in ("avro", "httpfs", "iceberg", "delta"):
         mod = importlib.import_module("duckdb_extension_" + name)
         path, = glob.glob(os.path.join(os.path.dirname(mod.__file__), "extensions", "*", name + ".duckdb_extension"))
         con.load_extension(path)
