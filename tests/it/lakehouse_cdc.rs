@@ -184,7 +184,12 @@ fn postgres_cdc_upserts_into_delta_and_iceberg_equal_to_the_source_across_kill_9
         iceberg_sink(&ice)
     ));
     let out = p.cmd(&["check"]);
-    assert!(out.status.success(), "check: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "check: {} {}",
+        crate::support::stdout(&out),
+        stderr(&out)
+    );
 
     // The workload runs in its own thread while the pipeline is killed five times.
     let stop = Arc::new(AtomicBool::new(false));

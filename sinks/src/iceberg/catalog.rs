@@ -132,11 +132,7 @@ impl Tables {
                     ensure_dir(&dir, create_dirs)?;
                 }
                 let uri = s.uri.expose().to_string();
-                if let Some(path) = uri
-                    .strip_prefix("sqlite://")
-                    .or(uri.strip_prefix("sqlite:"))
-                {
-                    let path = Path::new(path.split('?').next().unwrap_or(path));
+                if let Some(path) = sqlite_file(&uri) {
                     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                         ensure_dir(parent, create_dirs)?;
                     }
@@ -531,6 +527,14 @@ async fn glue_swap(
             e => Err(glue_err(&aws_sdk_glue::error::DisplayErrorContext(e))),
         },
     }
+}
+
+/// The database file of a `sqlite:` catalog URL.
+pub(super) fn sqlite_file(uri: &str) -> Option<PathBuf> {
+    let path = uri
+        .strip_prefix("sqlite://")
+        .or(uri.strip_prefix("sqlite:"))?;
+    Some(PathBuf::from(path.split('?').next().unwrap_or(path)))
 }
 
 fn ensure_dir(dir: &Path, create: bool) -> Result<()> {

@@ -82,6 +82,21 @@ impl SinkConnector for Iceberg {
     }
 
     async fn check(&self, cfg: &IcebergConfig) -> Result<String> {
+        // A SQLite catalog that does not exist yet: `run` creates it (`check` creates
+        // nothing).
+        if let Some(file) = cfg
+            .catalog
+            .sql
+            .as_ref()
+            .and_then(|s| catalog::sqlite_file(s.uri.expose()))
+            .filter(|f| !f.exists())
+        {
+            return Ok(format!(
+                "sql catalog `{}`: SQLite file {} does not exist yet: created by the first run",
+                cfg.catalog.name(),
+                file.display()
+            ));
+        }
         let tables = Tables::connect(cfg, false).await?;
         let catalog = format!(
             "{} catalog `{}`",
