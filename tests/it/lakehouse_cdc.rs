@@ -34,8 +34,9 @@ fn pg_source(pg: &rivven_testkit::Postgres, db: &str, tables: &str) -> String {
     )
 }
 
-/// The account table and its workload: `100_000` inserts, `50_000` updates (even ids)
-/// and `20_000` deletes (ids ≡ 1 mod 5), in statements of 10,000 rows.
+/// The account table and its workload: `100_000` inserts, a column `extra` added, `50_000`
+/// updates (even ids, setting `extra`) and `20_000` deletes (ids ≡ 1 mod 5), in statements
+/// of 10,000 rows.
 const ACCOUNTS: &str = "CREATE TABLE acct (id int PRIMARY KEY, name text NOT NULL, \
      balance numeric(12,2) NOT NULL, updated timestamptz NOT NULL, tags text[], blob bytea, \
      note text)";
@@ -52,10 +53,12 @@ fn workload() -> Vec<String> {
             s + 9_999
         ));
     }
+    // A column added while the pipeline runs; the updates fill it.
+    sql.push("ALTER TABLE acct ADD COLUMN extra int".to_string());
     for s in (1..=100_000).step_by(20_000) {
         sql.push(format!(
             "UPDATE acct SET balance = balance + 0.01, name = name || '!', \
-             updated = updated + interval '1 day', tags = NULL \
+             updated = updated + interval '1 day', tags = NULL, extra = id % 100 \
              WHERE id % 2 = 0 AND id BETWEEN {s} AND {}",
             s + 19_999
         ));
@@ -76,14 +79,14 @@ import json, sys, psycopg2
 from deltalake import DeltaTable
 conn = psycopg2.connect(sys.argv[1])
 cur = conn.cursor()
-cur.execute("SELECT id, name, balance, updated, tags, blob, note FROM acct ORDER BY id")
+cur.execute("SELECT id, name, balance, updated, tags, blob, note, extra FROM acct ORDER BY id")
 cols = [d[0] for d in cur.description]
 pg = [dict(zip(cols, [bytes(v) if isinstance(v, memoryview) else v for v in r])) for r in cur.fetchall()]
 try:
     t = DeltaTable(sys.argv[2]).to_pyarrow_table()
 except Exception as e:
     print(json.dumps({"error": str(e)})); sys.exit(0)
-dl = sorted(({c: r[c] for c in cols} for r in t.to_pylist()), key=lambda r: r["id"])
+dl = sorted(({c: r.get(c) for c in cols} for r in t.to_pylist()), key=lambda r: r["id"])
 print(json.dumps({"pg": len(pg), "delta": len(dl), "equal": pg == dl,
                   "columns": t.column_names,
                   "has_marker": any(r["id"] == 0 for r in dl),
@@ -97,15 +100,15 @@ const COMPARE_ICEBERG: &str = r#"
 import json, sqlite3, sys, psycopg2
 conn = psycopg2.connect(sys.argv[1])
 cur = conn.cursor()
-cur.execute("SELECT id, name, balance, updated, tags, blob, note FROM acct ORDER BY id")
+cur.execute("SELECT id, name, balance, updated, tags, blob, note, extra FROM acct ORDER BY id")
 cols = [d[0] for d in cur.description]
 pg = [dict(zip(cols, [bytes(v) if isinstance(v, memoryview) else v for v in r])) for r in cur.fetchall()]
 row = sqlite3.connect(sys.argv[2]).execute(
     "SELECT metadata_location FROM iceberg_tables WHERE table_name = 'acct'").fetchone() if __import__("os").path.exists(sys.argv[2]) else None
 if row is None:
     print(json.dumps({"error": "no table yet"})); sys.exit(0)
-rows = duck_rows(duck(), f"SELECT {', '.join(cols)} FROM iceberg_scan('{row[0].removeprefix('file://')}') ORDER BY id")
-rows = [{c: (bytes(v) if isinstance(v, (bytearray, memoryview)) else v) for c, v in r.items()} for r in rows]
+rows = duck_rows(duck(), f"SELECT * FROM iceberg_scan('{row[0].removeprefix('file://')}') ORDER BY id")
+rows = [{c: (bytes(v) if isinstance(v, (bytearray, memoryview)) else v) for c, v in ((c, r.get(c)) for c in cols)} for r in rows]
 print(json.dumps({"pg": len(pg), "iceberg": len(rows), "equal": pg == rows,
                   "has_marker": any(r["id"] == 0 for r in rows),
                   "first_diff": next((str((a, b)) for a, b in zip(pg, rows) if a != b), None)}, default=str))
@@ -204,7 +207,7 @@ fn postgres_cdc_upserts_into_delta_and_iceberg_equal_to_the_source_across_kill_9
         }
         pg2.psql(
             &db2,
-            "INSERT INTO acct VALUES (0, 'marker', 0, now(), NULL, NULL, NULL)",
+            "INSERT INTO acct VALUES (0, 'marker', 0, now(), NULL, NULL, NULL, 7)",
         )
         .unwrap();
     });
