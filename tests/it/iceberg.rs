@@ -619,3 +619,77 @@ async fn overwrite_replaces_only_the_partitions_written() {
     assert_eq!(summary["added-data-files"], "1", "{summary}");
     assert_eq!(summary["total-records"], "3000", "{summary}");
 }
+
+/// Rows wider than the table's columns widen them (int→long, float→double, decimal
+/// precision) in a schema of their own, committed before the rows: a first sink writes
+/// `customer_id` as int, `quantity` as float and `unit_price` as decimal(8, 2); a second
+/// sink on the same topic writes them as long, double and decimal(10, 2). pyiceberg and
+/// DuckDB then read every row of both, the old files through the wider types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wider_rows_widen_the_table_columns() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let lake = tempfile::tempdir().unwrap();
+    let cast = |spec: &str| {
+        format!("    transforms:\n      - type: cast\n        config: {{spec: {{{spec}}}}}\n")
+    };
+    let p = orders_into(
+        "iceberg",
+        2000,
+        0,
+        &format!(
+            "      catalog: {{type: memory, memory: {{warehouse: {}}}}}\n      table: orders\n",
+            lake.path().display()
+        ),
+    );
+    let yaml = std::fs::read_to_string(p.config()).unwrap();
+    let narrow = yaml.replace(
+        "    start_offset: earliest\n",
+        &format!(
+            "    start_offset: earliest\n{}",
+            cast("customer_id: int32, quantity: float32, unit_price: 'DECIMAL(8,2)'")
+        ),
+    );
+    std::fs::write(p.config(), &narrow).unwrap();
+    run_ok(&p, &["check", "run"], &[]);
+    let wide = yaml
+        .replace("  lake:\n", "  lake2:\n")
+        .replace("consumer_group: lake\n", "consumer_group: lake2\n")
+        .replace(
+            "    start_offset: earliest\n",
+            &format!("    start_offset: earliest\n{}", cast("quantity: float64")),
+        );
+    std::fs::write(p.config(), &wide).unwrap();
+    run_ok(&p, &["run"], &[]);
+    let (ipc, rows) = reference_file(&p).await;
+    assert_eq!(rows, 2000);
+    let script = format!(
+        r#"{LOAD}{duck}
+import pyarrow.ipc as ipc
+from collections import Counter
+with open(sys.argv[1], "rb") as f:
+    ref = ipc.open_file(f).read_all().to_pylist()
+key = lambda r: (r["sequence"], r["customer_id"], float(r["quantity"]), str(r["unit_price"]))
+want = Counter(key(r) for r in ref for _ in range(2))
+t = load(sys.argv[2])
+got = Counter(key(r) for r in t.scan().to_arrow().to_pylist())
+loc = t.metadata_location.removeprefix("file://")
+duck_got = Counter(key(r) for r in duck_rows(duck(), f"SELECT * FROM iceberg_scan('{{loc}}')"))
+print(json.dumps({{"rows": sum(got.values()), "equal": got == want, "duckdb_equal": duck_got == want,
+                  "schemas": len(t.metadata.schemas),
+                  "types": {{f.name: str(f.field_type) for f in t.schema().fields}}}}))
+"#,
+        duck = rivven_testkit::DUCKDB_LAKEHOUSE
+    );
+    let spec = serde_json::json!({ "static": lake.path() });
+    let out = py
+        .run(&script, &[&ipc.to_string_lossy(), &spec.to_string()])
+        .unwrap();
+    let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(got["rows"], 4000, "{got}");
+    assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
+    assert_eq!(got["types"]["customer_id"], "long", "{got}");
+    assert_eq!(got["types"]["quantity"], "double", "{got}");
+    assert_eq!(got["types"]["unit_price"], "decimal(10, 2)", "{got}");
+    assert!(got["schemas"].as_u64().unwrap() >= 2, "{got}");
+}

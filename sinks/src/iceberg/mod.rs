@@ -27,8 +27,10 @@
 //! Rows a table cannot take (a column type it cannot hold) are refused with the reason
 //! ([`Sink::take_rejected`]): they go to the sink's dead-letter topic.
 //!
-//! **Not yet**: the `hive` catalog, which `check` rejects with that reason; widening a
-//! column's type, whose rows are refused.
+//! Rows wider than a column (int→long, float→double, decimal precision) widen it: a schema
+//! with the wider type is committed before the rows.
+//!
+//! **Not yet**: the `hive` catalog, which `check` rejects with that reason.
 //!
 //! ```yaml
 //! sinks:

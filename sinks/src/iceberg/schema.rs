@@ -108,6 +108,16 @@ pub struct Evolution {
     pub add: Vec<AddColumn>,
     /// Names of the columns added (for logs and status).
     pub added: Vec<String>,
+    /// Columns (dotted paths through structs) whose type the rows widen, with the wider
+    /// type.
+    pub widen: Vec<(String, PrimitiveType)>,
+}
+
+impl Evolution {
+    /// The table needs no change.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.widen.is_empty()
+    }
 }
 
 /// Compare `batch` with the table's `table` schema: new top-level columns become
@@ -125,9 +135,10 @@ pub fn evolution(batch: &Schema, table: &iceberg::spec::Schema) -> Result<Evolut
                 ev.add.push(AddColumn::optional(f.name(), wanted));
             }
             Some(existing) => {
-                let mut nested = Vec::new();
-                check_compatible(f.name(), &wanted, &existing.field_type, &mut nested)?;
-                for (parent, name, t) in nested {
+                let mut changes = Changes::default();
+                check_compatible(f.name(), &wanted, &existing.field_type, &mut changes)?;
+                ev.widen.extend(changes.widen);
+                for (parent, name, t) in changes.adds {
                     ev.added.push(format!("{parent}.{name}"));
                     ev.add.push(
                         AddColumn::builder()
@@ -143,26 +154,53 @@ pub fn evolution(batch: &Schema, table: &iceberg::spec::Schema) -> Result<Evolut
     Ok(ev)
 }
 
-/// Fields of a struct the table lacks: (parent path, name, type), to add as optional
-/// nested columns.
-pub type NestedAdds = Vec<(String, String, Type)>;
+/// What writing a type into a column asks of the table.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Fields of a struct the table lacks: (parent path, name, type), to add as optional
+    /// nested columns.
+    pub adds: Vec<(String, String, Type)>,
+    /// Columns (paths through structs) to widen to the type: the values are wider than
+    /// the column and Iceberg allows the promotion.
+    pub widen: Vec<(String, PrimitiveType)>,
+}
+
+/// Whether Iceberg allows promoting a column of type `from` to `to`: int→long,
+/// float→double, decimal(P, S)→decimal(P', S) with P' ≥ P; or the same type.
+pub fn promotes(from: &PrimitiveType, to: &PrimitiveType) -> bool {
+    use PrimitiveType as P;
+    from == to
+        || matches!((from, to), (P::Int, P::Long) | (P::Float, P::Double))
+        || matches!(
+            (from, to),
+            (P::Decimal { precision: pa, scale: sa }, P::Decimal { precision: pb, scale: sb })
+                if sa == sb && pa <= pb
+        )
+}
+
+/// A path that passes through a list element or map key/value: schema updates here name
+/// columns by struct paths only.
+fn in_collection(path: &str) -> bool {
+    path.contains(".element") || path.contains(".key") || path.contains(".value")
+}
 
 /// Whether values of Iceberg type `from` can be written into a column of type `to`: equal,
 /// or a promotion Iceberg allows (int→long, float→double, decimal precision), or structs,
-/// lists and maps whose parts are. A struct may lack fields (they are written as nulls);
-/// fields a struct (not inside a list or map) has and the table's lacks are pushed to
-/// `adds`.
-pub fn check_compatible(path: &str, from: &Type, to: &Type, adds: &mut NestedAdds) -> Result<()> {
-    use PrimitiveType as P;
+/// lists and maps whose parts are. A struct may lack fields (they are written as nulls).
+/// What the table must change first is pushed to `changes`: fields a struct (not inside a
+/// list or map) has and the table's lacks, and columns the values are wider than (where
+/// Iceberg can promote the column).
+pub fn check_compatible(path: &str, from: &Type, to: &Type, changes: &mut Changes) -> Result<()> {
     let ok = match (from, to) {
         (Type::Primitive(a), Type::Primitive(b)) => {
-            a == b
-                || matches!((a, b), (P::Int, P::Long) | (P::Float, P::Double))
-                || matches!(
-                    (a, b),
-                    (P::Decimal { precision: pa, scale: sa }, P::Decimal { precision: pb, scale: sb })
-                        if sa == sb && pa <= pb
-                )
+            if promotes(a, b) {
+                true
+            } else if promotes(b, a) && !in_collection(path) {
+                changes.widen.push((path.to_string(), a.clone()));
+                true
+            } else {
+                false
+            }
         }
         (Type::Struct(a), Type::Struct(b)) => {
             for f in a.fields() {
@@ -171,15 +209,16 @@ pub fn check_compatible(path: &str, from: &Type, to: &Type, adds: &mut NestedAdd
                         &format!("{path}.{}", f.name),
                         &f.field_type,
                         &t.field_type,
-                        adds,
+                        changes,
                     )?,
                     // Only through structs: a path with `.element` or `.value` is not one
                     // a schema update can name.
-                    None if !path.contains(".element")
-                        && !path.contains(".key")
-                        && !path.contains(".value") =>
-                    {
-                        adds.push((path.to_string(), f.name.clone(), (*f.field_type).clone()));
+                    None if !in_collection(path) => {
+                        changes.adds.push((
+                            path.to_string(),
+                            f.name.clone(),
+                            (*f.field_type).clone(),
+                        ));
                     }
                     None => {
                         return Err(incompatible(
@@ -196,7 +235,7 @@ pub fn check_compatible(path: &str, from: &Type, to: &Type, adds: &mut NestedAdd
                 &format!("{path}.element"),
                 &a.element_field.field_type,
                 &b.element_field.field_type,
-                adds,
+                changes,
             )?;
             true
         }
@@ -205,13 +244,13 @@ pub fn check_compatible(path: &str, from: &Type, to: &Type, adds: &mut NestedAdd
                 &format!("{path}.key"),
                 &a.key_field.field_type,
                 &b.key_field.field_type,
-                adds,
+                changes,
             )?;
             check_compatible(
                 &format!("{path}.value"),
                 &a.value_field.field_type,
                 &b.value_field.field_type,
-                adds,
+                changes,
             )?;
             true
         }
@@ -237,9 +276,8 @@ impl std::fmt::Debug for Evolution {
 
 fn incompatible(path: &str, what: &str) -> Error {
     Error::data(format!(
-        "iceberg: column `{path}`: {what}; widening a table column (int→long, \
-         float→double, decimal precision) is not supported by iceberg 0.10, and other \
-         changes are incompatible"
+        "iceberg: column `{path}`: {what}; Iceberg can only widen int→long, \
+         float→double and decimal precision (of columns outside lists and maps)"
     ))
     .retryable(false)
 }
@@ -283,21 +321,22 @@ pub fn check_rows(
             ))
             .retryable(false));
         }
-        let mut nested = Vec::new();
+        // Widening is allowed: the commit widens the column first.
+        let mut changes = Changes::default();
         match (
             table.and_then(|s| s.field_by_name(f.name())),
             pending.get(f.name()),
         ) {
             (Some(existing), _) => {
-                check_compatible(f.name(), &t, &existing.field_type, &mut nested)?
+                check_compatible(f.name(), &t, &existing.field_type, &mut changes)?
             }
-            (None, Some(p)) => check_compatible(f.name(), &t, p, &mut nested)?,
+            (None, Some(p)) => check_compatible(f.name(), &t, p, &mut changes)?,
             (None, None) => added.push((f.name().clone(), t)),
         }
-        for (parent, name, t) in nested {
+        for (parent, name, t) in changes.adds {
             let full = format!("{parent}.{name}");
             match pending.get(&full) {
-                Some(p) => check_compatible(&full, &t, p, &mut Vec::new())?,
+                Some(p) => check_compatible(&full, &t, p, &mut Changes::default())?,
                 None => added.push((full, t)),
             }
         }
@@ -317,6 +356,63 @@ fn has_timestamptz(t: &Type) -> bool {
             has_timestamptz(&m.key_field.field_type) || has_timestamptz(&m.value_field.field_type)
         }
     }
+}
+
+/// `table` with the columns at `widen`'s paths (top-level names, or dotted paths through
+/// structs) changed to the wider types, field ids and everything else kept.
+pub fn widened(
+    table: &iceberg::spec::Schema,
+    widen: &[(String, PrimitiveType)],
+) -> Result<iceberg::spec::Schema> {
+    fn apply(
+        fields: &[iceberg::spec::NestedFieldRef],
+        path: &[&str],
+        to: &PrimitiveType,
+    ) -> Result<Vec<iceberg::spec::NestedFieldRef>> {
+        let mut found = false;
+        let out = fields
+            .iter()
+            .map(|f| {
+                if f.name != path[0] {
+                    return Ok(f.clone());
+                }
+                found = true;
+                let mut nf = f.as_ref().clone();
+                nf.field_type =
+                    Box::new(match (path.len(), f.field_type.as_ref()) {
+                        (1, _) => Type::Primitive(to.clone()),
+                        (_, Type::Struct(st)) => Type::Struct(iceberg::spec::StructType::new(
+                            apply(st.fields(), &path[1..], to)?,
+                        )),
+                        _ => {
+                            return Err(Error::internal(format!(
+                                "iceberg: `{}` is not a struct",
+                                f.name
+                            )))
+                        }
+                    });
+                Ok(Arc::new(nf))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !found {
+            return Err(Error::internal(format!(
+                "iceberg: no column `{}` to widen",
+                path[0]
+            )));
+        }
+        Ok(out)
+    }
+    let mut fields: Vec<iceberg::spec::NestedFieldRef> = table.as_struct().fields().to_vec();
+    for (path, to) in widen {
+        let parts: Vec<&str> = path.split('.').collect();
+        fields = apply(&fields, &parts, to)?;
+    }
+    iceberg::spec::Schema::builder()
+        .with_schema_id(table.schema_id() + 1)
+        .with_fields(fields)
+        .with_identifier_field_ids(table.identifier_field_ids())
+        .build()
+        .map_err(|e| Error::internal(format!("iceberg: widened schema: {e}")))
 }
 
 /// The Arrow schema of the table's current schema, with its field ids.
@@ -518,6 +614,66 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("`name`"), "{err}");
+    }
+
+    #[test]
+    fn wider_values_widen_the_column_and_keep_its_id() {
+        let table = new_table_schema(
+            &Schema::new(vec![
+                Field::new("id", DataType::Int32, false),
+                Field::new("price", DataType::Decimal128(9, 2), true),
+                Field::new(
+                    "after",
+                    DataType::Struct(vec![Field::new("score", DataType::Float32, true)].into()),
+                    true,
+                ),
+                Field::new(
+                    "tags",
+                    DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
+                    true,
+                ),
+            ]),
+            &["id".to_string()],
+        )
+        .unwrap();
+        let batch = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("price", DataType::Decimal128(18, 2), true),
+            Field::new(
+                "after",
+                DataType::Struct(vec![Field::new("score", DataType::Float64, true)].into()),
+                true,
+            ),
+        ]);
+        let ev = evolution(&batch, &table).unwrap();
+        assert!(ev.add.is_empty());
+        let paths: Vec<&str> = ev.widen.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["id", "price", "after.score"]);
+        let wide = widened(&table, &ev.widen).unwrap();
+        assert_eq!(wide.schema_id(), table.schema_id() + 1);
+        assert_eq!(
+            wide.field_by_name("id").unwrap().id,
+            table.field_by_name("id").unwrap().id
+        );
+        assert_eq!(
+            wide.identifier_field_ids().collect::<Vec<_>>(),
+            table.identifier_field_ids().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            *wide.field_by_name("after.score").unwrap().field_type,
+            Type::Primitive(PrimitiveType::Double)
+        );
+        assert!(evolution(&batch, &wide).unwrap().is_empty());
+        // Narrower scale, and widening inside a list: refused.
+        let bad = Schema::new(vec![Field::new("price", DataType::Decimal128(18, 3), true)]);
+        assert!(evolution(&bad, &table).is_err());
+        let in_list = Schema::new(vec![Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+            true,
+        )]);
+        assert!(check_rows(&in_list, Some(&table), &Default::default(), false).is_err());
+        assert!(check_rows(&batch, Some(&table), &Default::default(), false).is_ok());
     }
 
     #[test]

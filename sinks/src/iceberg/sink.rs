@@ -29,7 +29,7 @@ use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg::{NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
 use parquet::file::properties::WriterProperties;
 use rivven_engine::batch::SinkBatch;
 use rivven_engine::connector::{Committed, FlushWhen, Rejected, Sink};
@@ -240,34 +240,43 @@ impl IcebergSink {
                 }
             },
         };
-        // Columns new to the table: one schema update for all buffered batches.
-        let mut adds = Vec::new();
-        let mut added = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        // What the rows ask of the table's schema, batch by batch against the table as it
+        // evolves: wider column types (a schema of their own, committed as such), then new
+        // columns (iceberg-rust's schema update), both before the rows' snapshot.
         for b in &state.buffered {
             let b = without_flag(b, &state.key)?;
             let ev = schema::evolution(&b.schema(), table.metadata().current_schema())?;
-            for (a, n) in ev.add.into_iter().zip(ev.added) {
-                if seen.insert(n.clone()) {
-                    adds.push(a);
-                    added.push(n);
+            if !ev.widen.is_empty() {
+                let current = table.metadata().current_schema().clone();
+                let wide = schema::widened(&current, &ev.widen)?;
+                let requirements = vec![TableRequirement::CurrentSchemaIdMatch {
+                    current_schema_id: current.schema_id(),
+                }];
+                let updates = vec![
+                    TableUpdate::AddSchema { schema: wide },
+                    TableUpdate::SetCurrentSchema { schema_id: -1 },
+                ];
+                table = tables.commit(&table, requirements, updates).await?;
+                let columns: Vec<String> =
+                    ev.widen.iter().map(|(p, t)| format!("{p}: {t}")).collect();
+                tracing::info!(sink = %self.name, table = %ident, ?columns, "iceberg: columns widened");
+            }
+            if !ev.add.is_empty() {
+                let added = ev.added;
+                let tx = Transaction::new(&table);
+                let mut action = tx.update_schema();
+                for a in ev.add {
+                    action = action.add_column(a);
                 }
+                let tx = action
+                    .apply(tx)
+                    .map_err(ice_err(format_args!("add columns {added:?} to {ident}")))?;
+                table = tx
+                    .commit(tables.catalog())
+                    .await
+                    .map_err(ice_err(format_args!("add columns {added:?} to {ident}")))?;
+                tracing::info!(sink = %self.name, table = %ident, columns = ?added, "iceberg: columns added");
             }
-        }
-        if !adds.is_empty() {
-            let tx = Transaction::new(&table);
-            let mut action = tx.update_schema();
-            for a in adds {
-                action = action.add_column(a);
-            }
-            let tx = action
-                .apply(tx)
-                .map_err(ice_err(format_args!("add columns {added:?} to {ident}")))?;
-            table = tx
-                .commit(tables.catalog())
-                .await
-                .map_err(ice_err(format_args!("add columns {added:?} to {ident}")))?;
-            tracing::info!(sink = %self.name, table = %ident, columns = ?added, "iceberg: columns added");
         }
         let target = schema::table_arrow_schema(table.metadata().current_schema())?;
         let mut summary: HashMap<String, String> = state
