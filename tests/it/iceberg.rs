@@ -693,3 +693,47 @@ print(json.dumps({{"rows": sum(got.values()), "equal": got == want, "duckdb_equa
     assert_eq!(got["types"]["unit_price"], "decimal(10, 2)", "{got}");
     assert!(got["schemas"].as_u64().unwrap() >= 2, "{got}");
 }
+
+/// The `hive` catalog against a metastore that is not there (none runs here): `check`
+/// fails naming the metastore's address; a two-level namespace is a configuration error.
+#[test]
+fn hive_catalog_reports_an_unreachable_metastore() {
+    let lake = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    let p = orders_into(
+        "iceberg",
+        100,
+        0,
+        &format!(
+            "      catalog: {{type: hive, hive: {{uri: 'thrift://127.0.0.1:{port}', warehouse: {}}}}}\n      \
+             namespace: lake\n      table: orders\n",
+            lake.path().display()
+        ),
+    );
+    let out = p.cmd(&["check"]);
+    let text = crate::support::stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    let failed = text
+        .lines()
+        .find(|l| l.contains("FAILED  sink lake (iceberg)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(failed.contains(&format!("127.0.0.1:{port}")), "{failed}");
+    // `run` retries an unreachable catalog with backoff like any sink (not waited for
+    // here).
+
+    // A namespace of two levels cannot be a Hive database.
+    let yaml = std::fs::read_to_string(p.config())
+        .unwrap()
+        .replace("namespace: lake", "namespace: a.b");
+    std::fs::write(p.config(), yaml).unwrap();
+    let out = p.cmd(&["check"]);
+    let text = format!(
+        "{}{}",
+        crate::support::stdout(&out),
+        crate::support::stderr(&out)
+    );
+    assert!(
+        text.contains("namespace") && text.contains("one level"),
+        "{text}"
+    );
+}

@@ -86,7 +86,33 @@ enum Pointer {
         catalog_id: Option<String>,
     },
     /// The REST catalog's commit endpoint, which checks the requirements itself.
-    Rest(super::rest::RestCommits),
+    Rest(Box<super::rest::RestCommits>),
+    /// The Hive Metastore table's `metadata_location` parameter.
+    Hive(Arc<super::hive::HiveCatalog>),
+}
+
+/// Check `requirements` against `table`, apply `updates` to its metadata and write the
+/// result as the next metadata file: `(base metadata file, new metadata file)`. The
+/// catalog then points the table at the new file if it still points at the base.
+pub(super) async fn stage(
+    table: &Table,
+    requirements: Vec<TableRequirement>,
+    updates: Vec<TableUpdate>,
+) -> iceberg::Result<(String, String)> {
+    let base = table.metadata_location_result()?.to_string();
+    for r in &requirements {
+        r.check(Some(table.metadata()))?;
+    }
+    let mut builder = table.metadata().clone().into_builder(Some(base.clone()));
+    for u in updates {
+        builder = u.apply(builder)?;
+    }
+    let metadata = builder.build()?.metadata;
+    let location = MetadataLocation::from_str(&base)?
+        .with_next_version()
+        .with_new_metadata(&metadata);
+    metadata.write_to(table.file_io(), &location).await?;
+    Ok((base, location.to_string()))
 }
 
 impl std::fmt::Debug for Tables {
@@ -198,7 +224,7 @@ impl Tables {
                         .into_iter()
                         .filter_map(|(k, v)| Some((k.to_string(), v?))),
                 );
-                pointer = Pointer::Rest(super::rest::RestCommits::new(r)?);
+                pointer = Pointer::Rest(Box::new(super::rest::RestCommits::new(r)?));
                 Arc::new(
                     RestCatalogBuilder::default()
                         .with_storage_factory(factory)
@@ -243,9 +269,23 @@ impl Tables {
                 )
             }
             CatalogKind::Hive => {
-                return Err(Error::config(
-                    "iceberg: the hive catalog is not supported by this build",
-                ))
+                let h = c.hive.as_ref().ok_or_else(|| missing("hive"))?;
+                props.insert("warehouse".into(), warehouse_url(&h.warehouse)?);
+                let hive = Arc::new(
+                    super::hive::HiveCatalog::connect(
+                        c.name(),
+                        super::config::hive_address(&h.uri).unwrap_or(&h.uri),
+                        props,
+                        factory,
+                    )
+                    .await
+                    .map_err(ice_err(format_args!(
+                        "connect to the Hive Metastore {}",
+                        h.uri
+                    )))?,
+                );
+                pointer = Pointer::Hive(hive.clone());
+                hive
             }
         };
         Ok(Tables {
@@ -269,33 +309,10 @@ impl Tables {
         if let Pointer::Rest(rest) = &self.pointer {
             rest.commit(ident, requirements, updates).await?;
         } else {
-            let base = table
-                .metadata_location()
-                .ok_or_else(|| Error::internal(format!("iceberg: {ident} has no metadata file")))?
-                .to_string();
-            for r in &requirements {
-                r.check(Some(table.metadata()))
-                    .map_err(ice_err(format_args!("commit to {ident}")))?;
-            }
-            let mut builder = table.metadata().clone().into_builder(Some(base.clone()));
-            for u in updates {
-                builder = u
-                    .apply(builder)
-                    .map_err(ice_err(format_args!("commit to {ident}")))?;
-            }
-            let metadata = builder
-                .build()
-                .map_err(ice_err(format_args!("commit to {ident}")))?
-                .metadata;
-            let location = MetadataLocation::from_str(&base)
-                .map_err(ice_err(format_args!("commit to {ident}")))?
-                .with_next_version()
-                .with_new_metadata(&metadata);
-            metadata
-                .write_to(table.file_io(), &location)
+            let (base, new) = stage(table, requirements, updates)
                 .await
-                .map_err(ice_err(format_args!("write the metadata of {ident}")))?;
-            self.swap(ident, &base, &location.to_string()).await?;
+                .map_err(ice_err(format_args!("commit to {ident}")))?;
+            self.swap(ident, &base, &new).await?;
         }
         self.load(ident)
             .await?
@@ -369,6 +386,13 @@ impl Tables {
             Pointer::Glue { client, catalog_id } => {
                 glue_swap(client, catalog_id.as_deref(), ident, base, new)
                     .await?
+                    .then_some(())
+                    .ok_or_else(conflict)?;
+            }
+            Pointer::Hive(hive) => {
+                hive.swap(ident, base, new)
+                    .await
+                    .map_err(ice_err(format_args!("commit to {ident}")))?
                     .then_some(())
                     .ok_or_else(conflict)?;
             }

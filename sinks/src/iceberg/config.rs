@@ -233,7 +233,7 @@ pub struct GlueCatalog {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HiveCatalog {
-    /// Metastore Thrift address, `host:port`.
+    /// Metastore Thrift address, `host:port` or `thrift://host:port` (buffered transport).
     pub uri: String,
     /// Warehouse location for new tables.
     pub warehouse: String,
@@ -489,11 +489,18 @@ impl Validate for IcebergConfig {
                 ));
             }
         }
-        if c.kind == CatalogKind::Hive {
+        if let Some(h) = &c.hive {
+            if hive_address(&h.uri).is_none() {
+                errs.push(FieldError::new(
+                    "catalog.hive.uri",
+                    "host:port of the metastore's Thrift API (optionally thrift://host:port)",
+                ));
+            }
+        }
+        if c.kind == CatalogKind::Hive && self.namespace.contains('.') {
             errs.push(FieldError::new(
-                "catalog.type",
-                "hive is not supported yet: the Hive Metastore client is not built into this \
-                 version (use rest, glue, sql or memory)",
+                "namespace",
+                "a Hive Metastore database: one level, no dots",
             ));
         }
         if let Some(w) = self.warehouse() {
@@ -608,6 +615,16 @@ impl Validate for IcebergConfig {
     }
 }
 
+/// The `host:port` of a Hive Metastore URI (`host:port` or `thrift://host:port`).
+pub fn hive_address(uri: &str) -> Option<&str> {
+    let a = uri
+        .strip_prefix("thrift://")
+        .unwrap_or(uri)
+        .trim_end_matches('/');
+    let (host, port) = a.rsplit_once(':')?;
+    (!host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()).then_some(a)
+}
+
 impl CatalogKind {
     /// The name as written in `catalog.type` (and as the key of its block).
     pub fn name(self) -> &'static str {
@@ -664,6 +681,26 @@ mod tests {
             "commit_mode: upsert\nkey_columns: [id]\npartition_fields: ['bucket[8](id)']\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn hive_uris_are_host_and_port() {
+        assert_eq!(hive_address("thrift://hms:9083"), Some("hms:9083"));
+        assert_eq!(hive_address("10.0.0.1:9083"), Some("10.0.0.1:9083"));
+        assert_eq!(hive_address("http://hms:9083"), None);
+        assert_eq!(hive_address("hms"), None);
+        assert_eq!(hive_address("hms:port"), None);
+        let hive = "catalog: {type: hive, hive: {uri: 'hms:9083', warehouse: /w}}\ntable: t\n";
+        let cfg: IcebergConfig = serde_yaml::from_str(hive).unwrap();
+        assert!(cfg.validate().is_empty());
+        let cfg: IcebergConfig = serde_yaml::from_str(&format!("{hive}namespace: a.b\n")).unwrap();
+        assert_eq!(
+            cfg.validate()
+                .into_iter()
+                .map(|e| e.path)
+                .collect::<Vec<_>>(),
+            ["namespace"]
+        );
     }
 
     #[test]
