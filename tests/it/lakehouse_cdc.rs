@@ -72,8 +72,9 @@ fn workload() -> Vec<String> {
     sql
 }
 
-/// Compare the PostgreSQL table with the Delta table in Python, row by row:
-/// `{"pg", "delta", "equal", "columns", "first_diff"}`; `has_marker`: whether id 0 is there.
+/// Compare the PostgreSQL table with the Delta table in Python, row by row, as `deltalake`
+/// and as DuckDB's `delta` extension read it: `{"pg", "delta", "equal", "duckdb_equal",
+/// "columns", "first_diff"}`; `has_marker`: whether id 0 is there.
 const COMPARE_DELTA: &str = r#"
 import json, sys, psycopg2
 from deltalake import DeltaTable
@@ -87,7 +88,9 @@ try:
 except Exception as e:
     print(json.dumps({"error": str(e)})); sys.exit(0)
 dl = sorted(({c: r.get(c) for c in cols} for r in t.to_pylist()), key=lambda r: r["id"])
-print(json.dumps({"pg": len(pg), "delta": len(dl), "equal": pg == dl,
+dd = duck_rows(duck(), f"SELECT * FROM delta_scan('{sys.argv[2]}') ORDER BY id")
+dd = [{c: (bytes(v) if isinstance(v, (bytearray, memoryview)) else v) for c, v in ((c, r.get(c)) for c in cols)} for r in dd]
+print(json.dumps({"pg": len(pg), "delta": len(dl), "equal": pg == dl, "duckdb_equal": pg == dd,
                   "columns": t.column_names,
                   "has_marker": any(r["id"] == 0 for r in dl),
                   "first_diff": next((str((a, b)) for a, b in zip(pg, dl) if a != b), None)}, default=str))
@@ -216,9 +219,10 @@ fn postgres_cdc_upserts_into_delta_and_iceberg_equal_to_the_source_across_kill_9
     assert!(kills >= 4, "the runs ended before they could be killed");
 
     let dsn = pg.conn_str(&db);
+    let delta_script = format!("{}{COMPARE_DELTA}", rivven_testkit::DUCKDB_LAKEHOUSE);
     let compare = || -> serde_json::Value {
         let out = py
-            .run(COMPARE_DELTA, &[&dsn, &table.to_string_lossy()])
+            .run(&delta_script, &[&dsn, &table.to_string_lossy()])
             .unwrap();
         serde_json::from_str(out.trim()).unwrap()
     };
@@ -237,6 +241,7 @@ fn postgres_cdc_upserts_into_delta_and_iceberg_equal_to_the_source_across_kill_9
     assert_eq!(got["pg"], 80_001, "{got}");
     assert_eq!(got["delta"], 80_001, "{got}");
     assert_eq!(got["equal"], true, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
     assert!(
         !got["columns"].to_string().contains("__rivven"),
         "the delete flag is not a table column: {got}"
