@@ -4,6 +4,7 @@
 //! the registry and calls [`cli::main`] with it.
 
 pub mod cli;
+pub mod flight;
 
 pub use rivven_engine as engine;
 

@@ -324,6 +324,29 @@ async fn run_loaded(loaded: &LoadedConfig, pipelines: &Pipelines) -> ExitCode {
             }
         }
     }
+    if settings.flight.enabled {
+        let f = &settings.flight;
+        let ep = rivven_engine::config::EndpointSettings {
+            enabled: true,
+            host: f.host.clone(),
+            port: f.port,
+        };
+        match bind("flight", &ep).await {
+            Ok(listener) => {
+                tracing::info!(addr = %format!("{}:{}", f.host, f.port), auth = f.token.is_some(), "serving Arrow Flight");
+                let (f, log, shutdown) = (f.clone(), runtime.log().clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = crate::flight::serve(listener, f, log, shutdown).await {
+                        tracing::error!(error = %e, "the Flight endpoint stopped");
+                    }
+                });
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     tokio::spawn(signals(shutdown.clone()));
     match runtime.run().await {
         Ok(report) if report.failed.is_empty() => {

@@ -7,6 +7,7 @@ mod crash;
 #[cfg(feature = "lakehouse")]
 mod delta_lake;
 mod docs;
+mod flight;
 #[cfg(feature = "lakehouse")]
 mod iceberg;
 #[cfg(feature = "lakehouse")]

@@ -433,6 +433,37 @@ pub struct Settings {
     #[serde(deserialize_with = "endpoint::<9091, _>")]
     #[schemars(with = "EndpointKeys")]
     pub metrics: EndpointSettings,
+    /// The Arrow Flight endpoint serving the topics' batches (off unless enabled).
+    pub flight: FlightSettings,
+}
+
+/// The Arrow Flight endpoint: `ListFlights`, `GetFlightInfo`, `GetSchema` and `DoGet` over
+/// the embedded log's topics.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightSettings {
+    /// Serve it (default false).
+    pub enabled: bool,
+    /// Address to bind: an IP address or `localhost` (default 127.0.0.1). Any other than a
+    /// loopback address needs a `token`.
+    pub host: String,
+    /// Port to bind (default 8815).
+    pub port: u16,
+    /// Bearer token every call must carry (`authorization: Bearer <token>`); use
+    /// `${VAR}` substitution. Without it the endpoint is open to whoever can reach it,
+    /// which is allowed on loopback only.
+    pub token: Option<crate::secret::SecretString>,
+}
+
+impl Default for FlightSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: localhost(),
+            port: 8815,
+            token: None,
+        }
+    }
 }
 
 /// The keys of an HTTP endpoint as written in the file.
@@ -482,6 +513,7 @@ impl Default for Settings {
                 host: "127.0.0.1".into(),
                 port: 9091,
             },
+            flight: FlightSettings::default(),
         }
     }
 }
@@ -846,6 +878,31 @@ impl Validate for Settings {
                     self.retry.initial_backoff_ms, self.retry.max_backoff_ms
                 ),
             ));
+        }
+        let f = &self.flight;
+        if f.enabled {
+            if f.port == 0 {
+                errs.push(FieldError::new("flight.port", "must be 1-65535, got 0"));
+            }
+            match f.host.parse::<std::net::IpAddr>() {
+                Ok(ip) if !ip.is_loopback() && f.token.is_none() => errs.push(FieldError::new(
+                    "flight.token",
+                    format!(
+                        "required when flight.host ({}) is not a loopback address: the endpoint \
+                         serves every topic's rows",
+                        f.host
+                    ),
+                )),
+                Ok(_) => {}
+                Err(_) if f.host == "localhost" => {}
+                Err(_) => errs.push(FieldError::new(
+                    "flight.host",
+                    format!("an IP address or localhost, got `{}`", f.host),
+                )),
+            }
+            if f.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+                errs.push(FieldError::new("flight.token", "must not be empty"));
+            }
         }
         for (key, ep) in [("health", &self.health), ("metrics", &self.metrics)] {
             if ep.enabled && ep.port == 0 {
