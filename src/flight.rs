@@ -380,10 +380,38 @@ fn bearer_matches(header: Option<&str>, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serve the Flight endpoint on `listener` until `shutdown`.
+/// The TLS configuration of `settings.flight.tls`, read from its PEM files; `None`
+/// without TLS. An unreadable file is an error naming its key and path.
+pub fn tls_config(
+    settings: &FlightSettings,
+) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+    let Some(tls) = &settings.tls else {
+        return Ok(None);
+    };
+    // More than one rustls crypto provider is linked in (ring, and aws-lc through the AWS
+    // SDKs): name the process default, as rustls requires. Already set is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            format!(
+                "settings.flight.tls.{key}: cannot read {}: {e}",
+                path.display()
+            )
+        })
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read("cert", &tls.cert)?, read("key", &tls.key)?);
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new().identity(identity),
+    ))
+}
+
+/// Serve the Flight endpoint on `listener` until `shutdown`, over TLS when `tls` is given
+/// (see [`tls_config`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     settings: FlightSettings,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     log: EmbeddedLog,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -408,7 +436,11 @@ pub async fn serve(
         },
     );
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

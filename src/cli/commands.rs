@@ -331,12 +331,19 @@ async fn run_loaded(loaded: &LoadedConfig, pipelines: &Pipelines) -> ExitCode {
             host: f.host.clone(),
             port: f.port,
         };
+        let tls = match crate::flight::tls_config(f) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         match bind("flight", &ep).await {
             Ok(listener) => {
-                tracing::info!(addr = %format!("{}:{}", f.host, f.port), auth = f.token.is_some(), "serving Arrow Flight");
+                tracing::info!(addr = %format!("{}:{}", f.host, f.port), auth = f.token.is_some(), tls = tls.is_some(), "serving Arrow Flight");
                 let (f, log, shutdown) = (f.clone(), runtime.log().clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = crate::flight::serve(listener, f, log, shutdown).await {
+                    if let Err(e) = crate::flight::serve(listener, f, tls, log, shutdown).await {
                         tracing::error!(error = %e, "the Flight endpoint stopped");
                     }
                 });

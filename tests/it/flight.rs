@@ -75,7 +75,7 @@ sinks:
         &format!("  flight: {{enabled: true, port: {port}, token: s3cret-token}}\n"),
     );
     let log = p.dir.path().join("run.out");
-    let mut child = p.spawn_run(&log);
+    let child = p.spawn_run(&log);
     let result = py.run(CLIENT, &[&port.to_string(), "s3cret-token"]);
     assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
     let out = child.wait_with_output().unwrap();
@@ -113,7 +113,7 @@ fn an_open_flight_listener_off_loopback_is_refused() {
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("settings.flight.token"), "{text}");
-    // TLS is not built yet: its key is unknown, not silently ignored.
+    // An unknown key is rejected, not ignored.
     let p = Pipeline::with_settings(
         "sources:
   gen:
@@ -121,10 +121,84 @@ fn an_open_flight_listener_off_loopback_is_refused() {
     topic: orders
     config: {pattern: orders, max_events: 10}
 ",
-        "  flight: {enabled: true, tls: {cert: a.pem, key: b.pem}}\n",
+        "  flight: {enabled: true, tls: {cert: a.pem, key: b.pem, ca: c.pem}}\n",
     );
     let out = p.cmd(&["check"]);
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("tls"), "{text}");
+    assert!(
+        text.contains("settings.flight.tls") && text.contains("ca"),
+        "{text}"
+    );
+}
+
+const TLS_CLIENT: &str = r#"
+import json, sys, time
+import pyarrow.flight as fl
+port, cert = sys.argv[1], open(sys.argv[2], "rb").read()
+out = {}
+deadline = time.time() + 60
+c = fl.connect(f"grpc+tls://127.0.0.1:{port}", tls_root_certs=cert)
+while True:
+    try:
+        out["flights"] = [f.descriptor.path[0].decode() for f in c.list_flights()]
+        break
+    except fl.FlightUnavailableError:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.2)
+try:
+    list(fl.connect(f"grpc://127.0.0.1:{port}").list_flights())
+    out["plain"] = "served"
+except Exception:
+    out["plain"] = "refused"
+print(json.dumps(out))
+"#;
+
+/// `flight.tls`: the endpoint speaks gRPC over TLS with the configured certificate; a
+/// plain-text client gets nothing.
+#[test]
+fn flight_over_tls() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let port = free_port();
+    let p = Pipeline::with_settings(
+        "sources:
+  gen:
+    connector: datagen
+    topic: orders
+    config: {pattern: orders, events_per_second: 100, max_events: 100000}
+",
+        &format!(
+            "  flight: {{enabled: true, port: {port}, tls: {{cert: {}, key: {}}}}}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let child = p.spawn_run(&p.dir.path().join("run.out"));
+    let result = py.run(TLS_CLIENT, &[&port.to_string(), &cert.to_string_lossy()]);
+    assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
+    child.wait_with_output().unwrap();
+    let got: serde_json::Value = serde_json::from_str(result.unwrap().trim()).unwrap();
+    assert_eq!(got["flights"], serde_json::json!(["orders"]), "{got}");
+    assert_eq!(got["plain"], "refused", "{got}");
 }

@@ -453,6 +453,19 @@ pub struct FlightSettings {
     /// `${VAR}` substitution. Without it the endpoint is open to whoever can reach it,
     /// which is allowed on loopback only.
     pub token: Option<crate::secret::SecretString>,
+    /// Serve gRPC over TLS with this certificate and key (clients connect with
+    /// `grpc+tls://`); plain gRPC without it.
+    pub tls: Option<FlightTls>,
+}
+
+/// TLS of the Flight endpoint: PEM files.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlightTls {
+    /// Certificate chain (PEM), the server's certificate first.
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for FlightSettings {
@@ -462,6 +475,7 @@ impl Default for FlightSettings {
             host: localhost(),
             port: 8815,
             token: None,
+            tls: None,
         }
     }
 }
