@@ -59,6 +59,15 @@ pub struct PostgresArgs {
     pub broker: Option<String>,
 }
 
+/// Output of `tap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TapFormat {
+    /// A text table per batch.
+    Table,
+    /// One JSON object per row.
+    Json,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -98,6 +107,26 @@ pub enum Command {
     /// Legacy mode: PostgreSQL CDC without a config file, into the embedded topic log
     /// (optionally printed as JSON lines).
     Postgres(PostgresArgs),
+    /// Print the batches of a topic of a running process, live, through its Flight
+    /// endpoint (`settings.flight`).
+    Tap {
+        /// Topic to read (taps of pipeline stages, `pipeline.stage`, are not built yet).
+        target: String,
+        /// Start at this offset, or at this time (RFC 3339, e.g. 2026-01-01T00:00:00Z);
+        /// default: the end (only what arrives from now on).
+        #[arg(long, value_name = "OFFSET|TIME")]
+        from: Option<String>,
+        /// Output: `table` (a text table per batch) or `json` (one object per row).
+        #[arg(long, value_enum, default_value_t = TapFormat::Table)]
+        format: TapFormat,
+        /// Stop after this many rows.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Flight endpoint, `http://host:port` or `https://host:port`; default:
+        /// settings.flight of the configuration.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Show the status of the pipelines of a running process.
     Status {
         /// Status endpoint; default: settings.health of the configuration.

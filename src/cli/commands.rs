@@ -26,6 +26,13 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> ExitCode {
         Command::Spec { connector, .. } => spec(connector.as_deref(), &registry),
         Command::Discover { source, json } => discover(&cli.config, &source, json, &registry).await,
         Command::Status { url, json } => super::status::status(&cli.config, url, json).await,
+        Command::Tap {
+            target,
+            from,
+            format,
+            limit,
+            url,
+        } => super::tap::tap(&cli.config, &target, from, format, limit, url).await,
         Command::Postgres(args) => legacy_postgres(&args, &registry).await,
     }
 }

@@ -4,8 +4,9 @@ mod args;
 mod commands;
 mod init;
 mod status;
+mod tap;
 
-pub use args::{Cli, Command, LogFormat, PostgresArgs};
+pub use args::{Cli, Command, LogFormat, PostgresArgs, TapFormat};
 use clap::Parser;
 use rivven_engine::registry::Registry;
 use std::process::ExitCode;

@@ -77,6 +77,12 @@ sinks:
     let log = p.dir.path().join("run.out");
     let child = p.spawn_run(&log);
     let result = py.run(CLIENT, &[&port.to_string(), "s3cret-token"]);
+    // `tap` through the same endpoint, with the token from the configuration.
+    let tapped = p.cmd(&[
+        "tap", "orders", "--from", "0", "--limit", "5", "--format", "json",
+    ]);
+    let live = p.cmd(&["tap", "orders", "--limit", "3", "--format", "table"]);
+    let missing = p.cmd(&["tap", "nosuch", "--limit", "1"]);
     assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
     let out = child.wait_with_output().unwrap();
     let got: serde_json::Value = serde_json::from_str(result.unwrap().trim()).unwrap();
@@ -89,6 +95,24 @@ sinks:
     assert!(got["rows"].as_u64().unwrap() >= 2000, "{got}");
     assert_eq!(got["follow_contiguous"], true, "{got}");
     assert_eq!(got["missing_topic"], "not found", "{got}");
+    assert!(tapped.status.success(), "{}", stderr(&tapped));
+    let seqs: Vec<u64> = stdout(&tapped)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["sequence"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4]);
+    assert!(live.status.success(), "{}", stderr(&live));
+    assert!(stdout(&live).contains("| sequence"), "{}", stdout(&live));
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no topic `nosuch`"),
+        "{}",
+        stderr(&missing)
+    );
     // The token never reaches the logs.
     let logs = format!(
         "{}{}",
