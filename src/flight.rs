@@ -28,6 +28,7 @@ use arrow_flight::{
 };
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use rivven_engine::config::FlightSettings;
+use rivven_engine::tap::Taps;
 use rivven_engine::topic::EmbeddedLog;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -73,16 +74,80 @@ impl TicketSpec {
     }
 }
 
-/// The Flight service over one process's embedded log.
+/// The Flight service over one process's embedded log and taps.
 #[derive(Clone)]
 pub struct TopicFlights {
     log: EmbeddedLog,
+    taps: Arc<Taps>,
     shutdown: CancellationToken,
 }
 
 impl TopicFlights {
-    pub fn new(log: EmbeddedLog, shutdown: CancellationToken) -> Self {
-        TopicFlights { log, shutdown }
+    pub fn new(log: EmbeddedLog, taps: Arc<Taps>, shutdown: CancellationToken) -> Self {
+        TopicFlights {
+            log,
+            taps,
+            shutdown,
+        }
+    }
+
+    /// The flight of tap `name`: no schema (each batch brings its own), one endpoint.
+    fn tap_info(&self, name: &str) -> Result<FlightInfo, Status> {
+        if !self.taps.names().iter().any(|n| n == name) {
+            return Err(Status::not_found(format!("no tap `{name}`")));
+        }
+        let ticket = serde_json::json!({ "tap": name });
+        Ok(FlightInfo::new()
+            .with_descriptor(FlightDescriptor::new_path(vec![
+                "tap".to_string(),
+                name.to_string(),
+            ]))
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket.to_string())))
+            .with_total_records(-1))
+    }
+
+    /// Live copies of the batches at tap `name`, each record-batch message carrying
+    /// `{"dropped": N}` (batches this reader lost so far by falling behind) as app
+    /// metadata; ends at shutdown.
+    fn tap_stream(
+        &self,
+        name: &str,
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        let rx = self
+            .taps
+            .subscribe(name)
+            .ok_or_else(|| Status::not_found(format!("no tap `{name}`")))?;
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (counter, shutdown) = (dropped.clone(), self.shutdown.clone());
+        let batches = stream::unfold(rx, move |mut rx| {
+            let (counter, shutdown) = (counter.clone(), shutdown.clone());
+            async move {
+                loop {
+                    let got = tokio::select! {
+                        r = rx.recv() => r,
+                        _ = shutdown.cancelled() => return None,
+                    };
+                    match got {
+                        Ok(b) => return Some((Ok::<_, FlightError>(b), rx)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        let data = FlightDataEncoderBuilder::new()
+            .build(batches)
+            .map_err(|e| Status::internal(e.to_string()))
+            .map_ok(move |mut d| {
+                if !d.data_body.is_empty() {
+                    let n = dropped.load(std::sync::atomic::Ordering::Relaxed);
+                    d.app_metadata = serde_json::json!({ "dropped": n }).to_string().into();
+                }
+                d
+            });
+        Ok(data.boxed())
     }
 
     fn topic_exists(&self, topic: &str) -> Result<(), Status> {
@@ -296,6 +361,9 @@ impl FlightService for TopicFlights {
         for topic in self.log.topic_names() {
             infos.push(Ok(self.info(&topic).await?));
         }
+        for tap in self.taps.names() {
+            infos.push(Ok(self.tap_info(&tap)?));
+        }
         Ok(Response::new(stream::iter(infos).boxed()))
     }
 
@@ -303,6 +371,11 @@ impl FlightService for TopicFlights {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        if let [kind, name] = request.get_ref().path.as_slice() {
+            if kind == "tap" {
+                return Ok(Response::new(self.tap_info(name)?));
+            }
+        }
         let topic = topic_of(request.get_ref())?;
         Ok(Response::new(self.info(&topic).await?))
     }
@@ -333,7 +406,13 @@ impl FlightService for TopicFlights {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let spec = TicketSpec::parse(&request.get_ref().ticket)?;
+        let raw = &request.get_ref().ticket;
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(raw) {
+            if let Some(tap) = m.get("tap").and_then(|t| t.as_str()) {
+                return Ok(Response::new(self.tap_stream(tap)?));
+            }
+        }
+        let spec = TicketSpec::parse(raw)?;
         let batches = self.batches(spec)?;
         let data = FlightDataEncoderBuilder::new()
             .build(batches)
@@ -413,11 +492,12 @@ pub async fn serve(
     settings: FlightSettings,
     tls: Option<tonic::transport::ServerTlsConfig>,
     log: EmbeddedLog,
+    taps: Arc<Taps>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let token = settings.token.as_ref().map(|t| t.expose().to_string());
     let service = FlightServiceServer::with_interceptor(
-        TopicFlights::new(log, shutdown.clone()),
+        TopicFlights::new(log, taps, shutdown.clone()),
         move |req: Request<()>| match &token {
             None => Ok(req),
             Some(t) => {

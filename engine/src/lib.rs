@@ -29,6 +29,7 @@ pub mod routing;
 pub mod runtime;
 pub mod secret;
 pub mod status;
+pub mod tap;
 pub mod topic;
 
 pub use error::{Error, ErrorKind, Origin, Result};

@@ -107,10 +107,11 @@ pub enum Command {
     /// Legacy mode: PostgreSQL CDC without a config file, into the embedded topic log
     /// (optionally printed as JSON lines).
     Postgres(PostgresArgs),
-    /// Print the batches of a topic of a running process, live, through its Flight
-    /// endpoint (`settings.flight`).
+    /// Print the batches of a topic or of a pipeline stage of a running process, live,
+    /// through its Flight endpoint (`settings.flight`).
     Tap {
-        /// Topic to read (taps of pipeline stages, `pipeline.stage`, are not built yet).
+        /// Topic to read, or a tap of a pipeline stage: `<pipeline>.<stage>` with stage
+        /// `source`, `transformed`, `sink` or `dead_letter`.
         target: String,
         /// Start at this offset, or at this time (RFC 3339, e.g. 2026-01-01T00:00:00Z);
         /// default: the end (only what arrives from now on).

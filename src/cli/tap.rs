@@ -134,17 +134,46 @@ async fn run(
         None => endpoint(config)?,
     };
     let mut c = client(&url, token.as_deref(), ca.as_deref()).await?;
-    let info = c
+    let not_found = |e: &arrow_flight::error::FlightError| matches!(e, arrow_flight::error::FlightError::Tonic(s) if s.code() == tonic::Code::NotFound);
+    let info = match c
         .get_flight_info(FlightDescriptor::new_path(vec![target.to_string()]))
         .await
-        .map_err(|e| match e {
-            arrow_flight::error::FlightError::Tonic(s) if s.code() == tonic::Code::NotFound => {
-                format!(
-                    "no topic `{target}` (taps of pipeline stages, `pipeline.stage`, are not built yet)"
-                )
+    {
+        Ok(info) => info,
+        // Not a topic: a tap `pipeline.stage`, read live.
+        Err(e) if not_found(&e) => {
+            let tap = c
+                .get_flight_info(FlightDescriptor::new_path(vec![
+                    "tap".to_string(),
+                    target.to_string(),
+                ]))
+                .await;
+            match tap {
+                Ok(_) if from != From::End => {
+                    return Err(format!(
+                        "{target} is a tap: it shows batches as they pass, --from does not apply"
+                    ))
+                }
+                Ok(_) => {
+                    let s = c
+                        .do_get(Ticket::new(
+                            serde_json::json!({ "tap": target }).to_string(),
+                        ))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return print_stream(s.map_err(|e| e.to_string()).boxed(), format, limit).await;
+                }
+                Err(t) if not_found(&t) => {
+                    return Err(format!(
+                        "no topic or tap `{target}` (taps are `<pipeline>.<stage>`: source, \
+                         transformed, sink, dead_letter)"
+                    ))
+                }
+                Err(t) => return Err(t.to_string()),
             }
-            e => e.to_string(),
-        })?;
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     // One follow stream per partition, from where --from says.
     let mut streams = Vec::new();
     for (partition, endpoint) in info.endpoint.iter().enumerate() {
@@ -167,7 +196,15 @@ async fn run(
             .map_err(|e| e.to_string())?;
         streams.push(s.map_err(|e| e.to_string()).boxed());
     }
-    let mut all = stream::select_all(streams);
+    print_stream(stream::select_all(streams).boxed(), format, limit).await
+}
+
+/// Print `batches` until `limit` rows (or the stream's end).
+async fn print_stream(
+    mut all: futures_util::stream::BoxStream<'static, Result<RecordBatch, String>>,
+    format: TapFormat,
+    limit: Option<u64>,
+) -> Result<(), String> {
     let mut left = limit.unwrap_or(u64::MAX);
     while left > 0 {
         let Some(batch) = all.next().await else {

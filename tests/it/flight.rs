@@ -30,7 +30,7 @@ for opts, key in ((bad, "wrong_token"), (fl.FlightCallOptions(), "no_token")):
         out[key] = "accepted"
     except fl.FlightUnauthenticatedError as e:
         out[key] = "refused"
-out["flights"] = [f.descriptor.path[0].decode() for f in c.list_flights(options=ok)]
+out["flights"] = [f.descriptor.path[0].decode() for f in c.list_flights(options=ok) if len(f.descriptor.path) == 1]
 out["schema"] = c.get_schema(fl.FlightDescriptor.for_path("orders"), ok).schema.names
 out["endpoints"] = len(info.endpoints)
 ticket = json.loads(info.endpoints[0].ticket.ticket)
@@ -109,7 +109,7 @@ sinks:
     assert!(stdout(&live).contains("| sequence"), "{}", stdout(&live));
     assert!(!missing.status.success());
     assert!(
-        stderr(&missing).contains("no topic `nosuch`"),
+        stderr(&missing).contains("no topic or tap `nosuch`"),
         "{}",
         stderr(&missing)
     );
@@ -165,7 +165,7 @@ deadline = time.time() + 60
 c = fl.connect(f"grpc+tls://127.0.0.1:{port}", tls_root_certs=cert)
 while True:
     try:
-        out["flights"] = [f.descriptor.path[0].decode() for f in c.list_flights()]
+        out["flights"] = [f.descriptor.path[0].decode() for f in c.list_flights() if len(f.descriptor.path) == 1]
         break
     except fl.FlightUnavailableError:
         if time.time() > deadline:
@@ -225,4 +225,119 @@ fn flight_over_tls() {
     let got: serde_json::Value = serde_json::from_str(result.unwrap().trim()).unwrap();
     assert_eq!(got["flights"], serde_json::json!(["orders"]), "{got}");
     assert_eq!(got["plain"], "refused", "{got}");
+}
+
+const TAP_CLIENT: &str = r#"
+import json, sys, time
+import pyarrow.flight as fl
+c = fl.connect(f"grpc://127.0.0.1:{sys.argv[1]}")
+deadline = time.time() + 60
+while True:
+    try:
+        paths = [[p.decode() for p in f.descriptor.path] for f in c.list_flights()]
+        break
+    except fl.FlightUnavailableError:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.2)
+out = {"taps": sorted(p[1] for p in paths if p[0] == "tap")}
+for tap in ("gen.source", "gen.transformed", "out.sink"):
+    reader = c.do_get(fl.Ticket(json.dumps({"tap": tap})))
+    rows, cols, meta = [], None, []
+    while len(rows) < 300:
+        chunk = reader.read_chunk()
+        cols = chunk.data.schema.names
+        rows.extend(chunk.data.column("quantity").to_pylist())
+        meta.append(json.loads(chunk.app_metadata.to_pybytes()))
+    reader.cancel()
+    out[tap] = {"min_quantity": min(rows), "columns": cols, "dropped_key": all("dropped" in m for m in meta)}
+try:
+    c.do_get(fl.Ticket(json.dumps({"tap": "gen.nosuch"}))).read_all()
+    out["missing"] = "served"
+except Exception as e:
+    out["missing"] = "not found" if "no tap" in str(e) else str(e)
+print(json.dumps(out))
+"#;
+
+/// Taps of a running pipeline's stages: the source as decoded, after its transforms (a
+/// filter) and as the sink receives it (after the sink's own transform), each live.
+#[test]
+fn taps_show_each_stage_live() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let port = free_port();
+    let p = Pipeline::with_settings(
+        "sources:
+  gen:
+    connector: datagen
+    topic: orders
+    config: {pattern: orders, events_per_second: 3000, max_events: 1000000, seed: 5}
+    transforms:
+      - type: filter
+        config: {condition: \"quantity > 5\"}
+sinks:
+  out:
+    connector: stdout
+    topics: [orders]
+    consumer_group: out
+    transforms:
+      - type: insert_field
+        config: {static_field: tapped, static_value: yes}
+",
+        &format!("  flight: {{enabled: true, port: {port}}}\n"),
+    );
+    let child = p.spawn_run(&p.dir.path().join("run.out"));
+    let result = py.run(TAP_CLIENT, &[&port.to_string()]);
+    let tapped = p.cmd(&["tap", "out.sink", "--limit", "4", "--format", "json"]);
+    assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
+    child.wait_with_output().unwrap();
+    let got: serde_json::Value = serde_json::from_str(result.unwrap().trim()).unwrap();
+    assert_eq!(
+        got["taps"],
+        serde_json::json!([
+            "gen.dead_letter",
+            "gen.source",
+            "gen.transformed",
+            "out.dead_letter",
+            "out.sink"
+        ]),
+        "{got}"
+    );
+    // Quantities are 1-10: the source tap sees the small ones, the later stages do not.
+    assert!(
+        got["gen.source"]["min_quantity"].as_u64().unwrap() <= 5,
+        "{got}"
+    );
+    assert!(
+        got["gen.transformed"]["min_quantity"].as_u64().unwrap() > 5,
+        "{got}"
+    );
+    assert!(
+        got["out.sink"]["min_quantity"].as_u64().unwrap() > 5,
+        "{got}"
+    );
+    assert!(
+        got["out.sink"]["columns"].to_string().contains("tapped"),
+        "{got}"
+    );
+    assert!(
+        !got["gen.transformed"]["columns"]
+            .to_string()
+            .contains("tapped"),
+        "{got}"
+    );
+    for tap in ["gen.source", "gen.transformed", "out.sink"] {
+        assert_eq!(got[tap]["dropped_key"], true, "{got}");
+    }
+    assert_eq!(got["missing"], "not found", "{got}");
+    assert!(tapped.status.success(), "{}", stderr(&tapped));
+    let rows: Vec<serde_json::Value> = stdout(&tapped)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["tapped"] == "yes" && r["quantity"].as_u64().unwrap() > 5),
+        "{rows:?}"
+    );
 }

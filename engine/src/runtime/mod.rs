@@ -27,6 +27,7 @@ use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
 use crate::pipelines::Pipelines;
 use crate::status::{PipelineKind, StatusRegistry};
+use crate::tap::Stage;
 use crate::topic::EmbeddedLog;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,11 +117,24 @@ impl Runtime {
                 spec: s.clone(),
             });
         }
+        // Every tap point exists from the start, so readers can list them.
+        let taps = Arc::new(crate::tap::Taps::default());
+        for s in &sources {
+            for stage in [Stage::Source, Stage::Transformed, Stage::DeadLetter] {
+                taps.point(&s.spec.name, stage);
+            }
+        }
+        for s in &sinks {
+            for stage in [Stage::Sink, Stage::DeadLetter] {
+                taps.point(&s.spec.name, stage);
+            }
+        }
         let shared = Arc::new(Shared {
             settings: cfg.settings.clone(),
             state_dir,
             log,
             cancel: CancellationToken::new(),
+            taps,
             mismatch_warned: Default::default(),
         });
         Ok(Self {
@@ -144,6 +158,11 @@ impl Runtime {
     /// The topic log (for tools and tests).
     pub fn log(&self) -> &EmbeddedLog {
         &self.shared.log
+    }
+
+    /// The tap points of every pipeline stage (see [`crate::tap`]).
+    pub fn taps(&self) -> Arc<crate::tap::Taps> {
+        self.shared.taps.clone()
     }
 
     /// Run every pipeline until they finish or a shutdown drains them.

@@ -8,6 +8,7 @@ use crate::connector::{Committed, FlushWhen};
 use crate::error::{Error, Result};
 use crate::registry::PipelineContext;
 use crate::status::{PipelineState, PipelineStatus};
+use crate::tap::Stage;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -287,6 +288,10 @@ async fn write(
                 .topic
                 .as_deref()
                 .ok_or_else(|| Error::internal("dead-letter rows without a topic"))?;
+            shared
+                .taps
+                .point(&p.spec.name, Stage::DeadLetter)
+                .publish(&r.batch);
             append_dead_letters(shared, topic, b.partition, &r.batch).await?;
             continue;
         }
@@ -322,6 +327,10 @@ async fn write_piece(
     p: &SinkPipeline,
     shared: &Shared,
 ) -> Result<()> {
+    shared
+        .taps
+        .point(&p.spec.name, Stage::Sink)
+        .publish(&piece.batch);
     sink.write(piece).await?;
     let rejected = sink.take_rejected();
     let refused: usize = rejected.iter().map(|r| r.rows.num_rows()).sum();
@@ -336,6 +345,10 @@ async fn write_piece(
             return Err(Error::data(format!("{stage}: {}", r.reason)).retryable(false));
         };
         let rows = crate::dead_letter::rows(&r.rows, &r.reason, &stage, &piece.topic)?;
+        shared
+            .taps
+            .point(&p.spec.name, Stage::DeadLetter)
+            .publish(&rows);
         append_dead_letters(shared, topic, piece.partition, &rows).await?;
         tracing::warn!(sink = %p.spec.name, rows = rows.num_rows(), topic, reason = %r.reason,
                        "rows refused by the sink went to the dead-letter topic");

@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub state_dir: PathBuf,
     pub log: EmbeddedLog,
     pub cancel: CancellationToken,
+    /// Live copies of the batches at each pipeline stage.
+    pub taps: Arc<crate::tap::Taps>,
     /// Topics already warned about for a partition-count mismatch.
     pub mismatch_warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
