@@ -101,11 +101,19 @@ impl Runtime {
             t.create().map_err(|e| e.context(at))?;
             Ok::<_, Error>(t)
         };
+        // Every tap point exists from the start, so readers can list them; each task keeps
+        // its own points, so publishing looks nothing up.
+        let taps = Arc::new(crate::tap::Taps::default());
         let mut sources = Vec::new();
         for s in pipelines.sources.iter().filter(|s| s.enabled) {
             sources.push(source_task::SourcePipeline {
                 transforms: transforms(&s.transforms, &format!("sources.{}", s.name))?,
                 status: status.add(&s.name, PipelineKind::Source, &s.connector_name),
+                taps: source_task::SourceTaps {
+                    source: taps.point(&s.name, Stage::Source),
+                    transformed: taps.point(&s.name, Stage::Transformed),
+                    dead_letter: taps.point(&s.name, Stage::DeadLetter),
+                },
                 spec: s.clone(),
             });
         }
@@ -114,20 +122,10 @@ impl Runtime {
             sinks.push(sink_task::SinkPipeline {
                 transforms: transforms(&s.transforms, &format!("sinks.{}", s.name))?,
                 status: status.add(&s.name, PipelineKind::Sink, &s.connector_name),
+                tap_sink: taps.point(&s.name, Stage::Sink),
+                tap_dead_letter: taps.point(&s.name, Stage::DeadLetter),
                 spec: s.clone(),
             });
-        }
-        // Every tap point exists from the start, so readers can list them.
-        let taps = Arc::new(crate::tap::Taps::default());
-        for s in &sources {
-            for stage in [Stage::Source, Stage::Transformed, Stage::DeadLetter] {
-                taps.point(&s.spec.name, stage);
-            }
-        }
-        for s in &sinks {
-            for stage in [Stage::Sink, Stage::DeadLetter] {
-                taps.point(&s.spec.name, stage);
-            }
         }
         let shared = Arc::new(Shared {
             settings: cfg.settings.clone(),

@@ -8,7 +8,7 @@ use crate::connector::{Committed, FlushWhen};
 use crate::error::{Error, Result};
 use crate::registry::PipelineContext;
 use crate::status::{PipelineState, PipelineStatus};
-use crate::tap::Stage;
+use crate::tap::TapPoint;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,10 @@ pub(super) struct SinkPipeline {
     pub spec: crate::pipelines::SinkPipeline,
     pub transforms: Transforms,
     pub status: Arc<PipelineStatus>,
+    /// Where copies of the batches the sink receives are published (see [`crate::tap`]).
+    pub tap_sink: TapPoint,
+    /// Where copies of the rows sent to the dead-letter topic are published.
+    pub tap_dead_letter: TapPoint,
 }
 
 type Offsets = BTreeMap<(String, u32), u64>;
@@ -288,10 +292,7 @@ async fn write(
                 .topic
                 .as_deref()
                 .ok_or_else(|| Error::internal("dead-letter rows without a topic"))?;
-            shared
-                .taps
-                .point(&p.spec.name, Stage::DeadLetter)
-                .publish(&r.batch);
+            p.tap_dead_letter.publish(&r.batch);
             append_dead_letters(shared, topic, b.partition, &r.batch).await?;
             continue;
         }
@@ -327,10 +328,7 @@ async fn write_piece(
     p: &SinkPipeline,
     shared: &Shared,
 ) -> Result<()> {
-    shared
-        .taps
-        .point(&p.spec.name, Stage::Sink)
-        .publish(&piece.batch);
+    p.tap_sink.publish(&piece.batch);
     sink.write(piece).await?;
     let rejected = sink.take_rejected();
     let refused: usize = rejected.iter().map(|r| r.rows.num_rows()).sum();
@@ -345,10 +343,7 @@ async fn write_piece(
             return Err(Error::data(format!("{stage}: {}", r.reason)).retryable(false));
         };
         let rows = crate::dead_letter::rows(&r.rows, &r.reason, &stage, &piece.topic)?;
-        shared
-            .taps
-            .point(&p.spec.name, Stage::DeadLetter)
-            .publish(&rows);
+        p.tap_dead_letter.publish(&rows);
         append_dead_letters(shared, topic, piece.partition, &rows).await?;
         tracing::warn!(sink = %p.spec.name, rows = rows.num_rows(), topic, reason = %r.reason,
                        "rows refused by the sink went to the dead-letter topic");

@@ -8,7 +8,7 @@ use crate::connector::PartitionChoice;
 use crate::error::{Error, Result};
 use crate::registry::PipelineContext;
 use crate::status::{PipelineState, PipelineStatus};
-use crate::tap::Stage;
+use crate::tap::TapPoint;
 use crate::topic::{write_atomic, Append, SourceMark};
 use arrow::array::RecordBatch;
 use std::sync::Arc;
@@ -19,6 +19,14 @@ pub(super) struct SourcePipeline {
     pub spec: crate::pipelines::SourcePipeline,
     pub transforms: Transforms,
     pub status: Arc<PipelineStatus>,
+    pub taps: SourceTaps,
+}
+
+/// Where a source task publishes copies of its batches (see [`crate::tap`]).
+pub(super) struct SourceTaps {
+    pub source: TapPoint,
+    pub transformed: TapPoint,
+    pub dead_letter: TapPoint,
 }
 
 /// How one attempt ended without error.
@@ -94,9 +102,6 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
         Ok(t) => t,
         Err(e) => return (Err(e), false),
     };
-    let tap_source = shared.taps.point(&p.spec.name, Stage::Source);
-    let tap_transformed = shared.taps.point(&p.spec.name, Stage::Transformed);
-    let tap_dead_letter = shared.taps.point(&p.spec.name, Stage::DeadLetter);
     let next_seq = mark.as_ref().map_or(0, |m| m.seq + 1);
     if let Some(m) = &mark {
         p.status.set_position(m.position.0.clone());
@@ -158,7 +163,7 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
             Ev::Next(Err(e)) => break Err(e),
             Ev::Next(Ok(Next::Exhausted)) => break Ok(Attempt::Exhausted),
             Ev::Next(Ok(Next::Batch(b))) => {
-                tap_source.publish(&b.batch);
+                p.taps.source.publish(&b.batch);
                 let pieces = match transform(
                     &mut transforms,
                     b,
@@ -173,9 +178,9 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
                     let dead = p.spec.dead_letter_topic.is_some()
                         && piece.batch.topic.as_deref() == p.spec.dead_letter_topic.as_deref();
                     if dead {
-                        tap_dead_letter.publish(&piece.batch.batch);
+                        p.taps.dead_letter.publish(&piece.batch.batch);
                     } else {
-                        tap_transformed.publish(&piece.batch.batch);
+                        p.taps.transformed.publish(&piece.batch.batch);
                     }
                     let (rows, bytes) = (
                         piece.batch.batch.num_rows(),
