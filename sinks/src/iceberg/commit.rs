@@ -81,43 +81,32 @@ pub async fn snapshot_updates(table: &Table, delta: Delta) -> Result<Prepared> {
     let mut removed_deletes = 0u64;
     let mut manifests: Vec<ManifestFile> = Vec::new();
 
-    if !delta.data.is_empty() {
-        let out = file_io
-            .new_output(manifest_path())
-            .map_err(err("create a manifest"))?;
-        let mut w = ManifestWriterBuilder::new(
-            out,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.as_ref().clone(),
-        )
-        .build_v2_data();
-        for f in &delta.data {
-            summary.add_file(f, schema.clone(), spec.clone());
-            w.add_file(f.clone(), sequence)
-                .map_err(err("list a data file"))?;
+    // One manifest for the added data files, one for the added delete files, each entry at
+    // this snapshot's sequence number.
+    for (files, content) in [
+        (&delta.data, ManifestContentType::Data),
+        (&delta.deletes, ManifestContentType::Deletes),
+    ] {
+        if files.is_empty() {
+            continue;
         }
-        manifests.push(
-            w.write_manifest_file()
-                .await
-                .map_err(err("write a manifest"))?,
-        );
-    }
-    if !delta.deletes.is_empty() {
         let out = file_io
             .new_output(manifest_path())
             .map_err(err("create a manifest"))?;
-        let mut w = ManifestWriterBuilder::new(
+        let builder = ManifestWriterBuilder::new(
             out,
             Some(snapshot_id),
             schema.clone(),
             spec.as_ref().clone(),
-        )
-        .build_v2_deletes();
-        for f in &delta.deletes {
+        );
+        let mut w = match content {
+            ManifestContentType::Data => builder.build_v2_data(),
+            ManifestContentType::Deletes => builder.build_v2_deletes(),
+        };
+        for f in files {
             summary.add_file(f, schema.clone(), spec.clone());
             w.add_file(f.clone(), sequence)
-                .map_err(err("list a delete file"))?;
+                .map_err(err("list an added file"))?;
         }
         manifests.push(
             w.write_manifest_file()

@@ -53,10 +53,12 @@
 mod catalog;
 mod commit;
 mod config;
+mod files;
 mod hive;
 mod rest;
 pub mod schema;
 mod sink;
+mod upsert;
 
 pub use config::{CatalogConfig, CatalogKind, CommitMode, IcebergConfig, Partitioning};
 pub use sink::{offset_key, IcebergSink};

@@ -7,28 +7,16 @@
 use super::catalog::{ice_err, Tables};
 use super::commit::{self, Delta};
 use super::config::{CatalogKind, CommitMode, IcebergConfig, PartitionField};
+use super::files::{write_files, write_rows, Files};
 use super::schema;
-use crate::changes::{self, DELETE_FLAG};
+use super::upsert::{key_field_ids, upsert_key, upsert_rows, without_flag};
+use crate::changes;
 use arrow::array::{Array, AsArray, RecordBatch, StructArray, UInt32Array};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
-use iceberg::arrow::arrow_schema_to_schema;
-use iceberg::arrow::RecordBatchPartitionSplitter;
-use iceberg::spec::{DataFile, DataFileFormat, Transform, UnboundPartitionSpec};
+use iceberg::spec::{Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::base_writer::equality_delete_writer::{
-    EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig,
-};
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
-use iceberg::writer::partitioning::PartitioningWriter;
-use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
 use parquet::file::properties::WriterProperties;
 use rivven_engine::batch::SinkBatch;
@@ -288,12 +276,7 @@ impl IcebergSink {
         let size = self.cfg.target_file_size_mb;
         let (files, deletes, replaced, table) = match self.cfg.commit_mode {
             CommitMode::Append => {
-                let batches = state
-                    .buffered
-                    .iter()
-                    .map(|b| schema::conform(b, &target))
-                    .collect::<Result<Vec<_>>>()?;
-                let files = write_files(&table, &self.props, size, Files::Data, batches).await?;
+                let files = write_rows(&table, &self.props, size, &state.buffered, &target).await?;
                 let tx = Transaction::new(&table);
                 let tx = tx
                     .fast_append()
@@ -308,12 +291,7 @@ impl IcebergSink {
                 (files, Vec::new(), 0, table)
             }
             CommitMode::Overwrite => {
-                let batches = state
-                    .buffered
-                    .iter()
-                    .map(|b| schema::conform(b, &target))
-                    .collect::<Result<Vec<_>>>()?;
-                let files = write_files(&table, &self.props, size, Files::Data, batches).await?;
+                let files = write_rows(&table, &self.props, size, &state.buffered, &target).await?;
                 let delta = Delta {
                     data: files.clone(),
                     overwrite: true,
@@ -514,203 +492,6 @@ fn partition_field_name(p: &PartitionField) -> String {
         "truncate" => format!("{}_trunc", p.column),
         other => format!("{}_{other}", p.column),
     }
-}
-
-/// What [`write_files`] writes.
-enum Files {
-    /// Data files of the rows.
-    Data,
-    /// Equality delete files of the rows' values of these field ids.
-    Deletes(Vec<i32>),
-}
-
-/// Write `batches` (already conformed to the table's schema) as data or equality delete
-/// files of `table`, split by its default partition spec, rolling at `target_mb`.
-async fn write_files(
-    table: &Table,
-    props: &WriterProperties,
-    target_mb: u64,
-    kind: Files,
-    batches: Vec<RecordBatch>,
-) -> Result<Vec<DataFile>> {
-    let ident = table.identifier().clone();
-    let err = |what: &'static str| ice_err(format!("{what} {ident}"));
-    let metadata = table.metadata();
-    let locations = DefaultLocationGenerator::new(metadata).map_err(err("locate"))?;
-    // A fresh prefix per commit: file names never collide with files of an earlier attempt.
-    let prefix = match kind {
-        Files::Data => "rivven",
-        Files::Deletes(_) => "rivven-eq-del",
-    };
-    let names = DefaultFileNameGenerator::new(
-        format!("{prefix}-{}", uuid::Uuid::new_v4()),
-        None,
-        DataFileFormat::Parquet,
-    );
-    let schema = metadata.current_schema().clone();
-    let size = usize::try_from(target_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
-    let file_io = table.file_io().clone();
-    match kind {
-        Files::Data => {
-            let parquet = ParquetWriterBuilder::new(props.clone(), schema);
-            let rolling = RollingFileWriterBuilder::new(parquet, size, file_io, locations, names);
-            write_partitioned(table, DataFileWriterBuilder::new(rolling), batches).await
-        }
-        Files::Deletes(ids) => {
-            let config =
-                EqualityDeleteWriterConfig::new(ids, schema).map_err(err("key columns of"))?;
-            let delete_schema = arrow_schema_to_schema(config.projected_arrow_schema_ref())
-                .map_err(err("key columns of"))?;
-            let parquet = ParquetWriterBuilder::new(props.clone(), Arc::new(delete_schema));
-            let rolling = RollingFileWriterBuilder::new(parquet, size, file_io, locations, names);
-            let builder = EqualityDeleteFileWriterBuilder::new(rolling, config);
-            write_partitioned(table, builder, batches).await
-        }
-    }
-}
-
-/// Write `batches` through writers of `builder`, one per partition of the table's default
-/// spec (one in all for an unpartitioned table).
-async fn write_partitioned<B: IcebergWriterBuilder>(
-    table: &Table,
-    builder: B,
-    batches: Vec<RecordBatch>,
-) -> Result<Vec<DataFile>> {
-    let ident = table.identifier().clone();
-    let err = |what: &'static str| ice_err(format!("{what} {ident}"));
-    let metadata = table.metadata();
-    let spec = metadata.default_partition_spec();
-    if spec.is_unpartitioned() {
-        let mut w = builder
-            .build(None)
-            .await
-            .map_err(err("open a writer for"))?;
-        for b in batches {
-            w.write(b).await.map_err(err("write to"))?;
-        }
-        return w.close().await.map_err(err("close a file of"));
-    }
-    let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-        metadata.current_schema().clone(),
-        spec.clone(),
-    )
-    .map_err(err("partition"))?;
-    let mut w = FanoutWriter::new(builder);
-    for b in batches {
-        for (key, rows) in splitter.split(&b).map_err(err("partition rows of"))? {
-            w.write(key, rows).await.map_err(err("write to"))?;
-        }
-    }
-    w.close().await.map_err(err("close a file of"))
-}
-
-/// The key of `upsert`: `configured`, else the identifier fields of `table`, else the
-/// primary key the source put on the rows.
-fn upsert_key(
-    configured: &[String],
-    table: Option<&Table>,
-    rows: &RecordBatch,
-) -> Result<Vec<String>> {
-    if !configured.is_empty() {
-        return Ok(configured.to_vec());
-    }
-    if let Some(t) = table {
-        let schema = t.metadata().current_schema();
-        let ids: Vec<String> = schema
-            .identifier_field_ids()
-            .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
-            .collect();
-        if !ids.is_empty() {
-            return Ok(ids);
-        }
-    }
-    changes::key_columns(rows, &[])
-}
-
-/// `rows` without its last column, the [`DELETE_FLAG`], when `key` says it has one
-/// (`upsert` buffers).
-fn without_flag(rows: &RecordBatch, key: &[String]) -> Result<RecordBatch> {
-    if key.is_empty() {
-        return Ok(rows.clone());
-    }
-    let n = rows.num_columns();
-    if rows.schema().field(n - 1).name() != DELETE_FLAG {
-        return Err(Error::internal(
-            "iceberg: upsert rows without their delete flag",
-        ));
-    }
-    Ok(rows.project(&(0..n - 1).collect::<Vec<_>>())?)
-}
-
-/// The buffered upsert rows (each ending with its delete flag) as rows of the table's
-/// Arrow schema `target` plus the flag, reduced to the last change per key.
-fn upsert_rows(
-    buffered: &[RecordBatch],
-    key: &[String],
-    target: &SchemaRef,
-) -> Result<RecordBatch> {
-    let mut fields: Vec<arrow::datatypes::FieldRef> = target.fields().iter().cloned().collect();
-    fields.push(Arc::new(arrow::datatypes::Field::new(
-        DELETE_FLAG,
-        DataType::Boolean,
-        false,
-    )));
-    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-    let mut out = Vec::with_capacity(buffered.len());
-    for b in buffered {
-        let rows = schema::conform(&without_flag(b, key)?, target)?;
-        let mut columns = rows.columns().to_vec();
-        columns.push(b.column(b.num_columns() - 1).clone());
-        out.push(RecordBatch::try_new(schema.clone(), columns)?);
-    }
-    let rows = arrow::compute::concat_batches(&schema, &out)?;
-    changes::dedupe(&rows, key)
-}
-
-/// The field ids of `key` in `table`'s schema. Each partition field must be a transform
-/// of a key column: a row's partition then follows from its key, and a delete in the
-/// key's partition reaches every earlier row of the key.
-fn key_field_ids(table: &Table, key: &[String]) -> Result<Vec<i32>> {
-    let metadata = table.metadata();
-    let schema = metadata.current_schema();
-    let mut ids = Vec::with_capacity(key.len());
-    for k in key {
-        let f = schema.field_by_name(k).ok_or_else(|| {
-            Error::config(format!(
-                "iceberg: key column `{k}` is not in table {}",
-                table.identifier()
-            ))
-        })?;
-        // Iceberg's identifier-field rule: primitive, not floating point.
-        let usable = match f.field_type.as_ref() {
-            iceberg::spec::Type::Primitive(p) => !matches!(
-                p,
-                iceberg::spec::PrimitiveType::Float | iceberg::spec::PrimitiveType::Double
-            ),
-            _ => false,
-        };
-        if !usable {
-            return Err(Error::config(format!(
-                "iceberg: key column `{k}` of {} is {}; an upsert key must be a primitive, \
-                 non-floating-point column",
-                table.identifier(),
-                f.field_type
-            )));
-        }
-        ids.push(f.id);
-    }
-    for p in metadata.default_partition_spec().fields() {
-        if !ids.contains(&p.source_id) {
-            let column = schema.name_by_field_id(p.source_id).unwrap_or("?");
-            return Err(Error::config(format!(
-                "iceberg: table {} is partitioned by `{column}`, which is not a key column \
-                 ({}): commit_mode upsert needs every partition field to come from the key",
-                table.identifier(),
-                key.join(", ")
-            )));
-        }
-    }
-    Ok(ids)
 }
 
 #[async_trait]
