@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need when it is missing, and only then:
-#   - Debian packages: mold, curl, PostgreSQL 15, MariaDB, mosquitto, NATS;
+#   - Debian packages: mold, curl, PostgreSQL 15, MariaDB, mosquitto, NATS, chromium;
 #   - cargo tools, built once into $RIVVEN_CACHE/tools/bin: tansu (Kafka-protocol broker),
 #     s3s-fs (S3 server that checks SigV4 signatures) and rustberg (Iceberg REST catalog);
-#   - npm packages into $RIVVEN_CACHE/tools/npm: azurite (Azure Blob emulator);
+#   - npm packages into $RIVVEN_CACHE/tools/npm: azurite (Azure Blob emulator) and
+#     playwright-core (drives Debian's chromium in the status-page test; it never downloads
+#     a browser);
 #   - a Python venv at $RIVVEN_CACHE/venv with independent readers: pyarrow, duckdb,
 #     pyiceberg, deltalake, fastavro, cramjam (snappy, zstd, lz4 frames), backports.zstd (fastavro's zstd codec),
 #     DuckDB 1.5.5 with its iceberg, delta, avro and httpfs extensions from their offline wheels
 #     (pinned together: an extension loads only into its own DuckDB version), and moto's
-#     server (AWS Glue and S3 mocks).
+#     server (AWS Glue and S3 mocks), and ADBC's Flight SQL driver (the Flight SQL client).
 # Everything lands outside the clone and is reused by later runs.
 #
 # Usage: scripts/install-tools.sh [apt|cargo|npm|python ...]   (default: all four)
@@ -23,7 +25,8 @@ TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 S3S_FS_VERSION="${S3S_FS_VERSION:-0.14.1}"
 RUSTBERG_VERSION="${RUSTBERG_VERSION:-0.3.0}"
 AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
-PY_PACKAGES=(pyarrow duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-avro==1.5.5 duckdb-extension-httpfs==1.5.5 pytz "pyiceberg[sql-sqlite,sql-postgres,pyarrow,glue]" "moto[server]" deltalake fastavro cramjam backports.zstd azure-storage-blob)
+PLAYWRIGHT_VERSION="${PLAYWRIGHT_VERSION:-1.65.1}"
+PY_PACKAGES=(pyarrow duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-avro==1.5.5 duckdb-extension-httpfs==1.5.5 pytz "pyiceberg[sql-sqlite,sql-postgres,pyarrow,glue]" "moto[server]" deltalake fastavro cramjam backports.zstd azure-storage-blob adbc-driver-flightsql==1.13.0 adbc-driver-manager==1.13.0)
 
 install_apt() {
   for c in rustfmt clippy; do
@@ -42,6 +45,7 @@ install_apt() {
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
   if [ ${#missing[@]} -eq 0 ]; then return; fi
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "warning: missing ${missing[*]} and no apt-get here" >&2
@@ -83,12 +87,15 @@ install_cargo() {
 
 install_npm() {
   local root="$RIVVEN_CACHE/tools"
-  if [ -x "$root/bin/azurite-blob" ] && [ -f "$root/.azurite-$AZURITE_VERSION" ]; then return; fi
-  log "installing azurite $AZURITE_VERSION with npm (into $root/npm)"
-  npm install --silent --no-audit --no-fund --prefix "$root/npm" "azurite@$AZURITE_VERSION"
+  if [ -x "$root/bin/azurite-blob" ] && [ -f "$root/.azurite-$AZURITE_VERSION" ] &&
+    [ -f "$root/.playwright-core-$PLAYWRIGHT_VERSION" ]; then return; fi
+  log "installing azurite $AZURITE_VERSION and playwright-core $PLAYWRIGHT_VERSION with npm (into $root/npm)"
+  # playwright-core has no browser download step: the tests launch Debian's chromium.
+  npm install --silent --no-audit --no-fund --prefix "$root/npm" \
+    "azurite@$AZURITE_VERSION" "playwright-core@$PLAYWRIGHT_VERSION"
   mkdir -p "$root/bin"
   ln -sf "../npm/node_modules/.bin/azurite-blob" "$root/bin/azurite-blob"
-  touch "$root/.azurite-$AZURITE_VERSION"
+  touch "$root/.azurite-$AZURITE_VERSION" "$root/.playwright-core-$PLAYWRIGHT_VERSION"
 }
 
 install_python() {

@@ -348,15 +348,16 @@ async fn run_loaded(loaded: &LoadedConfig, pipelines: &Pipelines) -> ExitCode {
         match bind("flight", &ep).await {
             Ok(listener) => {
                 tracing::info!(addr = %format!("{}:{}", f.host, f.port), auth = f.token.is_some(), tls = tls.is_some(), "serving Arrow Flight");
-                let (f, log, taps, shutdown) = (
+                let (f, log, taps, status, shutdown) = (
                     f.clone(),
                     runtime.log().clone(),
                     runtime.taps(),
+                    status.clone(),
                     shutdown.clone(),
                 );
                 tokio::spawn(async move {
                     if let Err(e) =
-                        crate::flight::serve(listener, f, tls, log, taps, shutdown).await
+                        crate::flight::serve(listener, f, tls, log, taps, status, shutdown).await
                     {
                         tracing::error!(error = %e, "the Flight endpoint stopped");
                     }

@@ -28,9 +28,9 @@ mod services;
 
 pub use process::{free_port, stop_all, wait_for_port};
 pub use services::{
-    azurite, iceberg_rest, mariadb, mosquitto, moto, nats, postgres, python, s3, tansu, Azurite,
-    IcebergRest, MariaDb, Mosquitto, Moto, Nats, Postgres, Python, Service, ServiceFile, Tansu,
-    TempDatabase, S3,
+    azurite, browser, iceberg_rest, mariadb, mosquitto, moto, nats, postgres, python, s3, tansu,
+    Azurite, Browser, IcebergRest, MariaDb, Mosquitto, Moto, Nats, Postgres, Python, Service,
+    ServiceFile, Tansu, TempDatabase, S3,
 };
 pub use services::{kafka_api_versions, mqtt_connect, nats_info, DUCKDB_LAKEHOUSE, PYTHON_READERS};
 

@@ -221,47 +221,16 @@ async fn rest_catalog_rustberg_is_read_by_pyiceberg() {
 async fn glue_catalog_with_s3_files_on_moto_is_read_by_pyiceberg() {
     let py = rivven_testkit::require!(rivven_testkit::python());
     let moto = rivven_testkit::require!(rivven_testkit::moto());
-    let bucket = rivven_testkit::unique_name("lake").replace('_', "-");
-    py.run(
-        "import boto3, sys\n\
-         boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
-         aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])\n",
-        &[&moto.endpoint, &bucket],
-    )
-    .unwrap();
-    let ns = rivven_testkit::unique_name("glue");
-    // iceberg-catalog-glue 0.10 has no Glue type for timestamptz: the UTC timestamps are
-    // written as epoch milliseconds.
+    let (keys, spec) = glue_on_moto(&py, &moto, &rivven_testkit::unique_name("glue"));
     let p = orders_into(
         "iceberg",
         2000,
         0,
-        &format!(
-            "      transforms:\n        - type: timestamp_converter\n          \
-             config: {{fields: [created_at, timestamp], target_type: unix}}\n      catalog:\n        type: glue\n        glue: {{warehouse: 's3://{bucket}/wh', \
-             region: {r}, endpoint_url: '{e}', access_key_id: {k}, secret_access_key: {s}}}\n      \
-             namespace: {ns}\n      table: orders\n      batch_size: 1000\n      \
-             s3: {{endpoint: '{e}', path_style_access: true, region: {r}, access_key_id: {k}, \
-             secret_access_key: {s}}}\n",
-            e = moto.endpoint,
-            r = moto.region,
-            k = moto.access_key,
-            s = moto.secret_key,
-        ),
+        &format!("{keys}      table: orders\n      batch_size: 1000\n"),
     );
     run_ok(&p, &["check", "run"], &[]);
     let (ipc, rows) = reference_file(&p).await;
     assert_eq!(rows, 2000);
-    let spec = serde_json::json!({
-        "glue": {
-            "glue.endpoint": moto.endpoint, "glue.region": moto.region,
-            "glue.access-key-id": moto.access_key, "glue.secret-access-key": moto.secret_key,
-            "s3.endpoint": moto.endpoint, "s3.region": moto.region,
-            "s3.access-key-id": moto.access_key, "s3.secret-access-key": moto.secret_key,
-        },
-        "table": format!("{ns}.orders"),
-        "epoch_ms": ["created_at", "timestamp"],
-    });
     let got = compare(&py, &ipc, &spec);
     assert_eq!(got["rows"], 2000, "{got}");
     assert_eq!(got["equal"], true, "{got}");
@@ -521,42 +490,8 @@ async fn upsert_through_the_rest_catalog() {
 async fn upsert_through_the_glue_catalog_with_s3_files() {
     let py = rivven_testkit::require!(rivven_testkit::python());
     let moto = rivven_testkit::require!(rivven_testkit::moto());
-    let bucket = rivven_testkit::unique_name("lake").replace('_', "-");
-    py.run(
-        "import boto3, sys\n\
-         boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
-         aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])\n",
-        &[&moto.endpoint, &bucket],
-    )
-    .unwrap();
-    let ns = rivven_testkit::unique_name("glue_up");
-    upsert_keeps_the_last_row_per_key(
-        &format!(
-            "      transforms:\n        - type: timestamp_converter\n          \
-             config: {{fields: [created_at, timestamp], target_type: unix}}\n      catalog:\n        type: glue\n        glue: {{warehouse: 's3://{bucket}/wh', \
-             region: {r}, endpoint_url: '{e}', access_key_id: {k}, secret_access_key: {s}}}\n      \
-             namespace: {ns}\n      \
-             s3: {{endpoint: '{e}', path_style_access: true, region: {r}, access_key_id: {k}, \
-             secret_access_key: {s}}}\n",
-            e = moto.endpoint,
-            r = moto.region,
-            k = moto.access_key,
-            s = moto.secret_key,
-        ),
-        serde_json::json!({
-            "glue": {
-                "glue.endpoint": moto.endpoint, "glue.region": moto.region,
-                "glue.access-key-id": moto.access_key, "glue.secret-access-key": moto.secret_key,
-                "s3.endpoint": moto.endpoint, "s3.region": moto.region,
-                "s3.access-key-id": moto.access_key, "s3.secret-access-key": moto.secret_key,
-            },
-            "table": format!("{ns}.orders"),
-            "epoch_ms": ["created_at", "timestamp"],
-            "s3": {"endpoint": moto.endpoint, "region": moto.region,
-                   "key": moto.access_key, "secret": moto.secret_key},
-        }),
-    )
-    .await;
+    let (keys, spec) = glue_on_moto(&py, &moto, &rivven_testkit::unique_name("glue_up"));
+    upsert_keeps_the_last_row_per_key(&keys, spec).await;
 }
 
 /// `commit_mode: overwrite` replaces the partitions a commit writes and keeps the others:
@@ -736,4 +671,48 @@ fn hive_catalog_reports_an_unreachable_metastore() {
         text.contains("namespace") && text.contains("one level"),
         "{text}"
     );
+}
+
+/// A Glue catalog on moto whose warehouse is a fresh moto S3 bucket: the sink's keys
+/// (`catalog`, `namespace: NS`, `s3`, and a transform turning the UTC timestamps into epoch
+/// milliseconds, as iceberg-catalog-glue 0.10 has no Glue type for timestamptz) and the
+/// reader's spec of the table `NS.orders`.
+fn glue_on_moto(
+    py: &rivven_testkit::Python,
+    moto: &rivven_testkit::Moto,
+    ns: &str,
+) -> (String, serde_json::Value) {
+    let bucket = rivven_testkit::unique_name("lake").replace('_', "-");
+    py.run(
+        "import boto3, sys\n\
+         boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+         aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])\n",
+        &[&moto.endpoint, &bucket],
+    )
+    .unwrap();
+    let keys = format!(
+        "      transforms:\n        - type: timestamp_converter\n          \
+         config: {{fields: [created_at, timestamp], target_type: unix}}\n      catalog:\n        type: glue\n        glue: {{warehouse: 's3://{bucket}/wh', \
+         region: {r}, endpoint_url: '{e}', access_key_id: {k}, secret_access_key: {s}}}\n      \
+         namespace: {ns}\n      \
+         s3: {{endpoint: '{e}', path_style_access: true, region: {r}, access_key_id: {k}, \
+         secret_access_key: {s}}}\n",
+        e = moto.endpoint,
+        r = moto.region,
+        k = moto.access_key,
+        s = moto.secret_key,
+    );
+    let spec = serde_json::json!({
+        "glue": {
+            "glue.endpoint": moto.endpoint, "glue.region": moto.region,
+            "glue.access-key-id": moto.access_key, "glue.secret-access-key": moto.secret_key,
+            "s3.endpoint": moto.endpoint, "s3.region": moto.region,
+            "s3.access-key-id": moto.access_key, "s3.secret-access-key": moto.secret_key,
+        },
+        "table": format!("{ns}.orders"),
+        "epoch_ms": ["created_at", "timestamp"],
+        "s3": {"endpoint": moto.endpoint, "region": moto.region,
+               "key": moto.access_key, "secret": moto.secret_key},
+    });
+    (keys, spec)
 }

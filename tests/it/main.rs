@@ -8,11 +8,13 @@ mod crash;
 mod delta_lake;
 mod docs;
 mod flight;
+mod flight_sql;
 #[cfg(feature = "lakehouse")]
 mod iceberg;
 #[cfg(feature = "lakehouse")]
 mod lakehouse_cdc;
 mod object_storage;
 mod postgres;
+mod status_page;
 mod support;
 mod transforms;

@@ -48,7 +48,7 @@ async fn topic_events(
 
 /// The test PostgreSQL with a fresh database made by `setup` (SQL statements, run in order),
 /// dropped with its slots when the guard is.
-fn database(prefix: &str, setup: &[&str]) -> Option<rivven_testkit::TempDatabase> {
+pub(crate) fn database(prefix: &str, setup: &[&str]) -> Option<rivven_testkit::TempDatabase> {
     let pg = rivven_testkit::require(rivven_testkit::postgres())?;
     let db = pg.temp_database(prefix).unwrap();
     for sql in setup {
@@ -59,7 +59,12 @@ fn database(prefix: &str, setup: &[&str]) -> Option<rivven_testkit::TempDatabase
 
 /// A `sources:` section with one postgres-cdc source `pg` writing to topic `changes`;
 /// `extra` is more connector config (indented lines).
-fn pg_source(pg: &rivven_testkit::Postgres, db: &str, slot_prefix: &str, extra: &str) -> String {
+pub(crate) fn pg_source(
+    pg: &rivven_testkit::Postgres,
+    db: &str,
+    slot_prefix: &str,
+    extra: &str,
+) -> String {
     format!(
         "sources:
   pg:

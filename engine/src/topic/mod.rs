@@ -584,6 +584,20 @@ impl EmbeddedLog {
         })
     }
 
+    /// Bytes stored in the frames holding offsets `from..to` of a partition: what a
+    /// [`read`](Self::read) of that range reads from the segment files (it reads whole
+    /// frames).
+    pub fn stored_bytes(&self, topic: &str, partition: u32, from: u64, to: u64) -> Result<u64> {
+        self.with_partition(topic, partition, |p| {
+            p.segments
+                .iter()
+                .flat_map(|s| s.frames.iter())
+                .filter(|f| f.offset < to && f.end_offset() > from)
+                .map(|f| u64::from(f.len))
+                .sum()
+        })
+    }
+
     /// A receiver that changes whenever anything is appended to any topic.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.appended.subscribe()

@@ -3,6 +3,7 @@
 //! process.
 
 use super::azurite::Azurite;
+use super::browser::Browser;
 use super::iceberg_rest::IcebergRest;
 use super::mariadb::MariaDb;
 use super::mosquitto::Mosquitto;
@@ -32,6 +33,8 @@ pub struct ServiceFile {
     pub iceberg_rest: Option<IcebergRest>,
     #[serde(default)]
     pub moto: Option<Moto>,
+    #[serde(default)]
+    pub browser: Option<Browser>,
     pub unavailable: Vec<Unavailable>,
 }
 
@@ -51,6 +54,7 @@ impl ServiceFile {
                 Service::Python => Python::find().map(|v| f.python = Some(v)),
                 Service::IcebergRest => IcebergRest::start().map(|v| f.iceberg_rest = Some(v)),
                 Service::Moto => Moto::start().map(|v| f.moto = Some(v)),
+                Service::Browser => Browser::find().map(|v| f.browser = Some(v)),
             };
             if let Err(e) = r {
                 f.unavailable.push(e);
@@ -154,4 +158,8 @@ accessor!(
 accessor!(
     /// moto's server: AWS Glue, S3 and more on one endpoint.
     moto, Moto, Moto, moto, Moto::start
+);
+accessor!(
+    /// Debian's Chromium driven by playwright-core on Node.js, for page tests.
+    browser, Browser, Browser, browser, Browser::find
 );

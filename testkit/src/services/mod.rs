@@ -2,6 +2,7 @@
 //! the small administrative steps tests need (create a database, a bucket, ...).
 
 mod azurite;
+mod browser;
 mod file;
 mod iceberg_rest;
 mod launch;
@@ -16,8 +17,10 @@ mod service;
 mod tansu;
 
 pub use azurite::Azurite;
+pub use browser::Browser;
 pub use file::{
-    azurite, iceberg_rest, mariadb, mosquitto, moto, nats, postgres, python, s3, tansu, ServiceFile,
+    azurite, browser, iceberg_rest, mariadb, mosquitto, moto, nats, postgres, python, s3, tansu,
+    ServiceFile,
 };
 pub use iceberg_rest::IcebergRest;
 pub use mariadb::MariaDb;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The modules the readers venv must import.
-pub const PYTHON_READERS: [&str; 10] = [
+pub const PYTHON_READERS: [&str; 11] = [
     "pyarrow",
     "duckdb",
     "duckdb_extension_avro",
@@ -19,6 +19,7 @@ pub const PYTHON_READERS: [&str; 10] = [
     "deltalake",
     "fastavro",
     "cramjam",
+    "adbc_driver_flightsql",
 ];
 
 /// Python that defines `duck()`: a DuckDB connection with the `iceberg` and `delta`

@@ -13,10 +13,11 @@ pub enum Service {
     Python,
     IcebergRest,
     Moto,
+    Browser,
 }
 
 impl Service {
-    pub const ALL: [Service; 10] = [
+    pub const ALL: [Service; 11] = [
         Service::Postgres,
         Service::MariaDb,
         Service::Tansu,
@@ -27,6 +28,7 @@ impl Service {
         Service::Python,
         Service::IcebergRest,
         Service::Moto,
+        Service::Browser,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Service {
             Service::Python => "python",
             Service::IcebergRest => "iceberg-rest",
             Service::Moto => "moto",
+            Service::Browser => "browser",
         }
     }
 
@@ -61,6 +64,7 @@ impl Service {
             Service::Python => "RIVVEN_PYTHON",
             Service::IcebergRest => "RIVVEN_RUSTBERG",
             Service::Moto => "RIVVEN_MOTO_SERVER",
+            Service::Browser => "RIVVEN_CHROMIUM",
         }
     }
 }

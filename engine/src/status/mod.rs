@@ -8,12 +8,16 @@
 //! `GET /metrics` returns the same counters in the Prometheus text format. Error texts are
 //! scrubbed of secrets before they are stored.
 
+mod http;
+
+pub use http::serve;
+
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Whether a pipeline is a source or a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,7 +66,15 @@ pub struct PipelineStatus {
     position: Mutex<Option<serde_json::Value>>,
     gauges: Mutex<BTreeMap<GaugeKey, f64>>,
     details: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// `(when, events, bytes)` every [`SAMPLE_INTERVAL`], oldest first, at most
+    /// [`SAMPLES`].
+    samples: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
+
+/// How often the HTTP endpoint samples the counters for rates and history.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+/// Samples kept: five minutes of history.
+const SAMPLES: usize = 151;
 
 /// A connector gauge: metric name and labels.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -166,8 +178,58 @@ impl PipelineStatus {
         }
     }
 
+    /// Record the counters now (ignored when the last sample is under half an interval
+    /// old, so two endpoints sampling do not halve the intervals).
+    fn sample(&self, now: Instant) {
+        let Ok(mut s) = self.samples.lock() else {
+            return;
+        };
+        if s.back()
+            .is_some_and(|(t, _, _)| now.duration_since(*t) < SAMPLE_INTERVAL / 2)
+        {
+            return;
+        }
+        if s.len() == SAMPLES {
+            s.pop_front();
+        }
+        s.push_back((
+            now,
+            self.events.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        ));
+    }
+
+    /// Events and bytes per second over the last sample interval, and events per second
+    /// over each interval of the history.
+    fn rates(&self) -> (f64, f64, Vec<f64>) {
+        let Ok(s) = self.samples.lock() else {
+            return (0.0, 0.0, Vec::new());
+        };
+        let per_sec = |a: &(Instant, u64, u64), b: &(Instant, u64, u64)| {
+            let dt = b.0.duration_since(a.0).as_secs_f64().max(1e-3);
+            (
+                b.1.saturating_sub(a.1) as f64 / dt,
+                b.2.saturating_sub(a.2) as f64 / dt,
+            )
+        };
+        let history: Vec<f64> = s
+            .iter()
+            .zip(s.iter().skip(1))
+            .map(|(a, b)| (per_sec(a, b).0 * 10.0).round() / 10.0)
+            .collect();
+        let (events, bytes) = match (s.len().checked_sub(2).map(|i| &s[i]), s.back()) {
+            (Some(a), Some(b)) => per_sec(a, b),
+            _ => (0.0, 0.0),
+        };
+        ((events * 10.0).round() / 10.0, bytes.round(), history)
+    }
+
     fn snapshot(&self) -> PipelineSnapshot {
+        let (events_per_sec, bytes_per_sec, history) = self.rates();
         PipelineSnapshot {
+            events_per_sec,
+            bytes_per_sec,
+            history,
             name: self.name.clone(),
             kind: self.kind,
             connector: self.connector.clone(),
@@ -228,6 +290,15 @@ pub struct PipelineSnapshot {
     pub lag: u64,
     /// Restarts after failures.
     pub restarts: u64,
+    /// Events per second over the last sample interval (2 s; 0 until two samples).
+    #[serde(default)]
+    pub events_per_sec: f64,
+    /// Arrow bytes per second over the last sample interval.
+    #[serde(default)]
+    pub bytes_per_sec: f64,
+    /// Events per second in each 2-second interval of the last five minutes, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<f64>,
     /// Last error, scrubbed of secrets.
     pub last_error: Option<String>,
     /// Whose fault the last error was: `user` (configuration, permissions: change
@@ -316,6 +387,7 @@ impl StatusRegistry {
             position: Mutex::new(None),
             gauges: Mutex::new(BTreeMap::new()),
             details: Mutex::new(serde_json::Map::new()),
+            samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
         });
         if let Ok(mut p) = self.pipelines.write() {
             p.push(st.clone());
@@ -349,6 +421,16 @@ impl StatusRegistry {
             }
         }
         out
+    }
+
+    /// Record every pipeline's counters now, for the rates and history in `/status`.
+    pub fn sample(&self) {
+        let now = Instant::now();
+        if let Ok(p) = self.pipelines.read() {
+            for s in p.iter() {
+                s.sample(now);
+            }
+        }
     }
 
     /// A snapshot of everything.
@@ -463,128 +545,5 @@ impl StatusRegistry {
             report.uptime_secs
         );
         out
-    }
-}
-
-/// Serve `/health`, `/status` and `/metrics` on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    status: Arc<StatusRegistry>,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    use axum::routing::get;
-    let s1 = status.clone();
-    let s2 = status.clone();
-    let s3 = status.clone();
-    let app = axum::Router::new()
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/ready",
-            get(move || async move {
-                let reasons = s3.not_ready();
-                let code = if reasons.is_empty() {
-                    axum::http::StatusCode::OK
-                } else {
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE
-                };
-                let body = if reasons.is_empty() {
-                    serde_json::json!({"status": "ready"})
-                } else {
-                    serde_json::json!({"status": "not_ready", "reasons": reasons})
-                };
-                (code, axum::Json(body))
-            }),
-        )
-        .route(
-            "/status",
-            get(move || async move { axum::Json(s1.report()) }),
-        )
-        .route(
-            "/metrics",
-            get(move || async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    s2.prometheus(),
-                )
-            }),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `GET path` over a raw connection: (status code, body).
-    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let code = out[9..12].parse().unwrap();
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-        (code, body)
-    }
-
-    #[tokio::test]
-    async fn ready_answers_503_naming_failed_and_unhealthy_pipelines() {
-        let reg = Arc::new(StatusRegistry::default());
-        let a = reg.add("a", PipelineKind::Source, "postgres-cdc");
-        let b = reg.add("b", PipelineKind::Sink, "stdout");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(serve(listener, reg.clone(), stop.clone()));
-
-        assert_eq!(
-            get(addr, "/ready").await,
-            (200, r#"{"status":"ready"}"#.into())
-        );
-        a.set_unhealthy(Some("slot s lags 400 s"));
-        b.record_error(&crate::Error::io(
-            "append",
-            std::io::Error::other("disk full"),
-        ));
-        b.set_state(PipelineState::Failed);
-        let (code, body) = get(addr, "/ready").await;
-        assert_eq!(code, 503);
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            v["reasons"],
-            serde_json::json!([
-                "a: unhealthy: slot s lags 400 s",
-                "b: failed: append: disk full"
-            ])
-        );
-        // Liveness is unaffected; /status carries the reason; the gauge drops to 0.
-        assert_eq!(get(addr, "/health").await.0, 200);
-        let (_, status) = get(addr, "/status").await;
-        assert!(
-            status.contains(r#""unhealthy":"slot s lags 400 s""#),
-            "{status}"
-        );
-        assert!(
-            status.contains(r#""last_error_origin":"external""#),
-            "{status}"
-        );
-        assert!(reg
-            .prometheus()
-            .contains(r#"rivven_connect_pipeline_healthy{pipeline="a",kind="source",connector="postgres-cdc"} 0"#));
-
-        a.set_unhealthy(None);
-        b.set_state(PipelineState::Running);
-        assert_eq!(get(addr, "/ready").await.0, 200);
-        stop.cancel();
-        server.await.unwrap().unwrap();
     }
 }
