@@ -11,8 +11,9 @@
 //! transforms refused). A tap is named `<pipeline>.<stage>`.
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 
 /// Batches a subscriber may fall behind before it loses the oldest.
@@ -47,16 +48,38 @@ impl Stage {
 #[derive(Debug, Clone)]
 pub struct TapPoint {
     tx: broadcast::Sender<RecordBatch>,
+    /// The schema of the last batch published, so that a new subscriber learns it at once.
+    schema: Arc<Mutex<Option<SchemaRef>>>,
 }
 
 impl TapPoint {
     /// Offer `batch` to the subscribers, if any; never waits.
     pub fn publish(&self, batch: &RecordBatch) {
-        if self.tx.receiver_count() > 0 && batch.num_rows() > 0 {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        if let Ok(mut s) = self.schema.lock() {
+            if !s
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, batch.schema_ref()))
+            {
+                *s = Some(batch.schema());
+            }
+        }
+        if self.tx.receiver_count() > 0 {
             // An error means the last subscriber left meanwhile: nothing to do.
             let _ = self.tx.send(batch.clone());
         }
     }
+}
+
+/// A subscription to a tap.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The batches published from now on.
+    pub batches: broadcast::Receiver<RecordBatch>,
+    /// The schema of the last batch published before, if any.
+    pub schema: Option<SchemaRef>,
 }
 
 /// Every tap point of a process.
@@ -80,6 +103,7 @@ impl Taps {
             .entry(name)
             .or_insert_with(|| TapPoint {
                 tx: broadcast::channel(CAPACITY).0,
+                schema: Arc::default(),
             })
             .clone()
     }
@@ -94,11 +118,13 @@ impl Taps {
 
     /// A new subscriber of the tap `name` (`<pipeline>.<stage>`), or `None` when there is
     /// no such tap.
-    pub fn subscribe(&self, name: &str) -> Option<broadcast::Receiver<RecordBatch>> {
-        self.points
-            .read()
-            .ok()
-            .and_then(|m| m.get(name).map(|p| p.tx.subscribe()))
+    pub fn subscribe(&self, name: &str) -> Option<Subscription> {
+        let points = self.points.read().ok()?;
+        let p = points.get(name)?;
+        Some(Subscription {
+            batches: p.tx.subscribe(),
+            schema: p.schema.lock().ok().and_then(|s| s.clone()),
+        })
     }
 }
 
@@ -121,7 +147,9 @@ mod tests {
         let taps = Taps::default();
         let p = taps.point("gen", Stage::Source);
         p.publish(&batch(0)); // nobody listens: dropped at once
-        let mut rx = taps.subscribe("gen.source").unwrap();
+        let sub = taps.subscribe("gen.source").unwrap();
+        assert_eq!(sub.schema, Some(batch(0).schema()));
+        let mut rx = sub.batches;
         for v in 1..=(CAPACITY as i64 + 10) {
             p.publish(&batch(v)); // never waits
         }

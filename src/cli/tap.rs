@@ -4,8 +4,10 @@
 
 use super::args::TapFormat;
 use arrow::array::RecordBatch;
+use arrow_flight::decode::{DecodedPayload, FlightRecordBatchStream};
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::future::ready;
+use futures_util::stream::{self, BoxStream, StreamExt};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -161,7 +163,7 @@ async fn run(
                         ))
                         .await
                         .map_err(|e| e.to_string())?;
-                    return print_stream(s.map_err(|e| e.to_string()).boxed(), format, limit).await;
+                    return print_stream(batches(s), format, limit).await;
                 }
                 Err(t) if not_found(&t) => {
                     return Err(format!(
@@ -194,14 +196,30 @@ async fn run(
             .do_get(Ticket::new(ticket.to_string()))
             .await
             .map_err(|e| e.to_string())?;
-        streams.push(s.map_err(|e| e.to_string()).boxed());
+        streams.push(batches(s));
     }
     print_stream(stream::select_all(streams).boxed(), format, limit).await
 }
 
+/// The batches of a Flight stream, following schema changes: a schema message mid-stream
+/// starts batches of the new schema (arrow-flight's record-batch stream would refuse it).
+fn batches(s: FlightRecordBatchStream) -> BoxStream<'static, Result<RecordBatch, String>> {
+    s.into_inner()
+        .filter_map(|d| {
+            ready(match d {
+                Ok(d) => match d.payload {
+                    DecodedPayload::RecordBatch(b) => Some(Ok(b)),
+                    DecodedPayload::Schema(_) | DecodedPayload::None => None,
+                },
+                Err(e) => Some(Err(e.to_string())),
+            })
+        })
+        .boxed()
+}
+
 /// Print `batches` until `limit` rows (or the stream's end).
 async fn print_stream(
-    mut all: futures_util::stream::BoxStream<'static, Result<RecordBatch, String>>,
+    mut all: BoxStream<'static, Result<RecordBatch, String>>,
     format: TapFormat,
     limit: Option<u64>,
 ) -> Result<(), String> {

@@ -3,7 +3,6 @@
 
 use super::Server;
 use arrow::array::RecordBatch;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -75,10 +74,11 @@ impl Server {
         &self,
         name: &str,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
-        let rx = self
+        let sub = self
             .taps
             .subscribe(name)
             .ok_or_else(|| Status::not_found(format!("no tap `{name}`")))?;
+        let rx = sub.batches;
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (counter, shutdown) = (dropped.clone(), self.shutdown.clone());
         let batches = stream::unfold(rx, move |mut rx| {
@@ -99,16 +99,15 @@ impl Server {
                 }
             }
         });
-        let data = FlightDataEncoderBuilder::new()
-            .build(batches)
-            .map_err(|e| Status::internal(e.to_string()))
-            .map_ok(move |mut d| {
-                if !d.data_body.is_empty() {
-                    let n = dropped.load(std::sync::atomic::Ordering::Relaxed);
-                    d.app_metadata = serde_json::json!({ "dropped": n }).to_string().into();
-                }
-                d
-            });
+        // The schema goes out at once when the tap has seen a batch: the reader's call
+        // returns without waiting for the next batch.
+        let data = super::encode(sub.schema, batches.boxed()).map_ok(move |mut d| {
+            if !d.data_body.is_empty() {
+                let n = dropped.load(std::sync::atomic::Ordering::Relaxed);
+                d.app_metadata = serde_json::json!({ "dropped": n }).to_string().into();
+            }
+            d
+        });
         Ok(data.boxed())
     }
 

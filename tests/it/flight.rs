@@ -341,3 +341,49 @@ sinks:
         "{rows:?}"
     );
 }
+
+/// Two sources of different schemas into one topic: a `DoGet` of the topic sends a new
+/// schema message where the schema changes, and `tap` follows it.
+#[test]
+fn tap_follows_a_schema_change_mid_stream() {
+    let port = free_port();
+    let p = Pipeline::with_settings(
+        "sources:
+  orders:
+    connector: datagen
+    topic: mixed
+    config: {pattern: orders, events_per_second: 0, max_events: 20}
+  users:
+    connector: datagen
+    topic: mixed
+    config: {pattern: users, events_per_second: 0, max_events: 20}
+  ticks:
+    connector: datagen
+    topic: ticks
+    config: {events_per_second: 5}
+",
+        &format!("  flight: {{enabled: true, port: {port}}}\n"),
+    );
+    let child = p.spawn_run(&p.dir.path().join("run.out"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let out = loop {
+        let o = p.cmd(&[
+            "tap", "mixed", "--from", "0", "--limit", "40", "--format", "json",
+        ]);
+        if o.status.success() || std::time::Instant::now() > deadline {
+            break o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
+    child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 40);
+    let orders = rows.iter().filter(|r| r.get("order_id").is_some()).count();
+    let users = rows.iter().filter(|r| r.get("email").is_some()).count();
+    assert_eq!((orders, users), (20, 20), "{rows:?}");
+}

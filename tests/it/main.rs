@@ -17,4 +17,5 @@ mod object_storage;
 mod postgres;
 mod status_page;
 mod support;
+mod taps;
 mod transforms;

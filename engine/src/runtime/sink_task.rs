@@ -201,6 +201,7 @@ async fn attempt(
         shared.clone(),
         stop_reader.clone(),
         sources_done,
+        (p.status.clone(), p.spec.consumer_group.clone()),
     ));
 
     let commit_every = Duration::from_millis(shared.settings.commit_interval_ms);
@@ -378,7 +379,9 @@ async fn reader(
     shared: Arc<Shared>,
     stop: tokio_util::sync::CancellationToken,
     mut sources_done: watch::Receiver<bool>,
+    (status, group): (Arc<crate::status::PipelineStatus>, String),
 ) -> Result<bool> {
+    let start = offsets.clone();
     let mut appended = shared.log.subscribe();
     loop {
         // Observe the done flag *before* reading, so "done and nothing left" is reliable.
@@ -403,6 +406,15 @@ async fn reader(
             }
         }
         if got_any {
+            // New records: the lag grew (it shrinks when a flush commits).
+            let durable: Offsets = start
+                .iter()
+                .map(|((t, part), from)| {
+                    let committed = shared.log.groups().committed(&group, t, *part);
+                    ((t.clone(), *part), committed.unwrap_or(*from).max(*from))
+                })
+                .collect();
+            status.set_lag(lag(&durable, &shared));
             continue;
         }
         if done {
