@@ -258,13 +258,19 @@ fn status_reports_a_running_pipeline() {
     );
     if !metrics.is_empty() {
         assert!(
-            metrics.contains("rivven_connect_events_total{pipeline=\"gen\""),
+            metrics.contains("rivven_connect_events_total{connector=\"datagen\",kind=\"source\",pipeline=\"gen\"}"),
             "{metrics}"
         );
         assert!(
-            metrics.contains("rivven_connect_pipeline_healthy{pipeline=\"gen\""),
+            metrics.contains("rivven_connect_pipeline_healthy{connector=\"datagen\",kind=\"source\",pipeline=\"gen\"}"),
             "{metrics}"
         );
+        for histogram in [
+            "rivven_connect_batch_rows_bucket{connector=\"datagen\",kind=\"source\",pipeline=\"gen\"",
+            "rivven_connect_sink_flush_duration_seconds_count{connector=\"stdout\",pipeline=\"out\"}",
+        ] {
+            assert!(metrics.contains(histogram), "{histogram}: {metrics}");
+        }
         assert_eq!(ready, "{\"status\":\"ready\"} 200");
     }
 }

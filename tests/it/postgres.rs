@@ -353,12 +353,12 @@ fn snapshot_progress_and_slot_lag_reach_status_and_metrics() {
     assert!(d["slot"]["lag_bytes"].is_u64(), "{d}");
     assert!(
         metrics.contains(
-            "rivven_connect_postgres_snapshot_rows{pipeline=\"pg\",kind=\"source\",connector=\"postgres-cdc\",table=\"public.items\"} 20000"
+            "rivven_connect_postgres_snapshot_rows{connector=\"postgres-cdc\",kind=\"source\",pipeline=\"pg\",table=\"public.items\"} 20000"
         ),
         "{metrics}"
     );
     assert!(
-        metrics.contains("rivven_connect_postgres_slot_lag_bytes{pipeline=\"pg\""),
+        metrics.contains("rivven_connect_postgres_slot_lag_bytes{connector=\"postgres-cdc\",kind=\"source\",pipeline=\"pg\",slot="),
         "{metrics}"
     );
 }

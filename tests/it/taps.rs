@@ -60,6 +60,9 @@ out["sink_is_written"] = sorted(sink, key=lambda r: r["after"]["id"]) == written
 out["sink_after"] = [f.name for f in got["out.sink"].schema.field("after").type]
 out["written"] = len(written)
 out["first_diff"] = next((str((a, b)) for a, b in zip(sorted(sink, key=lambda r: r["after"]["id"]), written) if a != b), None)
+metrics = urllib.request.urlopen(f"http://127.0.0.1:{health}/metrics").read().decode()
+series = 'rivven_connect_commit_to_durable_seconds_count{connector="postgres-cdc",pipeline="pg"} '
+out["commit_to_durable_count"] = next((float(l[len(series):]) for l in metrics.splitlines() if l.startswith(series)), None)
 print(json.dumps(out, default=str))
 "#;
 
@@ -168,6 +171,10 @@ sinks:
     assert_eq!(got["transformed_is_topic"], true, "{got}");
     assert_eq!(got["written"], kept, "{got}");
     assert_eq!(got["sink_is_written"], true, "{got}");
+    // Every streamed change appended to the topic observed its commit latency (the warm-up
+    // row too, unless the snapshot, which has no commit times, read it).
+    let observed = got["commit_to_durable_count"].as_f64().unwrap() as u64;
+    assert!((kept..=kept + 1).contains(&observed), "{got}");
     // The sink's insert_field went into the row image.
     assert!(got["sink_after"].to_string().contains("tapped"), "{got}");
 }

@@ -360,7 +360,9 @@ async fn make_durable(
     done: &Offsets,
     shared: &Shared,
 ) -> Result<()> {
+    let started = Instant::now();
     sink.flush().await?;
+    p.status.observe_flush(started.elapsed());
     let offsets = done.iter().map(|((t, part), o)| (t.clone(), *part, *o));
     shared
         .log

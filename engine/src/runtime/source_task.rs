@@ -378,8 +378,10 @@ async fn writer(
         if !items.is_empty() {
             shared.log.append_all(&items).await?;
         }
+        let durable_ms = chrono::Utc::now().timestamp_millis();
         for item in &items {
             status.add(item.batch.num_rows() as u64, batch_bytes(item.batch) as u64);
+            status.observe_durable(item.batch, durable_ms);
         }
         let position_only = group
             .iter()

@@ -148,7 +148,7 @@ mod tests {
         );
         assert!(reg
             .prometheus()
-            .contains(r#"rivven_connect_pipeline_healthy{pipeline="a",kind="source",connector="postgres-cdc"} 0"#));
+            .contains(r#"rivven_connect_pipeline_healthy{connector="postgres-cdc",kind="source",pipeline="a"} 0"#));
 
         a.set_unhealthy(None);
         b.set_state(PipelineState::Running);

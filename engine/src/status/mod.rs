@@ -9,12 +9,12 @@
 //! scrubbed of secrets before they are stored.
 
 mod http;
+mod metrics;
 
 pub use http::serve;
 
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -69,6 +69,7 @@ pub struct PipelineStatus {
     /// `(when, events, bytes)` every [`SAMPLE_INTERVAL`], oldest first, at most
     /// [`SAMPLES`].
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
+    observed: metrics::Observed,
 }
 
 /// How often the HTTP endpoint samples the counters for rates and history.
@@ -132,10 +133,30 @@ impl PipelineStatus {
             .unwrap_or(PipelineState::Failed)
     }
 
-    /// Count rows and bytes moved.
+    /// Count rows and bytes moved: one batch (its rows also go to the
+    /// `rivven_connect_batch_rows` histogram).
     pub fn add(&self, events: u64, bytes: u64) {
         self.events.fetch_add(events, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(h) = &self.observed.batch_rows {
+            h.observe(events as f64);
+        }
+    }
+
+    /// A sink flush took `took` (the `rivven_connect_sink_flush_duration_seconds`
+    /// histogram).
+    pub fn observe_flush(&self, took: Duration) {
+        if let Some(h) = &self.observed.flush {
+            h.observe(took.as_secs_f64());
+        }
+    }
+
+    /// `batch` became durable in the topic at `now_ms`: observe each change event's time
+    /// since its upstream commit (`source.ts_ms`; the
+    /// `rivven_connect_commit_to_durable_seconds` histogram). Batches that are not change
+    /// events observe nothing.
+    pub fn observe_durable(&self, batch: &arrow::array::RecordBatch, now_ms: i64) {
+        self.observed.commit_latencies(batch, now_ms);
     }
 
     /// Set the lag (records not yet durable in the sink, or source-defined).
@@ -359,6 +380,7 @@ pub struct StatusReport {
 pub struct StatusRegistry {
     started: Instant,
     pipelines: RwLock<Vec<Arc<PipelineStatus>>>,
+    histograms: metrics::Histograms,
 }
 
 impl Default for StatusRegistry {
@@ -366,6 +388,7 @@ impl Default for StatusRegistry {
         Self {
             started: Instant::now(),
             pipelines: RwLock::new(Vec::new()),
+            histograms: metrics::Histograms::new(),
         }
     }
 }
@@ -388,6 +411,7 @@ impl StatusRegistry {
             gauges: Mutex::new(BTreeMap::new()),
             details: Mutex::new(serde_json::Map::new()),
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
+            observed: self.histograms.pipeline(name, kind, connector),
         });
         if let Ok(mut p) = self.pipelines.write() {
             p.push(st.clone());
@@ -445,105 +469,9 @@ impl StatusRegistry {
         }
     }
 
-    /// The Prometheus text exposition of the counters.
+    /// The Prometheus text exposition of the counters, gauges and histograms (see
+    /// [`metrics`]).
     pub fn prometheus(&self) -> String {
-        let report = self.report();
-        let mut out = String::new();
-        let metric = |out: &mut String,
-                      name: &str,
-                      kind: &str,
-                      help: &str,
-                      value: &dyn Fn(&PipelineSnapshot) -> u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for p in &report.pipelines {
-                let kind = match p.kind {
-                    PipelineKind::Source => "source",
-                    PipelineKind::Sink => "sink",
-                };
-                let _ = writeln!(
-                    out,
-                    "{name}{{pipeline=\"{}\",kind=\"{kind}\",connector=\"{}\"}} {}",
-                    p.name,
-                    p.connector,
-                    value(p)
-                );
-            }
-        };
-        metric(
-            &mut out,
-            "rivven_connect_events_total",
-            "counter",
-            "Rows moved by the pipeline.",
-            &|p| p.events,
-        );
-        metric(
-            &mut out,
-            "rivven_connect_bytes_total",
-            "counter",
-            "Arrow bytes moved by the pipeline.",
-            &|p| p.bytes,
-        );
-        metric(
-            &mut out,
-            "rivven_connect_lag_records",
-            "gauge",
-            "Records in the sink's topics not yet durable in the sink.",
-            &|p| p.lag,
-        );
-        metric(
-            &mut out,
-            "rivven_connect_restarts_total",
-            "counter",
-            "Restarts after failures.",
-            &|p| p.restarts,
-        );
-        metric(
-            &mut out,
-            "rivven_connect_pipeline_running",
-            "gauge",
-            "1 while the pipeline is running.",
-            &|p| u64::from(p.state == PipelineState::Running),
-        );
-        metric(
-            &mut out,
-            "rivven_connect_pipeline_healthy",
-            "gauge",
-            "0 while the connector reports the pipeline unhealthy (see /status).",
-            &|p| u64::from(p.unhealthy.is_none()),
-        );
-        // Connector gauges, one family per name.
-        let mut families: BTreeMap<&str, Vec<(&PipelineSnapshot, &GaugeValue)>> = BTreeMap::new();
-        for p in &report.pipelines {
-            for g in &p.gauges {
-                families.entry(g.name.as_str()).or_default().push((p, g));
-            }
-        }
-        for (name, series) in families {
-            let _ = writeln!(
-                out,
-                "# HELP rivven_connect_{name} Connector gauge.\n# TYPE rivven_connect_{name} gauge"
-            );
-            for (p, g) in series {
-                let kind = match p.kind {
-                    PipelineKind::Source => "source",
-                    PipelineKind::Sink => "sink",
-                };
-                let mut labels = format!(
-                    "pipeline=\"{}\",kind=\"{kind}\",connector=\"{}\"",
-                    p.name, p.connector
-                );
-                for (k, v) in &g.labels {
-                    let v = v.replace('\\', "\\\\").replace('"', "\\\"");
-                    labels.push_str(&format!(",{k}=\"{v}\""));
-                }
-                let _ = writeln!(out, "rivven_connect_{name}{{{labels}}} {}", g.value);
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP rivven_connect_uptime_seconds Seconds since start.\n# TYPE rivven_connect_uptime_seconds gauge\nrivven_connect_uptime_seconds {}",
-            report.uptime_secs
-        );
-        out
+        metrics::render(&self.report(), &self.histograms)
     }
 }

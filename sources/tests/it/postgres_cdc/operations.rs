@@ -367,7 +367,7 @@ async fn a_slot_lagging_past_max_lag_secs_marks_the_pipeline_unhealthy_until_it_
     );
     assert!(registry
         .prometheus()
-        .contains("rivven_connect_pipeline_healthy{pipeline=\"pg\",kind=\"source\",connector=\"postgres-cdc\"} 0"));
+        .contains("rivven_connect_pipeline_healthy{connector=\"postgres-cdc\",kind=\"source\",pipeline=\"pg\"} 0"));
     // Once the change is durable and confirmed, the next heartbeat clears it.
     src.commit(&held.expect("the change was polled"))
         .await
