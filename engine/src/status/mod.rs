@@ -8,6 +8,7 @@
 //! `GET /metrics` returns the same counters in the Prometheus text format. Error texts are
 //! scrubbed of secrets before they are stored.
 
+mod exposition;
 mod http;
 mod metrics;
 
@@ -27,6 +28,16 @@ pub enum PipelineKind {
     Source,
     /// A sink pipeline.
     Sink,
+}
+
+impl PipelineKind {
+    /// `source` or `sink`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineKind::Source => "source",
+            PipelineKind::Sink => "sink",
+        }
+    }
 }
 
 /// Lifecycle state of a pipeline.
@@ -411,7 +422,7 @@ impl StatusRegistry {
             gauges: Mutex::new(BTreeMap::new()),
             details: Mutex::new(serde_json::Map::new()),
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
-            observed: self.histograms.pipeline(name, kind, connector),
+            observed: self.histograms.pipeline(name, kind.as_str(), connector),
         });
         if let Ok(mut p) = self.pipelines.write() {
             p.push(st.clone());
@@ -467,11 +478,5 @@ impl StatusRegistry {
                 .map(|p| p.iter().map(|s| s.snapshot()).collect())
                 .unwrap_or_default(),
         }
-    }
-
-    /// The Prometheus text exposition of the counters, gauges and histograms (see
-    /// [`metrics`]).
-    pub fn prometheus(&self) -> String {
-        metrics::render(&self.report(), &self.histograms)
     }
 }
