@@ -22,6 +22,7 @@ pub mod config;
 pub mod connector;
 pub mod dead_letter;
 pub mod error;
+pub mod health;
 pub mod pipelines;
 pub mod redact;
 pub mod registry;

@@ -32,6 +32,8 @@ pub struct SourcePipeline {
     pub connector: Arc<dyn ConfiguredSource>,
     /// The parsed transforms (`None`: none).
     pub transforms: Option<Arc<dyn TransformPlan>>,
+    /// `config.health` when given and enabled: the source's health is monitored.
+    pub health: Option<crate::health::HealthSettings>,
 }
 
 /// One sink pipeline with its parsed connector config and transforms.
@@ -123,6 +125,7 @@ struct Resolved<C> {
     connector: C,
     transforms: Option<Arc<dyn TransformPlan>>,
     dead_letter_topic: Option<String>,
+    health: Option<crate::health::HealthSettings>,
 }
 
 /// Resolve the connector part of a pipeline at `base` (`sources.<name>`): `configure` is
@@ -148,13 +151,26 @@ fn resolve<C>(
     let transforms = registry
         .plan_transforms(&parts.transforms)
         .map_err(|e| under(e, base));
-    match (config, transforms) {
-        (Ok(connector), Ok(transforms)) => Ok(Resolved {
+    let health = match &parts.health {
+        None => Ok(None),
+        Some(v) => crate::config::parse::<crate::health::HealthSettings>(v)
+            .map(Some)
+            .map_err(|e| under(e, &format!("{base}.config.health"))),
+    };
+    match (config, transforms, health) {
+        (Ok(connector), Ok(transforms), Ok(health)) => Ok(Resolved {
             connector,
             transforms,
             dead_letter_topic: parts.transforms.dead_letter_topic,
+            health,
         }),
-        (a, b) => Err(a.err().into_iter().chain(b.err()).flatten().collect()),
+        (a, b, c) => Err(a
+            .err()
+            .into_iter()
+            .chain(b.err())
+            .chain(c.err())
+            .flatten()
+            .collect()),
     }
 }
 
@@ -179,6 +195,7 @@ fn resolve_source(
         dead_letter_topic: r.dead_letter_topic,
         connector: r.connector,
         transforms: r.transforms,
+        health: r.health.filter(|h| h.enabled),
     })
 }
 

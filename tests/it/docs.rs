@@ -125,6 +125,18 @@ fn every_settings_key_is_on_the_configuration_page() {
     );
 }
 
+/// A source's `config.health` keys are in the configuration page's health table.
+#[test]
+fn every_health_key_is_on_the_configuration_page() {
+    let schema = schemars::schema_for!(rivven_connect::engine::health::HealthSettings);
+    let page = read("docs/configuration.md");
+    let missing = missing(&schema, &page);
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks health keys {missing:?}"
+    );
+}
+
 /// Blocks that start with `// From <path>:` must still be in that file, word for word
 /// (whitespace aside).
 #[test]

@@ -9,6 +9,7 @@ mod delta_lake;
 mod docs;
 mod flight;
 mod flight_sql;
+mod health;
 #[cfg(feature = "lakehouse")]
 mod iceberg;
 #[cfg(feature = "lakehouse")]

@@ -281,9 +281,11 @@ impl TransformSpec {
 /// A pipeline's transforms and the connector's own config, separated.
 #[derive(Debug, Clone)]
 pub struct ConnectorParts {
-    /// The connector's `config` without the `transforms` (and, for sources, `cdc_features`)
-    /// keys.
+    /// The connector's `config` without the `transforms` (and, for sources, `cdc_features`
+    /// and `health`) keys.
     pub config: serde_yaml::Value,
+    /// A source's `config.health` block, unparsed (see [`crate::health`]).
+    pub health: Option<serde_yaml::Value>,
     /// What the transform compiler builds.
     pub transforms: TransformSpec,
 }
@@ -304,6 +306,7 @@ pub fn split_transforms(
     };
     let inner = take("transforms");
     let cdc = if features { take("cdc_features") } else { None };
+    let health = if features { take("health") } else { None };
     let (list, list_path) = match (inner, transforms.is_null()) {
         (Some(_), false) => {
             return Err(FieldError::new(
@@ -327,6 +330,7 @@ pub fn split_transforms(
     }
     Ok(ConnectorParts {
         config,
+        health,
         transforms: spec,
     })
 }

@@ -18,6 +18,7 @@
 //!   topics, [`Runtime::run`] returns. With no sources, it runs until shut down.
 
 mod batcher;
+mod health_task;
 pub mod queue;
 mod sink_task;
 mod source_task;
@@ -199,6 +200,14 @@ impl Runtime {
         for p in self.sources {
             let name = p.spec.name.clone();
             let sh = shared.clone();
+            if let Some(h) = &p.spec.health {
+                tokio::spawn(health_task::run(
+                    h.clone(),
+                    p.spec.connector.clone(),
+                    p.status.clone(),
+                    background.clone(),
+                ));
+            }
             source_set.spawn(async move { (name, source_task::run(p, sh).await) });
         }
         let mut failed = Vec::new();

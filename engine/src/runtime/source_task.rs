@@ -137,9 +137,13 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     };
     let mut batcher = Batcher::new(shared.settings.batch.clone());
     let mut progressed = false;
+    // The health monitor's auto-recovery ends this attempt with a retryable error.
+    let mut restart = p.status.restart_requests();
+    restart.borrow_and_update();
 
     enum Ev {
         Cancel,
+        Restart,
         Ack(Position),
         Next(Result<Next>),
     }
@@ -150,10 +154,16 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
             // The writer's error is collected after the loop.
             _ = writer_failed.cancelled() => Ev::Cancel,
             Some(pos) = ack_rx.recv() => Ev::Ack(pos),
+            Ok(()) = restart.changed() => Ev::Restart,
             n = batcher.next(source.as_mut()) => Ev::Next(n),
         };
         match ev {
             Ev::Cancel => break Ok(Attempt::Cancelled),
+            Ev::Restart => {
+                break Err(Error::connect(
+                    "restarted by the health monitor (auto_recovery): see the health reason",
+                ))
+            }
             Ev::Ack(pos) => {
                 progressed = true;
                 if let Err(e) = source.commit(&pos).await {

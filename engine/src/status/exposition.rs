@@ -102,6 +102,7 @@ impl StatusRegistry {
                 }
             }
         }
+        health(&report, &register);
         if let Ok(up) = Gauge::new("rivven_connect_uptime_seconds", "Seconds since start.") {
             up.set(report.uptime_secs as f64);
             register(Box::new(up));
@@ -112,6 +113,93 @@ impl StatusRegistry {
         match TextEncoder::new().encode(&all, &mut out) {
             Ok(()) => String::from_utf8_lossy(&out).into_owned(),
             Err(e) => format!("# error encoding metrics: {e}\n"),
+        }
+    }
+}
+
+/// The health monitor's series (`rivven_cdc_health_*`, the spec's names), labelled
+/// `pipeline` and `connector`, for sources with `config.health`.
+fn health(report: &super::StatusReport, register: &dyn Fn(Box<dyn prometheus::core::Collector>)) {
+    let monitored: Vec<_> = report
+        .pipelines
+        .iter()
+        .filter_map(|p| p.health.as_ref().map(|h| (p, h)))
+        .collect();
+    if monitored.is_empty() {
+        return;
+    }
+    let labels = ["pipeline", "connector"];
+    type Value = fn(&crate::health::HealthReport) -> f64;
+    let series: [(&str, &str, bool, Value); 9] = [
+        (
+            "monitoring_enabled",
+            "1: the source's health is monitored.",
+            false,
+            |_| 1.0,
+        ),
+        (
+            "state_healthy",
+            "1 while the source is healthy.",
+            false,
+            |h| f64::from(u8::from(h.state == crate::health::HealthState::Healthy)),
+        ),
+        (
+            "state_ready",
+            "1 while /ready counts the source ready.",
+            false,
+            |h| f64::from(u8::from(h.state.ready())),
+        ),
+        ("checks_passed_total", "Health checks passed.", true, |h| {
+            h.checks_passed as f64
+        }),
+        ("checks_failed_total", "Health checks failed.", true, |h| {
+            h.checks_failed as f64
+        }),
+        (
+            "state_transitions_total",
+            "Health state changes.",
+            true,
+            |h| h.transitions as f64,
+        ),
+        (
+            "recoveries_succeeded_total",
+            "Auto-recoveries that ended healthy.",
+            true,
+            |h| h.recoveries_succeeded as f64,
+        ),
+        (
+            "recoveries_failed_total",
+            "Restarts after which the source kept failing.",
+            true,
+            |h| h.recoveries_failed as f64,
+        ),
+        (
+            "unhealthy_time_ms_total",
+            "Milliseconds spent unhealthy or recovering.",
+            true,
+            |h| h.unhealthy_ms as f64,
+        ),
+    ];
+    for (name, help, counter, value) in series {
+        let name = format!("rivven_cdc_health_{name}");
+        let opts = Opts::new(name, help);
+        if counter {
+            let Ok(v) = prometheus::CounterVec::new(opts, &labels) else {
+                continue;
+            };
+            for (p, h) in &monitored {
+                v.with_label_values(&[&p.name, &p.connector])
+                    .inc_by(value(h));
+            }
+            register(Box::new(v));
+        } else {
+            let Ok(v) = GaugeVec::new(opts, &labels) else {
+                continue;
+            };
+            for (p, h) in &monitored {
+                v.with_label_values(&[&p.name, &p.connector]).set(value(h));
+            }
+            register(Box::new(v));
         }
     }
 }

@@ -95,26 +95,25 @@ pub(super) struct Observed {
 
 impl Observed {
     /// Observe, for each change event of `batch` with a commit time (`source.ts_ms`), the
-    /// time from that commit to `now_ms`. Batches that are not change events observe
-    /// nothing.
-    pub(super) fn commit_latencies(&self, batch: &RecordBatch, now_ms: i64) {
-        let Some(h) = &self.commit_to_durable else {
-            return;
-        };
-        let Some(ts) = batch
+    /// time from that commit to `now_ms`; the longest, in milliseconds. Batches that are
+    /// not change events observe nothing.
+    pub(super) fn commit_latencies(&self, batch: &RecordBatch, now_ms: i64) -> Option<u64> {
+        let h = self.commit_to_durable.as_ref()?;
+        let ts = batch
             .column_by_name("source")
             .and_then(|s| s.as_struct_opt())
             .and_then(|s| s.column_by_name("ts_ms"))
-            .and_then(|t| t.as_primitive_opt::<Int64Type>())
-        else {
-            return;
-        };
+            .and_then(|t| t.as_primitive_opt::<Int64Type>())?;
         let local = h.local();
+        let mut longest = None;
         for (i, v) in ts.values().iter().enumerate() {
             if ts.is_valid(i) {
-                local.observe((now_ms - v).max(0) as f64 / 1000.0);
+                let ms = (now_ms - v).max(0);
+                local.observe(ms as f64 / 1000.0);
+                longest = longest.max(Some(ms as u64));
             }
         }
         local.flush();
+        longest
     }
 }

@@ -81,6 +81,12 @@ pub struct PipelineStatus {
     /// [`SAMPLES`].
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
     observed: metrics::Observed,
+    /// The longest commit-to-durable time (ms) since the health monitor last took it.
+    lag_ms: AtomicU64,
+    /// The health monitor's report (sources with `config.health`).
+    health: Mutex<Option<crate::health::HealthReport>>,
+    /// Bumped when the health monitor asks for a restart.
+    restart: tokio::sync::watch::Sender<u64>,
 }
 
 /// How often the HTTP endpoint samples the counters for rates and history.
@@ -167,7 +173,38 @@ impl PipelineStatus {
     /// `rivven_connect_commit_to_durable_seconds` histogram). Batches that are not change
     /// events observe nothing.
     pub fn observe_durable(&self, batch: &arrow::array::RecordBatch, now_ms: i64) {
-        self.observed.commit_latencies(batch, now_ms);
+        if let Some(ms) = self.observed.commit_latencies(batch, now_ms) {
+            self.lag_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The longest commit-to-durable time (ms) of the changes made durable since the last
+    /// call (0 when none).
+    pub fn take_lag_ms(&self) -> u64 {
+        self.lag_ms.swap(0, Ordering::Relaxed)
+    }
+
+    /// Record the health monitor's report (shown in `/status`, `/ready`, `/metrics`).
+    pub fn set_health(&self, report: crate::health::HealthReport) {
+        if let Ok(mut h) = self.health.lock() {
+            *h = Some(report);
+        }
+    }
+
+    /// Why the connector reports the pipeline unhealthy (`None`: it does not).
+    pub fn unhealthy_reason(&self) -> Option<String> {
+        self.unhealthy.lock().ok().and_then(|u| u.clone())
+    }
+
+    /// Ask the running attempt of the source to stop with a retryable error, so that it is
+    /// restarted (the health monitor's auto-recovery).
+    pub fn request_restart(&self) {
+        self.restart.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes when a restart is requested.
+    pub fn restart_requests(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.restart.subscribe()
     }
 
     /// Set the lag (records not yet durable in the sink, or source-defined).
@@ -259,6 +296,7 @@ impl PipelineStatus {
     fn snapshot(&self) -> PipelineSnapshot {
         let (events_per_sec, bytes_per_sec, history) = self.rates();
         PipelineSnapshot {
+            health: self.health.lock().ok().and_then(|h| h.clone()),
             events_per_sec,
             bytes_per_sec,
             history,
@@ -346,6 +384,9 @@ pub struct PipelineSnapshot {
     /// Connector-specific details (e.g. snapshot progress, replication slot lag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// Sources with `config.health`: the health monitor's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthReport>,
     /// Connector-specific gauges (also in `/metrics`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gauges: Vec<GaugeValue>,
@@ -423,6 +464,9 @@ impl StatusRegistry {
             details: Mutex::new(serde_json::Map::new()),
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
             observed: self.histograms.pipeline(name, kind.as_str(), connector),
+            lag_ms: AtomicU64::new(0),
+            health: Mutex::new(None),
+            restart: tokio::sync::watch::channel(0).0,
         });
         if let Ok(mut p) = self.pipelines.write() {
             p.push(st.clone());
@@ -453,6 +497,17 @@ impl StatusRegistry {
             let ended = matches!(p.state, PipelineState::Finished | PipelineState::Stopped);
             if let (Some(why), false) = (&p.unhealthy, ended) {
                 out.push(format!("{}: unhealthy: {why}", p.name));
+            }
+            if let (Some(h), false) = (&p.health, ended) {
+                if !h.state.ready() {
+                    let state = serde_json::to_value(h.state).unwrap_or_default();
+                    let why = h.reason.as_deref().unwrap_or("recovering");
+                    out.push(format!(
+                        "{}: health {}: {why}",
+                        p.name,
+                        state.as_str().unwrap_or("unhealthy")
+                    ));
+                }
             }
         }
         out
