@@ -46,6 +46,7 @@ install_apt() {
   command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v script >/dev/null 2>&1 || missing+=(bsdutils)
   if [ ${#missing[@]} -eq 0 ]; then return; fi
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "warning: missing ${missing[*]} and no apt-get here" >&2

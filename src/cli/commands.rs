@@ -370,7 +370,12 @@ async fn run_loaded(loaded: &LoadedConfig, pipelines: &Pipelines) -> ExitCode {
         }
     }
     tokio::spawn(signals(shutdown.clone()));
-    match runtime.run().await {
+    let bars_done = tokio_util::sync::CancellationToken::new();
+    let bars = tokio::spawn(super::progress::show(status.clone(), bars_done.clone()));
+    let ended = runtime.run().await;
+    bars_done.cancel();
+    let _ = bars.await;
+    match ended {
         Ok(report) if report.failed.is_empty() => {
             tracing::info!(stopped = report.stopped, "all pipelines ended");
             ExitCode::SUCCESS

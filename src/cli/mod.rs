@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod init;
+mod progress;
 mod status;
 mod tap;
 
@@ -24,7 +25,8 @@ fn init_logging(verbose: u8, format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Log lines print above `run`'s progress bars when a terminal shows them.
+        .with_writer(|| progress::LogWriter)
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -117,3 +117,54 @@ fn status_page_shows_a_running_pipeline_live() {
     );
     eprintln!("status page screenshot: {}", shot.display());
 }
+
+/// On a terminal (`script` gives `run` a pseudo-terminal), `run` draws a progress bar per
+/// snapshot table on standard error; with standard error a file it draws nothing.
+#[test]
+fn run_draws_snapshot_progress_bars_on_a_terminal_only() {
+    let Some(temp) = database(
+        "bars",
+        &[
+            "CREATE TABLE items (id int PRIMARY KEY, v text)",
+            "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 100000) g",
+            "ANALYZE items",
+        ],
+    ) else {
+        return;
+    };
+    let (pg, db) = (&temp.pg, temp.name.as_str());
+    let p = Pipeline::new(&pg_source(
+        pg,
+        db,
+        "bars_slot",
+        "      tables: [items]\n      status_interval_ms: 200\n",
+    ));
+    // Until the snapshot is done, then SIGINT for a graceful stop.
+    let command = format!(
+        "{} run -c {} & pid=$!; \
+         until curl -sf http://127.0.0.1:{}/status | grep -q '\"finished\":true'; do sleep 0.2; done; \
+         sleep 1; kill -INT $pid; wait $pid",
+        crate::support::bin(),
+        p.config().display(),
+        p.health_port
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let drawn = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{drawn}");
+    assert!(drawn.contains("pg public.items"), "{drawn}");
+    assert!(
+        drawn.contains("rows (100%)") && drawn.contains("done"),
+        "{drawn}"
+    );
+    // The same run with standard error a file: log lines only.
+    let log = p.dir.path().join("plain.out");
+    let mut child = p.spawn_run(&log);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let plain = std::fs::read_to_string(&log).unwrap();
+    assert!(!plain.contains("pg public.items ["), "{plain}");
+}
