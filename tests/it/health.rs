@@ -3,7 +3,7 @@
 //! and auto-recovery restarts it; when the lag is gone it is healthy again, and the
 //! `rivven_cdc_health_*` metrics count what happened. Bad `health` keys are config errors.
 
-use crate::postgres::{database, pg_source};
+use crate::postgres::items_pipeline;
 use crate::support::{stderr, stdout, Pipeline};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,21 +23,12 @@ fn get(port: u16, path: &str) -> (String, String) {
 
 #[test]
 fn a_lagging_source_is_degraded_unhealthy_recovered_and_healthy_again() {
-    let Some(temp) = database(
-        "health",
-        &["CREATE TABLE items (id int PRIMARY KEY, v text)"],
-    ) else {
-        return;
-    };
-    let (pg, db) = (&temp.pg, temp.name.as_str());
     // Any change takes more than 1 ms from its commit to the topic: while rows stream in,
     // every check fails on the lag.
-    let p = Pipeline::new(&pg_source(
-        pg,
-        db,
-        "health_slot",
-        "      tables: [items]
-      health:
+    let Some((temp, p)) = items_pipeline(
+        "health",
+        0,
+        "      health:
         check_interval_secs: 1
         max_lag_ms: 1
         failure_threshold: 2
@@ -47,7 +38,10 @@ fn a_lagging_source_is_degraded_unhealthy_recovered_and_healthy_again() {
         recovery_delay_secs: 1
         max_recovery_delay_secs: 2
 ",
-    ));
+    ) else {
+        return;
+    };
+    let (pg, db) = (&temp.pg, temp.name.as_str());
     let mut child = p.spawn_run(&p.dir.path().join("run.out"));
     let health = |p: &Pipeline| -> Option<serde_json::Value> {
         let (body, _) = get(p.health_port, "/status");
@@ -159,17 +153,15 @@ fn a_lagging_source_is_degraded_unhealthy_recovered_and_healthy_again() {
 
 #[test]
 fn bad_health_keys_are_config_errors_with_their_paths() {
-    let p = Pipeline::new(
-        "sources:
-  gen:
-    connector: datagen
-    topic: t
-    config:
-      max_events: 10
-      health: {check_interval_secs: 0, max_recovery_delay_secs: 0, recovery_delay_secs: 5}
-",
-    );
-    let out = p.cmd(&["check"]);
+    // `check` of a datagen source with `config.health: HEALTH`.
+    let check = |health: &str| {
+        let p = Pipeline::new(&format!(
+            "sources:\n  gen:\n    connector: datagen\n    topic: t\n    config:\n      \
+             max_events: 10\n      health: {health}\n"
+        ));
+        p.cmd(&["check"])
+    };
+    let out = check("{check_interval_secs: 0, max_recovery_delay_secs: 0, recovery_delay_secs: 5}");
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     for needle in [
@@ -180,20 +172,9 @@ fn bad_health_keys_are_config_errors_with_their_paths() {
     ] {
         assert!(text.contains(needle), "{needle} missing: {text}");
     }
-    let p = Pipeline::new(
-        "sources:
-  gen:
-    connector: datagen
-    topic: t
-    config:
-      max_events: 10
-      health: {check_every: 5}
-",
-    );
-    let out = p.cmd(&["check"]);
+    let text = stderr(&check("{check_every: 5}"));
     assert!(
-        stderr(&out).contains("sources.gen.config.health") && stderr(&out).contains("check_every"),
-        "{}",
-        stderr(&out)
+        text.contains("sources.gen.config.health") && text.contains("check_every"),
+        "{text}"
     );
 }

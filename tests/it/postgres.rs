@@ -57,6 +57,33 @@ pub(crate) fn database(prefix: &str, setup: &[&str]) -> Option<rivven_testkit::T
     Some(db)
 }
 
+/// A fresh database with a table `items (id int PRIMARY KEY, v text)` of `rows` rows
+/// (analyzed, so the snapshot has an estimate) and a pipeline whose postgres-cdc source `pg`
+/// captures it into topic `changes`, reporting status every 200 ms; `extra` is more
+/// connector config (indented lines). `None` when PostgreSQL is unavailable outside CI.
+pub(crate) fn items_pipeline(
+    prefix: &str,
+    rows: u64,
+    extra: &str,
+) -> Option<(rivven_testkit::TempDatabase, Pipeline)> {
+    let fill = format!("INSERT INTO items SELECT g, 'v' FROM generate_series(1, {rows}) g");
+    let temp = database(
+        prefix,
+        &[
+            "CREATE TABLE items (id int PRIMARY KEY, v text)",
+            &fill,
+            "ANALYZE items",
+        ],
+    )?;
+    let p = Pipeline::new(&pg_source(
+        &temp.pg,
+        &temp.name,
+        &format!("{prefix}_slot"),
+        &format!("      tables: [items]\n      status_interval_ms: 200\n{extra}"),
+    ));
+    Some((temp, p))
+}
+
 /// A `sources:` section with one postgres-cdc source `pg` writing to topic `changes`;
 /// `extra` is more connector config (indented lines).
 pub(crate) fn pg_source(
@@ -293,23 +320,9 @@ fn legacy_postgres_subcommand_streams_without_a_config_file() {
 
 #[test]
 fn snapshot_progress_and_slot_lag_reach_status_and_metrics() {
-    let Some(temp) = database(
-        "progress",
-        &[
-            "CREATE TABLE items (id int PRIMARY KEY, v text)",
-            "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 20000) g",
-            "ANALYZE items",
-        ],
-    ) else {
+    let Some((_temp, p)) = items_pipeline("progress", 20000, "") else {
         return;
     };
-    let (pg, db) = (&temp.pg, temp.name.as_str());
-    let p = Pipeline::new(&pg_source(
-        pg,
-        db,
-        "progress_slot",
-        "      tables: [items]\n      status_interval_ms: 200\n",
-    ));
     let out = p.dir.path().join("out.jsonl");
     let mut child = p.spawn_run(&out);
     let deadline = Instant::now() + Duration::from_secs(30);

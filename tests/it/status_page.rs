@@ -3,7 +3,7 @@
 //! and throughput sparkline are shown, and the event count rises while rows are inserted. The screenshot is kept
 //! at `target/tmp/status-page.png`.
 
-use crate::postgres::{database, pg_source};
+use crate::postgres::items_pipeline;
 use crate::support::Pipeline;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,23 +55,10 @@ const [url, shot] = process.argv.slice(-2);
 #[test]
 fn status_page_shows_a_running_pipeline_live() {
     let browser = rivven_testkit::require!(rivven_testkit::browser());
-    let Some(temp) = database(
-        "page",
-        &[
-            "CREATE TABLE items (id int PRIMARY KEY, v text)",
-            "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 50000) g",
-            "ANALYZE items",
-        ],
-    ) else {
+    let Some((temp, p)) = items_pipeline("page", 50000, "") else {
         return;
     };
     let (pg, db) = (&temp.pg, temp.name.as_str());
-    let p = Pipeline::new(&pg_source(
-        pg,
-        db,
-        "page_slot",
-        "      tables: [items]\n      status_interval_ms: 200\n",
-    ));
     let mut child = p.spawn_run(&p.dir.path().join("run.out"));
     // Rows keep coming while the page watches.
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,23 +109,10 @@ fn status_page_shows_a_running_pipeline_live() {
 /// snapshot table on standard error; with standard error a file it draws nothing.
 #[test]
 fn run_draws_snapshot_progress_bars_on_a_terminal_only() {
-    let Some(temp) = database(
-        "bars",
-        &[
-            "CREATE TABLE items (id int PRIMARY KEY, v text)",
-            "INSERT INTO items SELECT g, 'v' FROM generate_series(1, 100000) g",
-            "ANALYZE items",
-        ],
-    ) else {
+    let Some((temp, p)) = items_pipeline("bars", 100000, "") else {
         return;
     };
     let (pg, db) = (&temp.pg, temp.name.as_str());
-    let p = Pipeline::new(&pg_source(
-        pg,
-        db,
-        "bars_slot",
-        "      tables: [items]\n      status_interval_ms: 200\n",
-    ));
     // Until the snapshot is done, then SIGINT for a graceful stop.
     let command = format!(
         "{} run -c {} & pid=$!; \
