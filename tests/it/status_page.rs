@@ -4,7 +4,6 @@
 //! at `target/tmp/status-page.png`.
 
 use crate::postgres::items_pipeline;
-use crate::support::Pipeline;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -109,10 +108,9 @@ fn status_page_shows_a_running_pipeline_live() {
 /// snapshot table on standard error; with standard error a file it draws nothing.
 #[test]
 fn run_draws_snapshot_progress_bars_on_a_terminal_only() {
-    let Some((temp, p)) = items_pipeline("bars", 100000, "") else {
+    let Some((_temp, p)) = items_pipeline("bars", 100000, "") else {
         return;
     };
-    let (pg, db) = (&temp.pg, temp.name.as_str());
     // Until the snapshot is done, then SIGINT for a graceful stop.
     let command = format!(
         "{} run -c {} & pid=$!; \
