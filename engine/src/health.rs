@@ -192,9 +192,18 @@ impl Tracker {
         }
     }
 
-    /// Take a check's result (`Err`: why it failed) with the lag it measured; returns
-    /// whether the source should be restarted now.
-    pub fn observe(&mut self, result: Result<(), String>, lag_ms: u64, now: Instant) -> bool {
+    /// Take a check's result (`Err`: why it failed) with the lag it measured and whether
+    /// the source made durable progress since the previous check; returns whether the
+    /// source should be restarted now. A source that makes progress is never restarted (a
+    /// restart does not cure lag; it would throw away a snapshot's work): it stays
+    /// unhealthy until its checks pass or it stops moving.
+    pub fn observe(
+        &mut self,
+        result: Result<(), String>,
+        lag_ms: u64,
+        progressing: bool,
+        now: Instant,
+    ) -> bool {
         use HealthState::*;
         self.report.lag_ms = lag_ms;
         let state = self.report.state;
@@ -233,6 +242,7 @@ impl Tracker {
                     Unhealthy | Recovering => state,
                 };
                 let restart = self.settings.auto_recovery
+                    && !progressing
                     && self.next_restart.is_some_and(|at| now >= at)
                     && matches!(next, Unhealthy | Recovering);
                 if restart {
@@ -278,17 +288,17 @@ mod tests {
             t0,
         );
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert!(!t.observe(Err("down".into()), 0, at(1)));
+        assert!(!t.observe(Err("down".into()), 0, false, at(1)));
         assert_eq!(t.report().state, Degraded);
-        assert!(!t.observe(Err("down".into()), 0, at(2)));
+        assert!(!t.observe(Err("down".into()), 0, false, at(2)));
         assert_eq!(t.report().state, Unhealthy);
         assert!(
-            !t.observe(Err("down".into()), 0, at(30)),
+            !t.observe(Err("down".into()), 0, false, at(30)),
             "no auto-recovery"
         );
-        assert!(!t.observe(Ok(()), 5, at(31)));
+        assert!(!t.observe(Ok(()), 5, false, at(31)));
         assert_eq!(t.report().state, Unhealthy, "one pass is not enough");
-        assert!(!t.observe(Ok(()), 5, at(32)));
+        assert!(!t.observe(Ok(()), 5, false, at(32)));
         let r = t.report();
         assert_eq!(r.state, Healthy);
         assert_eq!((r.checks_passed, r.checks_failed, r.transitions), (2, 3, 3));
@@ -301,33 +311,58 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Tracker::new(settings(), t0);
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert!(!t.observe(Err("lag".into()), 0, at(0)));
+        assert!(!t.observe(Err("lag".into()), 0, false, at(0)));
         assert!(
-            !t.observe(Err("lag".into()), 0, at(1)),
+            !t.observe(Err("lag".into()), 0, false, at(1)),
             "unhealthy, restart due at 11"
         );
         assert_eq!(t.report().state, Unhealthy);
-        assert!(!t.observe(Err("lag".into()), 0, at(5)));
-        assert!(t.observe(Err("lag".into()), 0, at(11)), "first restart");
-        assert_eq!(t.report().state, Recovering);
-        assert!(!t.observe(Err("lag".into()), 0, at(15)));
+        assert!(!t.observe(Err("lag".into()), 0, false, at(5)));
         assert!(
-            t.observe(Err("lag".into()), 0, at(21)),
+            t.observe(Err("lag".into()), 0, false, at(11)),
+            "first restart"
+        );
+        assert_eq!(t.report().state, Recovering);
+        assert!(!t.observe(Err("lag".into()), 0, false, at(15)));
+        assert!(
+            t.observe(Err("lag".into()), 0, false, at(21)),
             "second restart after 10 s"
         );
         assert_eq!(t.report().recoveries_failed, 1);
-        assert!(!t.observe(Err("lag".into()), 0, at(30)));
-        assert!(t.observe(Err("lag".into()), 0, at(41)), "third after 20 s");
-        assert!(!t.observe(Err("lag".into()), 0, at(60)));
+        assert!(!t.observe(Err("lag".into()), 0, false, at(30)));
         assert!(
-            t.observe(Err("lag".into()), 0, at(66)),
+            t.observe(Err("lag".into()), 0, false, at(41)),
+            "third after 20 s"
+        );
+        assert!(!t.observe(Err("lag".into()), 0, false, at(60)));
+        assert!(
+            t.observe(Err("lag".into()), 0, false, at(66)),
             "then capped at 25 s"
         );
-        assert!(!t.observe(Ok(()), 0, at(70)));
-        assert!(!t.observe(Ok(()), 0, at(71)));
+        assert!(!t.observe(Ok(()), 0, false, at(70)));
+        assert!(!t.observe(Ok(()), 0, false, at(71)));
         let r = t.report();
         assert_eq!(r.state, Healthy);
         assert_eq!((r.recoveries_succeeded, r.recoveries_failed), (1, 3));
+    }
+
+    #[test]
+    fn a_source_that_makes_progress_is_not_restarted() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(settings(), t0);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        t.observe(Err("lag".into()), 90_000, true, at(0));
+        t.observe(Err("lag".into()), 90_000, true, at(1));
+        assert!(
+            !t.observe(Err("lag".into()), 90_000, true, at(20)),
+            "moving: no restart"
+        );
+        assert_eq!(t.report().state, Unhealthy);
+        assert!(
+            t.observe(Err("lag".into()), 90_000, false, at(21)),
+            "stuck: restart"
+        );
+        assert_eq!(t.report().state, Recovering);
     }
 
     #[test]

@@ -371,7 +371,15 @@ async fn run_loaded(loaded: &LoadedConfig, pipelines: &Pipelines) -> ExitCode {
     }
     tokio::spawn(signals(shutdown.clone()));
     let bars_done = tokio_util::sync::CancellationToken::new();
-    let bars = tokio::spawn(super::progress::show(status.clone(), bars_done.clone()));
+    let prints_rows = pipelines
+        .sinks
+        .iter()
+        .any(|s| s.enabled && s.connector_name == "stdout");
+    let bars = tokio::spawn(super::progress::show(
+        status.clone(),
+        bars_done.clone(),
+        prints_rows,
+    ));
     let ended = runtime.run().await;
     bars_done.cancel();
     let _ = bars.await;

@@ -19,10 +19,16 @@ pub struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match BARS.get() {
-            Some(bars) => bars.suspend(|| std::io::stderr().write(buf)),
-            None => std::io::stderr().write(buf),
+        if let Some(bars) = BARS.get() {
+            // indicatif panics when the terminal refuses a redraw: log to plain stderr then.
+            let around = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                bars.suspend(|| std::io::stderr().write(buf))
+            }));
+            if let Ok(written) = around {
+                return written;
+            }
         }
+        std::io::stderr().write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -30,9 +36,10 @@ impl Write for LogWriter {
     }
 }
 
-/// Draw snapshot progress bars until `stop`, if standard error is a terminal.
-pub async fn show(status: Arc<StatusRegistry>, stop: CancellationToken) {
-    if !std::io::stderr().is_terminal() {
+/// Draw snapshot progress bars until `stop`, if standard error is a terminal and is not
+/// where a `stdout` sink prints rows (`prints_rows`: one is configured).
+pub async fn show(status: Arc<StatusRegistry>, stop: CancellationToken, prints_rows: bool) {
+    if !std::io::stderr().is_terminal() || (prints_rows && std::io::stdout().is_terminal()) {
         return;
     }
     let multi = BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
@@ -100,4 +107,8 @@ pub async fn show(status: Arc<StatusRegistry>, stop: CancellationToken) {
             bar.abandon();
         }
     }
+    // Later log lines print plainly.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        multi.set_draw_target(ProgressDrawTarget::hidden())
+    }));
 }

@@ -19,21 +19,18 @@
 //! missing one is refused (`UNAUTHENTICATED`) and never logged. Reading never blocks the
 //! pipeline: a reader reads the log's files like a sink does, at its own pace.
 
+mod encode;
 mod sql;
 mod table;
 mod topics;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
-use futures_util::future::ready;
-use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use encode::{encode, flight_schema};
+use futures_util::stream::{self, BoxStream, StreamExt};
 use rivven_engine::config::FlightSettings;
 use rivven_engine::status::StatusRegistry;
 use rivven_engine::tap::Taps;
@@ -154,6 +151,7 @@ impl FlightService for Server {
                 .clone()
         };
         let options = arrow::ipc::writer::IpcWriteOptions::default();
+        let schema = flight_schema(&schema);
         let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &options))
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(result))
@@ -173,7 +171,12 @@ impl FlightService for Server {
             }
         }
         let spec = TicketSpec::parse(raw)?;
-        Ok(Response::new(encode(None, self.batches(spec)?)))
+        let topic = spec.topic.clone();
+        let batches = self.batches(spec)?;
+        let schema = table::newest_schema(&self.log, &topic)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(encode(None, batches, Some(schema))))
     }
 
     async fn do_put(
@@ -226,40 +229,6 @@ impl FlightService for Server {
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("the Flight endpoint is read-only"))
     }
-}
-
-/// Encode `batches` as Flight data: a schema message first (for `schema` at once, when the
-/// schema is known before the first batch) and again whenever a batch's schema differs
-/// from the last one sent, so a schema change mid-stream arrives as a new schema message.
-pub(crate) fn encode(
-    schema: Option<SchemaRef>,
-    batches: BoxStream<'static, Result<RecordBatch, FlightError>>,
-) -> BoxStream<'static, Result<FlightData, Status>> {
-    let status = |e: FlightError| Status::internal(e.to_string());
-    // The schema message as the encoder writes it (dictionaries hydrated), without a batch.
-    let first = schema.clone().map(|s| {
-        FlightDataEncoderBuilder::new()
-            .build(stream::once(ready(Ok(RecordBatch::new_empty(s)))))
-            .take(1)
-            .map_err(status)
-    });
-    let mut last = schema;
-    let data = batches.flat_map(move |r| {
-        let batch = match r {
-            Ok(b) => b,
-            Err(e) => return stream::once(ready(Err(status(e)))).boxed(),
-        };
-        let same = last
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, batch.schema_ref()) || **s == **batch.schema_ref());
-        last = Some(batch.schema());
-        FlightDataEncoderBuilder::new()
-            .build(stream::once(ready(Ok(batch))))
-            .skip(usize::from(same))
-            .map_err(status)
-            .boxed()
-    });
-    stream::iter(first).flatten().chain(data).boxed()
 }
 
 /// Whether `header` (an `authorization` value) carries `token` as a bearer token, compared

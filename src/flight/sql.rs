@@ -45,6 +45,10 @@ pub const TOPICS: &str = "topics";
 /// The schema holding `pipelines`.
 pub const SYSTEM: &str = "system";
 
+/// Memory one query may use (sorts and joins spill to disk beyond it): a query must not
+/// starve the pipelines of the process it runs in.
+const QUERY_MEMORY: usize = 512 << 20;
+
 /// The URL prefix of every Flight SQL message's `Any` type.
 const FLIGHT_SQL_TYPE: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 
@@ -84,8 +88,13 @@ impl Sql {
     fn context(&self) -> Result<SessionContext, Status> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, TOPICS)
-            .with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+            .with_information_schema(true)
+            .with_target_partitions(2);
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(QUERY_MEMORY, 1.0)
+            .build_arc()
+            .map_err(planning)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let catalog = MemoryCatalogProvider::new();
         use datafusion::catalog::CatalogProvider;
         catalog
@@ -125,7 +134,8 @@ impl Sql {
     ) -> Result<FlightInfo, Status> {
         let (schema, ticket) = match command {
             Command::CommandStatementQuery(CommandStatementQuery { query, .. }) => {
-                let schema = self.plan(&query).await?.schema().as_arrow().clone();
+                let schema =
+                    super::encode::flight_schema(self.plan(&query).await?.schema().as_arrow());
                 let ticket = TicketStatementQuery {
                     statement_handle: query.into_bytes().into(),
                 };
@@ -133,7 +143,8 @@ impl Sql {
             }
             Command::CommandPreparedStatementQuery(q) => {
                 let query = handle_query(&q.prepared_statement_handle)?;
-                let schema = self.plan(&query).await?.schema().as_arrow().clone();
+                let schema =
+                    super::encode::flight_schema(self.plan(&query).await?.schema().as_arrow());
                 (Arc::new(schema), q.as_any())
             }
             Command::CommandGetCatalogs(c) => (c.into_builder().schema(), c.as_any()),
@@ -245,7 +256,8 @@ impl Sql {
             .ok_or_else(|| {
                 Status::invalid_argument("expected an ActionCreatePreparedStatementRequest")
             })?;
-        let schema = self.plan(&request.query).await?.schema().as_arrow().clone();
+        let schema =
+            super::encode::flight_schema(self.plan(&request.query).await?.schema().as_arrow());
         let options = arrow::ipc::writer::IpcWriteOptions::default();
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &options)
             .try_into()

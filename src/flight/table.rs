@@ -561,7 +561,16 @@ impl Conform {
                     ),
                     None => match batch.column_by_name(field.name()) {
                         Some(c) if c.data_type() == field.data_type() => c.clone(),
-                        Some(c) => arrow::compute::cast(c, field.data_type()).map_err(|e| {
+                        // Values that do not fit are an error, never a silent null.
+                        Some(c) => arrow::compute::cast_with_options(
+                            c,
+                            field.data_type(),
+                            &arrow::compute::CastOptions {
+                                safe: false,
+                                ..Default::default()
+                            },
+                        )
+                        .map_err(|e| {
                             DataFusionError::Execution(format!(
                                 "column `{}` at offset {first_offset}: {} does not cast to \
                                  the table's {}: {e}",

@@ -19,7 +19,7 @@ const READ_BYTES: usize = 8 << 20;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TicketSpec {
-    topic: String,
+    pub(super) topic: String,
     #[serde(default)]
     partition: Option<u32>,
     #[serde(default)]
@@ -101,7 +101,7 @@ impl Server {
         });
         // The schema goes out at once when the tap has seen a batch: the reader's call
         // returns without waiting for the next batch.
-        let data = super::encode(sub.schema, batches.boxed()).map_ok(move |mut d| {
+        let data = super::encode::encode(sub.schema, batches.boxed(), None).map_ok(move |mut d| {
             if !d.data_body.is_empty() {
                 let n = dropped.load(std::sync::atomic::Ordering::Relaxed);
                 d.app_metadata = serde_json::json!({ "dropped": n }).to_string().into();
@@ -132,7 +132,7 @@ impl Server {
             .await
             .map_err(internal)?;
         let mut info = FlightInfo::new()
-            .try_with_schema(&schema)
+            .try_with_schema(&super::encode::flight_schema(&schema))
             .map_err(|e| Status::internal(e.to_string()))?
             .with_descriptor(FlightDescriptor::new_path(vec![topic.to_string()]));
         let mut total = 0u64;
@@ -247,6 +247,8 @@ fn partition_stream(
                         let first = sb.first_offset;
                         if let Some(t) = to {
                             if first >= t {
+                                // Retention moved the start past `to`: nothing left.
+                                next = next.max(t);
                                 continue;
                             }
                             let keep = (t - first).min(batch.num_rows() as u64) as usize;

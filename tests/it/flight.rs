@@ -47,6 +47,9 @@ while len(got) < 1500:
     got.extend(reader.read_chunk().data.column("sequence").to_pylist())
 out["follow_contiguous"] = got[:1500] == list(range(ticket["to"], ticket["to"] + 1500))
 reader.cancel()
+# A range past the end holds no rows: the stream still has the topic's schema.
+empty = c.do_get(fl.Ticket(json.dumps({"topic": "orders", "from": 10**12})), ok).read_all()
+out["empty_range"] = [empty.num_rows, "sequence" in empty.schema.names]
 try:
     c.do_get(fl.Ticket("nosuch"), ok).read_all()
     out["missing_topic"] = "served"
@@ -95,6 +98,7 @@ sinks:
     assert!(got["rows"].as_u64().unwrap() >= 2000, "{got}");
     assert_eq!(got["follow_contiguous"], true, "{got}");
     assert_eq!(got["missing_topic"], "not found", "{got}");
+    assert_eq!(got["empty_range"], serde_json::json!([0, true]), "{got}");
     assert!(tapped.status.success(), "{}", stderr(&tapped));
     let seqs: Vec<u64> = stdout(&tapped)
         .lines()

@@ -15,6 +15,7 @@ pub(super) async fn run(
     stop: CancellationToken,
 ) {
     let mut tracker = Tracker::new(settings.clone(), Instant::now());
+    let mut events = status.events();
     status.set_health(tracker.report().clone());
     let every = Duration::from_secs(settings.check_interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -24,19 +25,27 @@ pub(super) async fn run(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if matches!(
-            status.state(),
-            PipelineState::Finished | PipelineState::Stopped
-        ) {
-            return;
+        // An ended or permanently failed source has nothing left to monitor or restart.
+        match status.state() {
+            PipelineState::Finished | PipelineState::Stopped => return,
+            PipelineState::Failed => {
+                let mut last = tracker.report().clone();
+                last.state = crate::health::HealthState::Unhealthy;
+                last.reason = Some("the source failed; no more checks".into());
+                status.set_health(last);
+                return;
+            }
+            _ => {}
         }
         let lag_ms = status.take_lag_ms();
+        let (before_events, now_events) = (events, status.events());
+        events = now_events;
         let result = check(&settings, connector.as_ref(), &status, lag_ms).await;
         if let Err(why) = &result {
             tracing::warn!(source = %status.name, reason = %why, "health check failed");
         }
         let before = tracker.report().state;
-        let restart = tracker.observe(result, lag_ms, Instant::now());
+        let restart = tracker.observe(result, lag_ms, now_events > before_events, Instant::now());
         let report = tracker.report().clone();
         if report.state != before {
             tracing::info!(source = %status.name, from = ?before, to = ?report.state, "health state changed");

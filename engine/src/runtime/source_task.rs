@@ -33,6 +33,8 @@ pub(super) struct SourceTaps {
 enum Attempt {
     Exhausted,
     Cancelled,
+    /// The health monitor asked for a restart.
+    Restart,
 }
 
 /// The source's newest durable mark: from the topic log, or from the state file when the
@@ -73,6 +75,7 @@ pub(super) async fn run(p: SourcePipeline, shared: Arc<Shared>) -> TaskEnd {
         let end = r.map(|a| match a {
             Attempt::Exhausted => TaskEnd::Finished,
             Attempt::Cancelled => TaskEnd::Stopped,
+            Attempt::Restart => TaskEnd::Restart,
         });
         (end, progressed)
     })
@@ -81,6 +84,10 @@ pub(super) async fn run(p: SourcePipeline, shared: Arc<Shared>) -> TaskEnd {
 
 /// One attempt; returns whether any batch became durable.
 async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, bool) {
+    // The health monitor's auto-recovery ends this attempt (requests from now on count,
+    // also while the source opens).
+    let mut restart = p.status.restart_requests();
+    restart.borrow_and_update();
     let mark = match recover_mark(shared, &p.spec.name) {
         Ok(m) => m,
         Err(e) => return (Err(e), false),
@@ -107,8 +114,13 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
         p.status.set_position(m.position.0.clone());
         tracing::info!(source = %p.spec.name, position = %m.position.0, "resuming after durable position");
     }
-    if let Err(e) = source.open(mark.map(|m| m.position)).await {
-        return (Err(e), false);
+    tokio::select! {
+        opened = source.open(mark.map(|m| m.position)) => {
+            if let Err(e) = opened {
+                return (Err(e), false);
+            }
+        }
+        Ok(()) = restart.changed() => return (Ok(Attempt::Restart), false),
     }
     p.status.set_state(PipelineState::Running);
 
@@ -137,9 +149,6 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
     };
     let mut batcher = Batcher::new(shared.settings.batch.clone());
     let mut progressed = false;
-    // The health monitor's auto-recovery ends this attempt with a retryable error.
-    let mut restart = p.status.restart_requests();
-    restart.borrow_and_update();
 
     enum Ev {
         Cancel,
@@ -159,11 +168,7 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
         };
         match ev {
             Ev::Cancel => break Ok(Attempt::Cancelled),
-            Ev::Restart => {
-                break Err(Error::connect(
-                    "restarted by the health monitor (auto_recovery): see the health reason",
-                ))
-            }
+            Ev::Restart => break Ok(Attempt::Restart),
             Ev::Ack(pos) => {
                 progressed = true;
                 if let Err(e) = source.commit(&pos).await {

@@ -18,6 +18,9 @@ pub enum TaskEnd {
     Stopped,
     /// Failed permanently.
     Failed,
+    /// Ended on request (the health monitor's auto-recovery): start a new attempt at once,
+    /// without counting a failure.
+    Restart,
 }
 
 /// State shared by every task.
@@ -94,6 +97,11 @@ where
                     TaskEnd::Finished => (PipelineState::Finished, "finished"),
                     TaskEnd::Stopped => (PipelineState::Stopped, "stopped"),
                     TaskEnd::Failed => (PipelineState::Failed, "failed"),
+                    TaskEnd::Restart => {
+                        tracing::warn!(pipeline = %status.name, "{what} restarting on request");
+                        status.restarted();
+                        continue;
+                    }
                 };
                 status.set_state(state);
                 tracing::info!(pipeline = %status.name, "{what} {msg}");

@@ -178,6 +178,11 @@ impl PipelineStatus {
         }
     }
 
+    /// Rows moved so far.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
     /// The longest commit-to-durable time (ms) of the changes made durable since the last
     /// call (0 when none).
     pub fn take_lag_ms(&self) -> u64 {
