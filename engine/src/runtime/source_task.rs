@@ -179,7 +179,8 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
             Ev::Next(Ok(Next::Exhausted)) => break Ok(Attempt::Exhausted),
             Ev::Next(Ok(Next::Batch(b))) => {
                 p.taps.source.publish(&b.batch);
-                let pieces = match transform(
+                let commit_times = crate::status::commit_times(&b.batch);
+                let mut pieces = match transform(
                     &mut transforms,
                     b,
                     &p.spec.topic,
@@ -188,6 +189,9 @@ async fn attempt(p: &SourcePipeline, shared: &Arc<Shared>) -> (Result<Attempt>, 
                     Ok(pieces) => pieces,
                     Err(e) => break Err(e),
                 };
+                if let Some(last) = pieces.last_mut() {
+                    last.commit_times = commit_times;
+                }
                 let mut sent = true;
                 for piece in pieces {
                     let dead = p.spec.dead_letter_topic.is_some()
@@ -241,6 +245,9 @@ struct Piece {
     batch: SourceBatch,
     marks: bool,
     partition: Option<PartitionChoice>,
+    /// On the marking piece: the commit times (`source.ts_ms`) of the source batch's
+    /// change events as decoded, before transforms could drop the `source` struct.
+    commit_times: Option<arrow::array::ArrayRef>,
 }
 
 /// Run the pipeline's transforms over one source batch. Pieces keep the batch's stream (its
@@ -260,6 +267,7 @@ fn transform(
             batch: b,
             marks: true,
             partition: None,
+            commit_times: None,
         }]);
     };
     let topic = b.topic.clone();
@@ -276,6 +284,7 @@ fn transform(
             },
             marks: false,
             partition: r.partition,
+            commit_times: None,
         })
         .collect();
     match pieces.last_mut() {
@@ -287,6 +296,7 @@ fn transform(
             },
             marks: true,
             partition: None,
+            commit_times: None,
         }),
     }
     Ok(pieces)
@@ -396,7 +406,9 @@ async fn writer(
         let durable_ms = chrono::Utc::now().timestamp_millis();
         for item in &items {
             status.add(item.batch.num_rows() as u64, batch_bytes(item.batch) as u64);
-            status.observe_durable(item.batch, durable_ms);
+        }
+        for ts in group.iter().filter_map(|piece| piece.commit_times.as_ref()) {
+            status.observe_durable(ts, durable_ms);
         }
         let position_only = group
             .iter()

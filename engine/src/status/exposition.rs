@@ -227,7 +227,7 @@ mod tests {
             Arc::new(ts) as ArrayRef,
         )]);
         let batch = RecordBatch::try_from_iter([("source", Arc::new(source) as ArrayRef)]).unwrap();
-        src.observe_durable(&batch, 10_000);
+        src.observe_durable(&super::super::commit_times(&batch).unwrap(), 10_000);
         let text = reg.prometheus();
         for line in [
             "# TYPE rivven_connect_events_total counter",

@@ -7,7 +7,7 @@
 //! | `rivven_connect_sink_flush_duration_seconds` | pipeline, connector | each sink flush (what makes written rows durable) |
 //! | `rivven_connect_commit_to_durable_seconds` | pipeline, connector | per change event: from its upstream commit (`source.ts_ms`) to its durable append to the topic |
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry};
 
@@ -85,6 +85,16 @@ impl Histograms {
     }
 }
 
+/// The commit times (`source.ts_ms`) of a batch of change events; `None` for a batch
+/// that is not one.
+pub fn commit_times(batch: &RecordBatch) -> Option<ArrayRef> {
+    let ts = batch
+        .column_by_name("source")?
+        .as_struct_opt()?
+        .column_by_name("ts_ms")?;
+    ts.as_primitive_opt::<Int64Type>().map(|_| ts.clone())
+}
+
 /// One pipeline's histograms.
 #[derive(Debug)]
 pub(super) struct Observed {
@@ -94,16 +104,11 @@ pub(super) struct Observed {
 }
 
 impl Observed {
-    /// Observe, for each change event of `batch` with a commit time (`source.ts_ms`), the
-    /// time from that commit to `now_ms`; the longest, in milliseconds. Batches that are
-    /// not change events observe nothing.
-    pub(super) fn commit_latencies(&self, batch: &RecordBatch, now_ms: i64) -> Option<u64> {
+    /// Observe, for each commit time (ms since the epoch; nulls skipped), the time from
+    /// that commit to `now_ms`; the longest, in milliseconds.
+    pub(super) fn commit_latencies(&self, times: &ArrayRef, now_ms: i64) -> Option<u64> {
         let h = self.commit_to_durable.as_ref()?;
-        let ts = batch
-            .column_by_name("source")
-            .and_then(|s| s.as_struct_opt())
-            .and_then(|s| s.column_by_name("ts_ms"))
-            .and_then(|t| t.as_primitive_opt::<Int64Type>())?;
+        let ts = times.as_primitive_opt::<Int64Type>()?;
         let local = h.local();
         let mut longest = None;
         for (i, v) in ts.values().iter().enumerate() {

@@ -12,6 +12,8 @@ mod exposition;
 mod http;
 mod metrics;
 
+pub use metrics::commit_times;
+
 pub use http::serve;
 
 use serde::Serialize;
@@ -168,12 +170,11 @@ impl PipelineStatus {
         }
     }
 
-    /// `batch` became durable in the topic at `now_ms`: observe each change event's time
-    /// since its upstream commit (`source.ts_ms`; the
-    /// `rivven_connect_commit_to_durable_seconds` histogram). Batches that are not change
-    /// events observe nothing.
-    pub fn observe_durable(&self, batch: &arrow::array::RecordBatch, now_ms: i64) {
-        if let Some(ms) = self.observed.commit_latencies(batch, now_ms) {
+    /// Change events with these commit times (see [`commit_times`]) became durable in the
+    /// topic at `now_ms`: observe each one's time since its upstream commit (the
+    /// `rivven_connect_commit_to_durable_seconds` histogram, and the health monitor's lag).
+    pub fn observe_durable(&self, commit_times: &arrow::array::ArrayRef, now_ms: i64) {
+        if let Some(ms) = self.observed.commit_latencies(commit_times, now_ms) {
             self.lag_ms.fetch_max(ms, Ordering::Relaxed);
         }
     }
