@@ -24,6 +24,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
+/// The longest period any `health` key may set, in seconds.
+const DAY_SECS: u64 = 86_400;
+
 /// A source's `config.health`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +84,21 @@ impl Validate for HealthSettings {
         at_least("check_timeout_secs", self.check_timeout_secs, 1);
         at_least("failure_threshold", self.failure_threshold.into(), 1);
         at_least("success_threshold", self.success_threshold.into(), 1);
+        at_least("recovery_delay_secs", self.recovery_delay_secs, 1);
+        // A day bounds every period: beyond, a check or a restart would never come.
+        for (key, v) in [
+            ("check_interval_secs", self.check_interval_secs),
+            ("check_timeout_secs", self.check_timeout_secs),
+            ("recovery_delay_secs", self.recovery_delay_secs),
+            ("max_recovery_delay_secs", self.max_recovery_delay_secs),
+        ] {
+            if v > DAY_SECS {
+                errs.push(FieldError::new(
+                    key,
+                    format!("must be at most {DAY_SECS} (a day), got {v}"),
+                ));
+            }
+        }
         if self.max_recovery_delay_secs < self.recovery_delay_secs {
             errs.push(FieldError::new(
                 "max_recovery_delay_secs",
@@ -372,6 +390,7 @@ mod tests {
             success_threshold: 0,
             recovery_delay_secs: 10,
             max_recovery_delay_secs: 5,
+            check_timeout_secs: u64::MAX,
             ..HealthSettings::default()
         };
         let paths: Vec<String> = bad.validate().into_iter().map(|e| e.path).collect();
@@ -380,6 +399,7 @@ mod tests {
             [
                 "check_interval_secs",
                 "success_threshold",
+                "check_timeout_secs",
                 "max_recovery_delay_secs"
             ]
         );
