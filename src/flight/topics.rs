@@ -183,6 +183,8 @@ impl Server {
                 (None, None) => start,
             };
             // Without `follow`, the end is the end now (or `to`, if lower).
+            // Without `follow`, the end is the end now (or `to`, if lower); with it, `to`
+            // (if any) is waited for.
             let to = match (spec.to, spec.follow) {
                 (Some(t), _) => Some(t),
                 (None, true) => None,
@@ -192,22 +194,29 @@ impl Server {
         }
         let log = self.log.clone();
         let shutdown = self.shutdown.clone();
+        let follow = spec.follow;
         let topic: Arc<str> = Arc::from(spec.topic.as_str());
         let per_partition = ranges.into_iter().map(move |(p, from, to)| {
-            partition_stream(log.clone(), topic.clone(), p, from, to, shutdown.clone())
+            partition_stream(
+                log.clone(),
+                topic.clone(),
+                p,
+                (from, to, follow),
+                shutdown.clone(),
+            )
         });
         Ok(stream::iter(per_partition).flatten().boxed())
     }
 }
 
-/// The batches of one partition from `from` up to `to` (exclusive; `None`: follow new
-/// appends until the process shuts down).
+/// The batches of one partition from `from` up to `to` (exclusive; `None`: no end). With
+/// `follow`, new appends are waited for until `to` is reached or the process shuts down;
+/// without it, the stream ends where the log ends.
 fn partition_stream(
     log: EmbeddedLog,
     topic: Arc<str>,
     partition: u32,
-    from: u64,
-    to: Option<u64>,
+    (from, to, follow): (u64, Option<u64>, bool),
     shutdown: CancellationToken,
 ) -> BoxStream<'static, Result<RecordBatch, FlightError>> {
     let appended = log.subscribe();
@@ -228,7 +237,7 @@ fn partition_stream(
                         .await
                         .map_err(|e| FlightError::ExternalError(Box::new(e)))?;
                     if read.is_empty() {
-                        if to.is_some() {
+                        if !follow {
                             return Ok(None);
                         }
                         // Follow: wait for the next append (or shutdown).
