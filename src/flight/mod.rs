@@ -94,7 +94,13 @@ impl FlightService for Server {
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let mut infos = Vec::new();
         for topic in self.log.topic_names() {
-            infos.push(Ok(self.info(&topic).await?));
+            // One unreadable topic does not hide the others.
+            match self.info(&topic).await {
+                Ok(info) => infos.push(Ok(info)),
+                Err(e) => {
+                    tracing::warn!(topic, error = %e.message(), "topic left out of ListFlights")
+                }
+            }
         }
         for tap in self.taps.names() {
             infos.push(Ok(self.tap_info(&tap)?));
@@ -141,6 +147,19 @@ impl FlightService for Server {
                 .await?
                 .try_decode_schema()
                 .map_err(|e| Status::internal(e.to_string()))?
+        } else if let [kind, name] = descriptor.path.as_slice() {
+            if kind != "tap" {
+                return Err(topic_of(&descriptor).err().unwrap_or_else(|| {
+                    Status::invalid_argument("a path of a topic or [\"tap\", name]")
+                }));
+            }
+            // A tap's schema is that of its last batch (empty before the first).
+            let sub = self
+                .taps
+                .subscribe(name)
+                .ok_or_else(|| Status::not_found(format!("no tap `{name}`")))?;
+            sub.schema
+                .map_or_else(arrow::datatypes::Schema::empty, |s| s.as_ref().clone())
         } else {
             let topic = topic_of(&descriptor)?;
             self.topic_exists(&topic)?;

@@ -286,9 +286,15 @@ fn unsupported(command: &Command) -> Status {
     ))
 }
 
-/// A planning error (unknown table, syntax, a refused statement): the client's to fix.
+/// A planning error (unknown table, syntax, a refused statement) is the client's to fix;
+/// one from reading the log (opening a topic's table) is ours.
 fn planning(e: DataFusionError) -> Status {
-    Status::invalid_argument(e.to_string())
+    match e {
+        DataFusionError::External(_) | DataFusionError::IoError(_) => {
+            Status::internal(e.to_string())
+        }
+        e => Status::invalid_argument(e.to_string()),
+    }
 }
 
 fn execution(e: DataFusionError) -> Status {

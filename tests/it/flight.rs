@@ -252,6 +252,7 @@ for tap in ("gen.source", "gen.transformed", "out.sink"):
         meta.append(json.loads(chunk.app_metadata.to_pybytes()))
     reader.cancel()
     out[tap] = {"min_quantity": min(rows), "columns": cols, "dropped_key": all("dropped" in m for m in meta)}
+out["sink_tap_schema"] = c.get_schema(fl.FlightDescriptor.for_path("tap", "out.sink")).schema.names
 try:
     c.do_get(fl.Ticket(json.dumps({"tap": "gen.nosuch"}))).read_all()
     out["missing"] = "served"
@@ -330,6 +331,10 @@ sinks:
         assert_eq!(got[tap]["dropped_key"], true, "{got}");
     }
     assert_eq!(got["missing"], "not found", "{got}");
+    assert_eq!(
+        got["sink_tap_schema"], got["out.sink"]["columns"],
+        "GetSchema of a tap: {got}"
+    );
     assert!(tapped.status.success(), "{}", stderr(&tapped));
     let rows: Vec<serde_json::Value> = stdout(&tapped)
         .lines()

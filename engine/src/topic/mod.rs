@@ -589,12 +589,23 @@ impl EmbeddedLog {
     /// frames).
     pub fn stored_bytes(&self, topic: &str, partition: u32, from: u64, to: u64) -> Result<u64> {
         self.with_partition(topic, partition, |p| {
-            p.segments
-                .iter()
-                .flat_map(|s| s.frames.iter())
-                .filter(|f| f.offset < to && f.end_offset() > from)
-                .map(|f| u64::from(f.len))
-                .sum()
+            // Segments and their frames are in offset order: find the first frame that
+            // ends after `from`, then add up to `to`.
+            let first_seg = p
+                .segments
+                .partition_point(|s| s.base <= from)
+                .saturating_sub(1);
+            let mut bytes = 0;
+            for seg in &p.segments[first_seg..] {
+                let start = seg.frames.partition_point(|f| f.end_offset() <= from);
+                for f in &seg.frames[start..] {
+                    if f.offset >= to {
+                        return bytes;
+                    }
+                    bytes += u64::from(f.len);
+                }
+            }
+            bytes
         })
     }
 

@@ -314,3 +314,39 @@ async fn group_appends_keep_order_offsets_and_marks() {
     assert!(err.is_err());
     assert_eq!(log.end_offset("t", 0).unwrap(), 6);
 }
+
+/// `stored_bytes` adds the frames a range touches, across segments, whole frames only.
+#[tokio::test]
+async fn stored_bytes_counts_the_frames_a_range_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TopicSettings {
+        segment_bytes: 4096,
+        ..TopicSettings::default()
+    };
+    let log = EmbeddedLog::open(dir.path(), s).unwrap();
+    log.create_topic("t", 1).unwrap();
+    for i in 0..40 {
+        log.append("t", 0, &batch(i * 100, 100), None)
+            .await
+            .unwrap();
+    }
+    let segs = std::fs::read_dir(dir.path().join("topics/t/0"))
+        .unwrap()
+        .count();
+    assert!(segs >= 2, "{segs} segments");
+    let bytes = |from, to| log.stored_bytes("t", 0, from, to).unwrap();
+    let all = bytes(0, 4000);
+    // Each frame alone, summed, is the whole; a range inside one frame costs the frame.
+    let per_frame: u64 = (0..40).map(|i| bytes(i * 100, i * 100 + 100)).sum();
+    assert_eq!(per_frame, all);
+    assert_eq!(bytes(150, 151), bytes(100, 200));
+    assert_eq!(bytes(150, 250), bytes(100, 300));
+    assert_eq!(bytes(4000, 5000), 0);
+    assert_eq!(bytes(0, u64::MAX), all);
+    // What the segment files hold, less their headers and indexes, is at least `all`.
+    let on_disk: u64 = std::fs::read_dir(dir.path().join("topics/t/0"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(all > 0 && all <= on_disk, "{all} of {on_disk}");
+}
