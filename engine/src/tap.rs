@@ -116,6 +116,14 @@ impl Taps {
             .unwrap_or_default()
     }
 
+    /// The schema of the last batch published at tap `name` (`Some(None)` before the
+    /// first), or `None` when there is no such tap.
+    pub fn schema(&self, name: &str) -> Option<Option<SchemaRef>> {
+        let points = self.points.read().ok()?;
+        let p = points.get(name)?;
+        Some(p.schema.lock().ok().and_then(|s| s.clone()))
+    }
+
     /// A new subscriber of the tap `name` (`<pipeline>.<stage>`), or `None` when there is
     /// no such tap.
     pub fn subscribe(&self, name: &str) -> Option<Subscription> {
@@ -166,6 +174,8 @@ mod tests {
             .value(0);
         assert_eq!(v, 11);
         assert_eq!(taps.names(), ["gen.source"]);
+        assert_eq!(taps.schema("gen.source"), Some(Some(batch(0).schema())));
+        assert_eq!(taps.schema("gen.sink"), None);
         assert!(taps.subscribe("gen.sink").is_none());
     }
 }

@@ -6,7 +6,7 @@ use arrow::datatypes::SchemaRef;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightData;
-use futures_util::future::ready;
+use futures_util::future::{ready, BoxFuture};
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use std::sync::Arc;
 use tonic::Status;
@@ -47,12 +47,12 @@ fn schema_message(schema: SchemaRef) -> BoxStream<'static, Result<FlightData, St
 /// Encode `batches` as Flight data: a schema message first (for `schema` at once, when the
 /// schema is known before the first batch) and again whenever a batch's schema differs
 /// from the last one sent, so a schema change mid-stream arrives as a new schema message.
-/// A stream that ends without a batch still sends `if_empty`'s schema (Arrow C++ readers
-/// refuse a stream without one).
+/// A stream that ends without a batch still sends the schema `if_empty` finds (Arrow C++
+/// readers refuse a stream without one); it is only asked then.
 pub(crate) fn encode(
     schema: Option<SchemaRef>,
     batches: BoxStream<'static, Result<RecordBatch, FlightError>>,
-    if_empty: Option<SchemaRef>,
+    if_empty: Option<BoxFuture<'static, Result<SchemaRef, Status>>>,
 ) -> BoxStream<'static, Result<FlightData, Status>> {
     let status = |e: FlightError| Status::internal(e.to_string());
     let sent = Arc::new(std::sync::atomic::AtomicBool::new(schema.is_some()));
@@ -77,7 +77,10 @@ pub(crate) fn encode(
     });
     let tail = stream::once(async move {
         match if_empty {
-            Some(s) if !sent.load(std::sync::atomic::Ordering::Relaxed) => schema_message(s),
+            Some(find) if !sent.load(std::sync::atomic::Ordering::Relaxed) => match find.await {
+                Ok(s) => schema_message(s),
+                Err(e) => stream::once(ready(Err(e))).boxed(),
+            },
             _ => stream::empty().boxed(),
         }
     })

@@ -154,11 +154,9 @@ impl FlightService for Server {
                 }));
             }
             // A tap's schema is that of its last batch (empty before the first).
-            let sub = self
-                .taps
-                .subscribe(name)
-                .ok_or_else(|| Status::not_found(format!("no tap `{name}`")))?;
-            sub.schema
+            self.taps
+                .schema(name)
+                .ok_or_else(|| Status::not_found(format!("no tap `{name}`")))?
                 .map_or_else(arrow::datatypes::Schema::empty, |s| s.as_ref().clone())
         } else {
             let topic = topic_of(&descriptor)?;
@@ -190,12 +188,10 @@ impl FlightService for Server {
             }
         }
         let spec = TicketSpec::parse(raw)?;
-        let topic = spec.topic.clone();
+        let (log, topic) = (self.log.clone(), spec.topic.clone());
         let batches = self.batches(spec)?;
-        let schema = table::newest_schema(&self.log, &topic)
-            .await
-            .map_err(internal)?;
-        Ok(Response::new(encode(None, batches, Some(schema))))
+        let schema = async move { table::newest_schema(&log, &topic).await.map_err(internal) };
+        Ok(Response::new(encode(None, batches, Some(Box::pin(schema)))))
     }
 
     async fn do_put(

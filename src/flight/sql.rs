@@ -364,7 +364,7 @@ fn pipelines(status: &StatusRegistry) -> Result<RecordBatch, arrow::error::Arrow
         Arc::new(schema),
         vec![
             text(&|s| Some(s.name.clone())),
-            text(&|s| name(serde_json::to_value(s.kind))),
+            text(&|s| Some(s.kind.as_str().to_string())),
             text(&|s| Some(s.connector.clone())),
             text(&|s| name(serde_json::to_value(s.state))),
             int(&|s| s.events),
