@@ -629,6 +629,89 @@ print(json.dumps({{"rows": sum(got.values()), "equal": got == want, "duckdb_equa
     assert!(got["schemas"].as_u64().unwrap() >= 2, "{got}");
 }
 
+/// One commit holding rows of the table's schema (written while they arrive) and, after
+/// them, rows with a new column and a wider type (buffered, written after the schema
+/// change): one snapshot, every row read back by pyiceberg and DuckDB, the older rows
+/// with the new column null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_commit_of_rows_before_and_after_a_schema_change() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let lake = tempfile::tempdir().unwrap();
+    let pipeline = |narrow: bool| {
+        let (gen, wide) = if narrow {
+            ("true", "false")
+        } else {
+            ("false", "true")
+        };
+        format!(
+            "sources:
+  narrow:
+    connector: datagen
+    topic: orders
+    enabled: {gen}
+    config: {{pattern: orders, max_events: 1500, events_per_second: 0, seed: 5}}
+    transforms:
+      - type: cast
+        config: {{spec: {{customer_id: int32}}}}
+  wide:
+    connector: datagen
+    topic: orders
+    enabled: {wide}
+    config: {{pattern: orders, max_events: 700, events_per_second: 0, seed: 6}}
+    transforms:
+      - type: insert_field
+        config: {{static_field: extra, static_value: 7}}
+sinks:
+  lake:
+    connector: iceberg
+    topics: [orders]
+    consumer_group: lake
+    start_offset: earliest
+    enabled: {wide}
+    config:
+      catalog: {{type: memory, memory: {{warehouse: {}}}}}
+      table: orders
+      batch_size: 100000
+      flush_interval_secs: 3600
+",
+            lake.path().display()
+        )
+    };
+    let p = crate::support::Pipeline::new(&pipeline(true));
+    run_ok(&p, &["check", "run"], &[]);
+    let yaml = std::fs::read_to_string(p.config()).unwrap();
+    assert!(yaml.contains(&pipeline(true)));
+    std::fs::write(p.config(), yaml.replace(&pipeline(true), &pipeline(false))).unwrap();
+    run_ok(&p, &["check", "run"], &[]);
+    let script = format!(
+        r#"{LOAD}{duck}
+from collections import Counter
+t = load(sys.argv[1])
+rows = t.scan().to_arrow().to_pylist()
+loc = t.metadata_location.removeprefix("file://")
+duck = duck_rows(duck(), f"SELECT * FROM iceberg_scan('{{loc}}')")
+key = lambda r: (r["sequence"], r["customer_id"], r["extra"])
+print(json.dumps({{"rows": len(rows), "extra": dict(Counter(str(r["extra"]) for r in rows)),
+                  "duckdb_equal": Counter(map(key, rows)) == Counter(map(key, duck)),
+                  "snapshots": len(t.metadata.snapshots), "schemas": len(t.metadata.schemas),
+                  "files": int(t.current_snapshot().summary["added-data-files"]),
+                  "types": {{f.name: str(f.field_type) for f in t.schema().fields}}}}))
+"#,
+        duck = rivven_testkit::DUCKDB_LAKEHOUSE
+    );
+    let spec = serde_json::json!({ "static": lake.path() });
+    let out = py.run(&script, &[&spec.to_string()]).unwrap();
+    let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(got["rows"], 2200, "{got}");
+    assert_eq!(got["extra"]["None"], 1500, "{got}");
+    assert_eq!(got["extra"]["7"], 700, "{got}");
+    assert_eq!(got["duckdb_equal"], true, "{got}");
+    assert_eq!(got["snapshots"], 1, "one commit: {got}");
+    assert!(got["files"].as_u64().unwrap() >= 2, "{got}");
+    assert!(got["schemas"].as_u64().unwrap() >= 2, "{got}");
+    assert_eq!(got["types"]["customer_id"], "long", "{got}");
+}
+
 /// The `hive` catalog against a metastore that is not there (none runs here): `check`
 /// fails naming the metastore's address; a two-level namespace is a configuration error.
 #[test]

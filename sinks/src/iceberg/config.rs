@@ -50,10 +50,10 @@ pub struct IcebergConfig {
     /// exist (default true); false: a missing table is an error.
     #[serde(default = "yes")]
     pub auto_create: bool,
-    /// Rows buffered before a commit is made (default 10000).
+    /// Rows per commit: a commit is made once this many have arrived (default 10000).
     #[serde(default = "default_batch_size")]
     pub batch_size: u64,
-    /// Longest time, in seconds, that a buffered row waits for its commit (default 60).
+    /// Longest time, in seconds, that a row waits for its commit (default 60).
     #[serde(default = "default_flush_interval")]
     pub flush_interval_secs: u64,
     /// Size, in MiB, at which a data file is closed and the next one started (default 128).

@@ -7,7 +7,7 @@
 use super::catalog::{ice_err, Tables};
 use super::commit::{self, Delta};
 use super::config::{CatalogKind, CommitMode, IcebergConfig, PartitionField};
-use super::files::{write_files, write_rows, Files};
+use super::files::{write_files, write_rows, Files, Streaming};
 use super::schema;
 use super::upsert::{key_field_ids, upsert_key, upsert_rows, without_flag};
 use crate::changes;
@@ -72,6 +72,9 @@ struct TableState {
     /// Offsets recorded in the table by this sink: rows before them are already there.
     done: HashMap<(String, u32), u64>,
     buffered: Vec<RecordBatch>,
+    /// `append`/`overwrite`: data files being written of rows that fit the table's schema
+    /// as it is, taken before anything is buffered (see [`IcebergSink::write`]).
+    streaming: Option<Streaming>,
     /// Columns the buffered rows bring that the table lacks, with their types.
     pending: HashMap<String, iceberg::spec::Type>,
     /// Offset after the last buffered row, per topic partition.
@@ -152,6 +155,7 @@ impl IcebergSink {
                     table,
                     done,
                     buffered: Vec::new(),
+                    streaming: None,
                     pending: HashMap::new(),
                     next: BTreeMap::new(),
                     key: Vec::new(),
@@ -208,23 +212,34 @@ impl IcebergSink {
             .states
             .get_mut(ident)
             .ok_or_else(|| Error::internal("iceberg: table state missing"))?;
-        if state.buffered.is_empty() {
+        // The streamed rows' files first: written against the table's schema as it was,
+        // which stays readable after the changes that the buffered rows bring.
+        let streamed = match state.streaming.take() {
+            Some(w) => w.finish().await?,
+            None => Vec::new(),
+        };
+        if state.buffered.is_empty() && streamed.is_empty() {
             return Ok(());
         }
         let mut table = match state.table.take() {
             Some(t) => t,
-            None => match tables.load(ident).await? {
-                Some(t) => t,
-                None => {
+            None => match (tables.load(ident).await?, state.buffered.first()) {
+                (Some(t), _) => t,
+                (None, Some(first)) => {
                     create_table(
                         tables,
                         &self.cfg,
                         &self.partition_spec,
                         ident,
-                        &without_flag(&state.buffered[0], &state.key)?,
+                        &without_flag(first, &state.key)?,
                         &state.key,
                     )
                     .await?
+                }
+                (None, None) => {
+                    return Err(Error::internal(format!(
+                        "iceberg: table {ident} vanished while its rows were written"
+                    )))
                 }
             },
         };
@@ -276,7 +291,12 @@ impl IcebergSink {
         let size = self.cfg.target_file_size_mb;
         let (files, deletes, replaced, table) = match self.cfg.commit_mode {
             CommitMode::Append => {
-                let files = write_rows(&table, &self.props, size, &state.buffered, &target).await?;
+                let mut files = streamed;
+                if !state.buffered.is_empty() {
+                    files.extend(
+                        write_rows(&table, &self.props, size, &state.buffered, &target).await?,
+                    );
+                }
                 let tx = Transaction::new(&table);
                 let tx = tx
                     .fast_append()
@@ -291,7 +311,12 @@ impl IcebergSink {
                 (files, Vec::new(), 0, table)
             }
             CommitMode::Overwrite => {
-                let files = write_rows(&table, &self.props, size, &state.buffered, &target).await?;
+                let mut files = streamed;
+                if !state.buffered.is_empty() {
+                    files.extend(
+                        write_rows(&table, &self.props, size, &state.buffered, &target).await?,
+                    );
+                }
                 let delta = Delta {
                     data: files.clone(),
                     overwrite: true,
@@ -551,7 +576,11 @@ impl Sink for IcebergSink {
         let metadata_columns = self.cfg.metadata_columns.clone();
         let mut refused = Vec::new();
         for (ident, idx) in self.route(b)? {
-            let state = self.state(&ident).await?;
+            self.state(&ident).await?;
+            let state = self
+                .states
+                .get_mut(&ident)
+                .ok_or_else(|| Error::internal("iceberg: table state missing"))?;
             // Rows this table already holds (a commit that the group's offsets missed)
             // are skipped. Recorded offsets are ends of topic batches, so a transformed
             // piece is either wholly before one or wholly after it; only untransformed
@@ -627,10 +656,41 @@ impl Sink for IcebergSink {
                 Err(e) => return Err(e),
             }
             let n = rows.num_rows() as u64;
-            state.next.insert(key.clone(), b.next_offset());
-            state.buffered.push(rows);
-            self.rows += n;
             self.first_at.get_or_insert_with(Instant::now);
+            self.rows += n;
+            state.next.insert(key.clone(), b.next_offset());
+            // `append`/`overwrite`: rows that fit the table as it is (created for them when
+            // missing) are written now by a task of their own, overlapping the encoding
+            // with reading the topic. From the first rows that need a schema change on,
+            // the commit's rows are buffered and written after the change.
+            if !upsert && state.buffered.is_empty() {
+                if state.table.is_none() {
+                    let tables = self
+                        .tables
+                        .as_ref()
+                        .ok_or_else(|| Error::internal("iceberg: catalog not connected"))?;
+                    let table =
+                        create_table(tables, &self.cfg, &self.partition_spec, &ident, &rows, &[])
+                            .await?;
+                    state.table = Some(table);
+                }
+                if let Some(table) = &state.table {
+                    let current = table.metadata().current_schema();
+                    if schema::evolution(&rows.schema(), current)?.is_empty() {
+                        let writer = match &mut state.streaming {
+                            Some(w) => w,
+                            None => state.streaming.insert(Streaming::start(
+                                table,
+                                &self.props,
+                                self.cfg.target_file_size_mb,
+                            )?),
+                        };
+                        writer.write(&rows).await?;
+                        continue;
+                    }
+                }
+            }
+            state.buffered.push(rows);
         }
         self.rejected.extend(refused);
         Ok(())
@@ -640,7 +700,7 @@ impl Sink for IcebergSink {
         let idents: Vec<TableIdent> = self
             .states
             .iter()
-            .filter(|(_, s)| !s.buffered.is_empty())
+            .filter(|(_, s)| !s.buffered.is_empty() || s.streaming.is_some())
             .map(|(id, _)| id.clone())
             .collect();
         if idents.is_empty() {
