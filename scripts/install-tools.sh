@@ -26,7 +26,7 @@ S3S_FS_VERSION="${S3S_FS_VERSION:-0.14.1}"
 RUSTBERG_VERSION="${RUSTBERG_VERSION:-0.3.0}"
 AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
 PLAYWRIGHT_VERSION="${PLAYWRIGHT_VERSION:-1.65.1}"
-PY_PACKAGES=(pyarrow duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-avro==1.5.5 duckdb-extension-httpfs==1.5.5 pytz "pyiceberg[sql-sqlite,sql-postgres,pyarrow,glue]" "moto[server]" deltalake fastavro cramjam backports.zstd azure-storage-blob adbc-driver-flightsql==1.13.0 adbc-driver-manager==1.13.0)
+PY_PACKAGES=(pyarrow duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-avro==1.5.5 duckdb-extension-httpfs==1.5.5 pytz "pyiceberg[sql-sqlite,sql-postgres,pyarrow,glue]" "moto[server]" deltalake fastavro cramjam backports.zstd azure-storage-blob adbc-driver-flightsql==1.13.0 adbc-driver-manager==1.13.0 confluent-kafka)
 
 install_apt() {
   for c in rustfmt clippy; do

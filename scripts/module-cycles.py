@@ -13,7 +13,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT = ["engine/src", "sql/src", "sources/src", "sinks/src", "testkit/src", "src",
+DEFAULT = ["engine/src", "sql/src", "kafka/src", "sources/src", "sinks/src", "testkit/src", "src",
            "benches/src", "operator/src"]
 
 

@@ -10,6 +10,8 @@ pub mod delta_lake;
 pub mod format;
 #[cfg(feature = "iceberg")]
 pub mod iceberg;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "object-storage")]
 pub mod object_storage;
 pub mod render;
@@ -30,6 +32,8 @@ pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     registry.register_sink(delta_lake::DeltaLake)?;
     #[cfg(feature = "iceberg")]
     registry.register_sink(iceberg::Iceberg)?;
+    #[cfg(feature = "kafka")]
+    registry.register_sink(kafka::KafkaSinkConnector)?;
     let _ = &registry;
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 #[cfg(feature = "datagen")]
 pub mod datagen;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "postgres-cdc")]
 pub mod postgres_cdc;
 
@@ -13,6 +15,8 @@ use rivven_engine::registry::Registry;
 pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     #[cfg(feature = "datagen")]
     registry.register_source(datagen::Datagen)?;
+    #[cfg(feature = "kafka")]
+    registry.register_source(kafka::KafkaSourceConnector)?;
     #[cfg(feature = "postgres-cdc")]
     registry.register_source(postgres_cdc::PostgresCdc)?;
     let _ = &registry;

@@ -12,6 +12,7 @@ mod flight_sql;
 mod health;
 #[cfg(feature = "lakehouse")]
 mod iceberg;
+mod kafka;
 #[cfg(feature = "lakehouse")]
 mod lakehouse_cdc;
 mod object_storage;

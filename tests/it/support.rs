@@ -138,7 +138,6 @@ pub fn unsafe_kill(pid: u32, sig: i32) -> i32 {
 
 /// If `child` (spawned with piped stderr, as [`Pipeline::spawn_run`] does) has exited:
 /// its exit status and what it wrote to stderr.
-#[cfg(feature = "lakehouse")]
 pub fn ended(child: &mut std::process::Child) -> Option<String> {
     let status = child.try_wait().unwrap()?;
     let mut err = String::new();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The modules the readers venv must import.
-pub const PYTHON_READERS: [&str; 11] = [
+pub const PYTHON_READERS: [&str; 12] = [
     "pyarrow",
     "duckdb",
     "duckdb_extension_avro",
@@ -20,6 +20,7 @@ pub const PYTHON_READERS: [&str; 11] = [
     "fastavro",
     "cramjam",
     "adbc_driver_flightsql",
+    "confluent_kafka",
 ];
 
 /// Python that defines `duck()`: a DuckDB connection with the `iceberg` and `delta`

@@ -1,0 +1,364 @@
+//! `kafka-source` and `kafka-sink` against tansu (a Kafka-protocol broker), checked with
+//! confluent-kafka (librdkafka), the reference client: records it produced with every
+//! compression codec pass through the pipeline and come out equal (keys, JSON values,
+//! headers, timestamps, partitions); records that are not JSON go to the dead-letter
+//! topic; kill -9 loses and duplicates nothing in the pipeline's topic.
+
+use crate::support::{ended, unsafe_kill, Pipeline};
+use std::time::{Duration, Instant};
+
+/// `name` made unique: the broker of a test run may be shared with earlier runs.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// Create `topic` with `partitions` and produce `n` records from index `start` with
+/// `codec`: key `k<i>`, a JSON value, two headers, timestamp 1.7e12 + i, partition
+/// i % partitions. Indices in `bad` get a value that is not JSON.
+const PRODUCE: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+boot, topic, parts, codec, start, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+bad = set(json.loads(sys.argv[7])) if len(sys.argv) > 7 else set()
+admin = AdminClient({"bootstrap.servers": boot})
+if topic not in admin.list_topics(timeout=10).topics:
+    for f in admin.create_topics([NewTopic(topic, num_partitions=parts, replication_factor=1)]).values():
+        f.result()
+p = Producer({"bootstrap.servers": boot, "compression.type": codec, "linger.ms": 20})
+for i in range(start, start + n):
+    value = b"not json {" if i in bad else json.dumps({"id": i, "name": "n%d" % i, "amount": i / 4, "ok": i % 3 == 0, "nested": {"a": i, "b": "x\ny"}}).encode()
+    p.produce(topic, key=b"k%d" % i, value=value, partition=i % parts,
+              headers=[("h1", str(i).encode()), ("bin", bytes([0, 1, i % 256]))], timestamp=1_700_000_000_000 + i)
+assert p.flush(30) == 0
+print("ok")
+"#;
+
+/// Every record of `topic` (waiting until there are `n`, up to 60 s) as
+/// `[partition, offset, key, value, headers, timestamp]`, sorted by partition and offset.
+const CONSUME: &str = r#"
+import json, sys, time, base64
+from confluent_kafka import Consumer, TopicPartition
+boot, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = Consumer({"bootstrap.servers": boot, "group.id": "checker-%s" % time.time(), "enable.auto.commit": False})
+deadline = time.time() + 60
+while True:
+    md = c.list_topics(topic, timeout=10).topics.get(topic)
+    if md is not None and md.partitions:
+        break
+    if time.time() > deadline:
+        print(json.dumps([])); sys.exit()
+    time.sleep(0.2)
+c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+out = []
+b64 = lambda b: None if b is None else base64.b64encode(b).decode()
+while len(out) < n and time.time() < deadline:
+    for m in c.consume(1000, 1.0):
+        if m.error():
+            continue
+        out.append([m.partition(), m.offset(), b64(m.key()), b64(m.value()),
+                    [[k, b64(v)] for k, v in (m.headers() or [])], m.timestamp()[1]])
+c.close()
+out.sort(key=lambda r: (r[0], r[1]))
+print(json.dumps(out))
+"#;
+
+fn consume(
+    py: &rivven_testkit::Python,
+    boot: &str,
+    topic: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    let out = py.run(CONSUME, &[boot, topic, &n.to_string()]).unwrap();
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn produce(
+    py: &rivven_testkit::Python,
+    boot: &str,
+    topic: &str,
+    codec: &str,
+    start: usize,
+    n: usize,
+    bad: &[usize],
+) {
+    let bad = serde_json::to_string(bad).unwrap();
+    py.run(
+        PRODUCE,
+        &[
+            boot,
+            topic,
+            "4",
+            codec,
+            &start.to_string(),
+            &n.to_string(),
+            &bad,
+        ],
+    )
+    .unwrap();
+}
+
+/// Wait until `cond` holds (checked every 300 ms, up to 90 s), failing early if the run
+/// ended.
+fn wait_for(child: &mut std::process::Child, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !cond() {
+        if let Some(e) = ended(child) {
+            panic!("run ended while waiting for {what}: {e}");
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn confluent_kafka_records_pass_through_source_and_sink_equal_with_every_codec() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let kafka = rivven_testkit::require!(rivven_testkit::tansu());
+    let boot = kafka.bootstrap();
+    const N: usize = 3000;
+    let codecs = ["gzip", "snappy", "lz4", "zstd"];
+    let run = unique("rt");
+    let mut yaml = String::from("sources:\n");
+    for c in codecs {
+        produce(&py, &boot, &format!("in-{c}-{run}"), c, 0, N, &[]);
+        yaml += &format!(
+            "  from_{c}:
+    connector: kafka-source
+    topic: mid-{c}
+    config:
+      brokers: [\"{boot}\"]
+      topic: in-{c}-{run}
+      consumer_group: rivven-{c}-{run}
+      start_offset: earliest
+      include_metadata: true
+      fetch_max_messages: 700
+"
+        );
+    }
+    yaml += "sinks:\n";
+    for c in codecs {
+        yaml += &format!(
+            "  to_{c}:
+    connector: kafka-sink
+    topics: [mid-{c}]
+    consumer_group: to-{c}
+    start_offset: earliest
+    config:
+      brokers: [\"{boot}\"]
+      topic: out-{c}-{run}
+      partitions: 4
+      compression: {c}
+      key_column: __kafka_key
+      headers_column: __kafka_headers
+      timestamp_column: __kafka_timestamp
+      partition_column: __kafka_partition
+"
+        );
+    }
+    let p = Pipeline::new(&yaml);
+    let check = p.cmd(&["check"]);
+    assert!(check.status.success(), "{}", crate::support::stderr(&check));
+    let mut child = p.spawn_run(&p.dir.path().join("run.out"));
+    for c in codecs {
+        let mut got = Vec::new();
+        wait_for(&mut child, &format!("out-{c}"), || {
+            got = consume(&py, &boot, &format!("out-{c}-{run}"), N);
+            got.len() >= N
+        });
+        let want = consume(&py, &boot, &format!("in-{c}-{run}"), N);
+        assert_eq!(got.len(), N, "{c}");
+        for (g, w) in got.iter().zip(&want) {
+            // Same partition, offset, key, headers and timestamp; the value the same JSON.
+            assert_eq!(g[0], w[0], "{c}: partition");
+            assert_eq!(g[1], w[1], "{c}: offset");
+            assert_eq!(g[2], w[2], "{c}: key");
+            assert_eq!(g[4], w[4], "{c}: headers");
+            assert_eq!(g[5], w[5], "{c}: timestamp");
+            let json = |v: &serde_json::Value| -> serde_json::Value {
+                serde_json::from_slice(&base64_decode(v.as_str().unwrap())).unwrap()
+            };
+            assert_eq!(json(&g[3]), json(&w[3]), "{c}: value");
+        }
+    }
+    assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
+    assert!(child.wait().unwrap().success());
+    // The sources committed what was durable to their groups.
+    assert_eq!(
+        committed(
+            &py,
+            &boot,
+            &format!("rivven-zstd-{run}"),
+            &format!("in-zstd-{run}")
+        ),
+        N as i64
+    );
+}
+
+/// The sum of the offsets `group` committed on the 4 partitions of `topic` (a partition
+/// without a commit counts 0), as confluent-kafka reads them.
+fn committed(py: &rivven_testkit::Python, boot: &str, group: &str, topic: &str) -> i64 {
+    let out = py
+        .run(
+            r#"
+import sys, json
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2]})
+tps = c.committed([TopicPartition(sys.argv[3], p) for p in range(4)], timeout=10)
+print(json.dumps(sum(max(tp.offset, 0) for tp in tps)))
+"#,
+            &[boot, group, topic],
+        )
+        .unwrap();
+    out.trim().parse().unwrap()
+}
+
+/// Standard base64 (the consumer script's encoding of bytes).
+fn base64_decode(s: &str) -> Vec<u8> {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = T.iter().position(|t| *t == c).unwrap() as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn bad_records_go_to_the_dead_letter_topic_and_kill_9_loses_and_repeats_nothing() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let kafka = rivven_testkit::require!(rivven_testkit::tansu());
+    let boot = kafka.bootstrap();
+    let events = unique("events");
+    produce(&py, &boot, &events, "none", 0, 20_000, &[5, 7777, 15_000]);
+    let p = Pipeline::new(&format!(
+        "sources:
+  events:
+    connector: kafka-source
+    topic: events
+    dead_letter_topic: events_dlq
+    config:
+      brokers: [\"{boot}\"]
+      topic: {events}
+      consumer_group: rivven-{events}
+      start_offset: earliest
+      include_metadata: true
+      fetch_max_messages: 100
+      fetch_max_bytes: 4000
+"
+    ));
+    // Offsets of the pipeline's topic rows: (kafka partition, kafka offset) pairs.
+    let rows = |topic: &str| -> Vec<(i32, i64)> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let log = p.log();
+            let mut out = Vec::new();
+            let Ok(parts) = log.partitions(topic) else {
+                return out;
+            };
+            for part in 0..parts {
+                let end = log.end_offset(topic, part).unwrap();
+                let mut from = 0;
+                while from < end {
+                    for b in log.read(topic, part, from, 1 << 24).await.unwrap() {
+                        from = b.next_offset();
+                        use arrow::array::AsArray;
+                        let kp = b.batch.column_by_name("__kafka_partition").unwrap();
+                        let ko = b.batch.column_by_name("__kafka_offset").unwrap();
+                        let kp = kp.as_primitive::<arrow::datatypes::Int32Type>();
+                        let ko = ko.as_primitive::<arrow::datatypes::Int64Type>();
+                        out.extend(kp.values().iter().copied().zip(ko.values().iter().copied()));
+                    }
+                }
+            }
+            out
+        })
+    };
+    let (kills, seen) = crate::support::kill_9_runs(&p, || rows("events").len());
+    assert!(
+        seen.iter().any(|n| *n > 0 && *n < 19_997),
+        "at least one kill -9 mid-stream: rows after each run {seen:?}"
+    );
+    produce(&py, &boot, &events, "none", 20_000, 500, &[]);
+    let mut child = p.spawn_run(&p.dir.path().join("run.out"));
+    // Offsets reach the group only once their rows are durable in the pipeline's topic.
+    wait_for(&mut child, "every offset committed", || {
+        committed(&py, &boot, &format!("rivven-{events}"), &events) == 20_500
+    });
+    assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
+    assert!(child.wait().unwrap().success());
+    let mut got = rows("events");
+    let n = got.len();
+    got.sort();
+    got.dedup();
+    assert_eq!(
+        got.len(),
+        n,
+        "no record twice in the pipeline's topic ({kills} kills)"
+    );
+    assert_eq!(
+        n, 20_497,
+        "every record but the three bad ones ({kills} kills)"
+    );
+    let dead = rows("events_dlq");
+    let mut dead_offsets: Vec<i64> = dead.iter().map(|(p, o)| (*o) * 4 + i64::from(*p)).collect();
+    dead_offsets.sort();
+    assert_eq!(
+        dead_offsets,
+        vec![5, 7777, 15_000],
+        "the bad records' indices"
+    );
+    eprintln!(
+        "kafka-source: 20,500 records, 3 bad, {kills} kill -9 (rows after each: {seen:?}), \
+         20,497 rows once each"
+    );
+}
+
+#[test]
+fn check_names_a_missing_topic_and_refuses_sasl_until_it_exists() {
+    let kafka = rivven_testkit::require!(rivven_testkit::tansu());
+    let boot = kafka.bootstrap();
+    let p = Pipeline::new(&format!(
+        "sources:
+  k:
+    connector: kafka-source
+    topic: t
+    config: {{brokers: [\"{boot}\"], topic: nowhere}}
+"
+    ));
+    let out = p.cmd(&["check"]);
+    assert!(!out.status.success());
+    let err = crate::support::stderr(&out) + &crate::support::stdout(&out);
+    assert!(err.contains("`nowhere` does not exist"), "{err}");
+    let p = Pipeline::new(&format!(
+        "sinks:
+  k:
+    connector: kafka-sink
+    topics: [t]
+    consumer_group: k
+    config:
+      brokers: [\"{boot}\"]
+      topic: out
+      security: {{protocol: sasl_ssl, mechanism: PLAIN, username: u, password: secret-value}}
+"
+    ));
+    let out = p.cmd(&["check"]);
+    assert!(!out.status.success());
+    let err = crate::support::stderr(&out) + &crate::support::stdout(&out);
+    assert!(err.contains("security.protocol"), "{err}");
+    assert!(
+        !err.contains("secret-value"),
+        "the password is never printed: {err}"
+    );
+}
