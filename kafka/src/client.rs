@@ -4,7 +4,8 @@
 //! (leadership moved, topic not yet known) refresh the metadata and are retried with
 //! backoff, up to [`ClientConfig::retries`] times.
 
-use crate::conn::{code_name, code_retriable, Connection};
+use crate::conn::{code_name, code_retriable, ConnOptions, Connection};
+use crate::sasl::Credentials;
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -42,6 +43,10 @@ pub struct ClientConfig {
     pub retry_initial: Duration,
     /// Longest backoff between retries.
     pub retry_max: Duration,
+    /// TLS (verifying the brokers' certificates and names), if any.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// SASL credentials, if any.
+    pub sasl: Option<Credentials>,
 }
 
 impl ClientConfig {
@@ -54,6 +59,8 @@ impl ClientConfig {
             retries: 5,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -135,6 +142,15 @@ impl Client {
         &self.cfg
     }
 
+    fn conn_options(&self) -> ConnOptions {
+        ConnOptions {
+            client_id: self.cfg.client_id.clone(),
+            timeout: self.cfg.request_timeout,
+            tls: self.cfg.tls.clone(),
+            sasl: self.cfg.sasl.clone(),
+        }
+    }
+
     async fn any(&self) -> Result<Shared> {
         let mut any = self.any.lock().await;
         if let Some(c) = any.as_ref() {
@@ -142,7 +158,7 @@ impl Client {
         }
         let mut last = None;
         for addr in &self.cfg.brokers {
-            match Connection::connect(addr, &self.cfg.client_id, self.cfg.request_timeout).await {
+            match Connection::connect(addr, &self.conn_options()).await {
                 Ok(c) => {
                     let c = Arc::new(Mutex::new(c));
                     *any = Some(c.clone());
@@ -162,6 +178,23 @@ impl Client {
             }
             None => *self.any.lock().await = None,
         }
+    }
+
+    /// Send `req` over `conn` (broker `id`; `None`: the bootstrap connection). A failed
+    /// exchange (connection lost, timeout, a frame that does not decode) forgets the
+    /// connection: its framing can no longer be trusted. Broker error codes inside a
+    /// response are the caller's to check.
+    async fn call<R: kafka_protocol::protocol::Request>(
+        &self,
+        id: Option<i32>,
+        conn: &Shared,
+        req: &R,
+    ) -> Result<R::Response> {
+        let r = conn.lock().await.send(req).await;
+        if r.is_err() {
+            self.drop_conn(id).await;
+        }
+        r
     }
 
     async fn broker(&self, id: i32) -> Result<Shared> {
@@ -185,7 +218,7 @@ impl Client {
                     })?
             }
         };
-        let c = Connection::connect(&addr, &self.cfg.client_id, self.cfg.request_timeout).await?;
+        let c = Connection::connect(&addr, &self.conn_options()).await?;
         let c = Arc::new(Mutex::new(c));
         self.conns.lock().await.insert(id, c.clone());
         Ok(c)
@@ -202,17 +235,7 @@ impl Client {
                     .collect(),
             ))
             .with_allow_auto_topic_creation(false);
-        let resp = {
-            let mut c = conn.lock().await;
-            c.send(&req).await
-        };
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                self.drop_conn(None).await;
-                return Err(e);
-            }
-        };
+        let resp = self.call(None, &conn, &req).await?;
         let mut meta = self.meta.lock().await;
         for b in resp.brokers {
             meta.brokers
@@ -276,7 +299,7 @@ impl Client {
                         .collect(),
                 )]);
         let conn = self.any().await?;
-        let resp = conn.lock().await.send(&req).await?;
+        let resp = self.call(None, &conn, &req).await?;
         for t in &resp.topics {
             // TOPIC_ALREADY_EXISTS (36): created meanwhile by someone else.
             if t.error_code != 0 && t.error_code != 36 {
@@ -644,12 +667,12 @@ impl Client {
         Ok(off)
     }
 
-    async fn coordinator(&self, group: &str) -> Result<Shared> {
+    async fn coordinator(&self, group: &str) -> Result<(i32, Shared)> {
         let req = FindCoordinatorRequest::default()
             .with_key(StrBytes::from_string(group.to_string()))
             .with_key_type(0);
         let conn = self.any().await?;
-        let resp = conn.lock().await.send(&req).await?;
+        let resp = self.call(None, &conn, &req).await?;
         if resp.error_code != 0 {
             return Err(Error::connect(format!(
                 "kafka: no coordinator for group {group}: {}",
@@ -660,7 +683,7 @@ impl Client {
         let id = resp.node_id.0;
         let addr = format!("{}:{}", resp.host.as_str(), resp.port);
         self.meta.lock().await.brokers.entry(id).or_insert(addr);
-        self.broker(id).await
+        Ok((id, self.broker(id).await?))
     }
 
     /// Commit `offsets` (topic, partition, next offset to read) for `group` as a
@@ -695,8 +718,8 @@ impl Client {
                     .collect(),
             );
         self.retrying("commit offsets", || async {
-            let conn = self.coordinator(group).await?;
-            let resp = conn.lock().await.send(&req).await?;
+            let (id, conn) = self.coordinator(group).await?;
+            let resp = self.call(Some(id), &conn, &req).await?;
             for t in &resp.topics {
                 for p in &t.partitions {
                     if p.error_code != 0 {
@@ -728,8 +751,8 @@ impl Client {
                 .with_name(topic_name(topic))
                 .with_partition_indexes(partitions.to_vec())]));
         self.retrying("fetch offsets", || async {
-            let conn = self.coordinator(group).await?;
-            let resp = conn.lock().await.send(&req).await?;
+            let (id, conn) = self.coordinator(group).await?;
+            let resp = self.call(Some(id), &conn, &req).await?;
             if resp.error_code != 0 {
                 return Err(Error::connect(format!(
                     "kafka: reading offsets of group {group}: {}",

@@ -5,17 +5,46 @@
 //! Every message is a `kafka-protocol` type encoded at the version both sides support:
 //! the lower of this client's ceiling for the API ([`ceiling`]) and the broker's maximum.
 
+use crate::sasl::{Conversation, Credentials};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use rivven_engine::{Error, Result};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
+
+type Reader = BufReader<Box<dyn AsyncRead + Unpin + Send>>;
+type Writer = BufWriter<Box<dyn AsyncWrite + Unpin + Send>>;
+
+/// How connections are made: identity, timeout, TLS and SASL.
+#[derive(Clone)]
+pub struct ConnOptions {
+    /// Client id sent with every request.
+    pub client_id: String,
+    /// Longest wait for a connection or an answer.
+    pub timeout: Duration,
+    /// TLS, verifying the broker's certificate and name.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// SASL authentication after connecting.
+    pub sasl: Option<Credentials>,
+}
+
+impl std::fmt::Debug for ConnOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnOptions")
+            .field("client_id", &self.client_id)
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl.as_ref().map(|c| c.mechanism))
+            .finish()
+    }
+}
 
 /// Largest response frame accepted (a fetch is bounded by its `max_bytes`, far below).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -36,6 +65,8 @@ pub(crate) fn ceiling(key: ApiKey) -> i16 {
         ApiKey::CreateTopics => 7,
         ApiKey::InitProducerId => 4,
         ApiKey::ApiVersions => 3,
+        ApiKey::SaslHandshake => 1,
+        ApiKey::SaslAuthenticate => 1,
         _ => 0,
     }
 }
@@ -50,6 +81,8 @@ fn floor(key: ApiKey) -> i16 {
         ApiKey::Metadata => 1,
         ApiKey::OffsetCommit => 2,
         ApiKey::OffsetFetch => 1,
+        // v0 would carry the SASL bytes outside Kafka's framing.
+        ApiKey::SaslHandshake => 1,
         _ => 0,
     }
 }
@@ -57,8 +90,8 @@ fn floor(key: ApiKey) -> i16 {
 /// A connection to one broker.
 pub struct Connection {
     addr: String,
-    reader: BufReader<OwnedReadHalf>,
-    writer: BufWriter<OwnedWriteHalf>,
+    reader: Reader,
+    writer: Writer,
     correlation: i32,
     client_id: StrBytes,
     /// API key → the broker's highest version.
@@ -75,20 +108,54 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connect to `addr` (`host:port`) and ask for the broker's API versions.
-    pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Self> {
+    /// Connect to `addr` (`host:port`) (TLS when `opts` says so), ask for the broker's API
+    /// versions, and authenticate (SASL) when `opts` says so.
+    pub async fn connect(addr: &str, opts: &ConnOptions) -> Result<Self> {
+        let timeout = opts.timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| {
                 Error::connect(format!(
                     "kafka: connecting to {addr} timed out after {timeout:?}"
                 ))
+                .retryable(true)
             })?
             .map_err(|e| {
                 Error::connect(format!("kafka: cannot connect to {addr}: {e}")).retryable(true)
             })?;
         let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        let (r, w): (
+            Box<dyn AsyncRead + Unpin + Send>,
+            Box<dyn AsyncWrite + Unpin + Send>,
+        ) = match &opts.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(cfg) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+                        Error::config(format!("kafka: `{host}` is not a TLS server name: {e}"))
+                    })?;
+                let tls = tokio::time::timeout(
+                    timeout,
+                    tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, stream),
+                )
+                .await
+                .map_err(|_| {
+                    Error::connect(format!("kafka: TLS handshake with {addr} timed out"))
+                        .retryable(true)
+                })?
+                .map_err(|e| {
+                    Error::connect(format!("kafka: TLS handshake with {addr} failed: {e}"))
+                })?;
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+        };
+        let client_id = opts.client_id.as_str();
         let mut conn = Connection {
             addr: addr.to_string(),
             reader: BufReader::with_capacity(256 * 1024, r),
@@ -112,7 +179,49 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(creds) = &opts.sasl {
+            conn.authenticate(creds).await?;
+        }
         Ok(conn)
+    }
+
+    /// Run the SASL exchange of `creds`.
+    async fn authenticate(&mut self, creds: &Credentials) -> Result<()> {
+        let mech = creds.mechanism.name();
+        let hs = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mech));
+        let resp = self.send(&hs).await?;
+        if resp.error_code != 0 {
+            let offered: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(Error::connect(format!(
+                "kafka: {} does not offer SASL {mech} (it offers {}): {}",
+                self.addr,
+                offered.join(", "),
+                code_name(resp.error_code)
+            ))
+            .retryable(false));
+        }
+        let (mut conversation, mut msg) = Conversation::start(creds)?;
+        loop {
+            let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(msg));
+            let resp = self.send(&req).await?;
+            if resp.error_code != 0 {
+                return Err(Error::connect(format!(
+                    "kafka: SASL {mech} authentication of `{}` at {} failed: {}{}",
+                    creds.username,
+                    self.addr,
+                    code_name(resp.error_code),
+                    resp.error_message
+                        .as_ref()
+                        .map(|m| format!(": {}", m.as_str()))
+                        .unwrap_or_default()
+                ))
+                .retryable(false));
+            }
+            match conversation.next(&resp.auth_bytes)? {
+                Some(next) => msg = next,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// The broker's address.

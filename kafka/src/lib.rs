@@ -3,7 +3,9 @@
 //! Written on the `kafka-protocol` crate's message types and record batch codec, over
 //! one plain TCP connection per broker:
 //!
-//! - [`conn`]: framing, API version negotiation, one request in flight per connection;
+//! - [`conn`]: framing, API version negotiation, TLS (rustls), one request in flight per
+//!   connection;
+//! - [`sasl`]: SASL PLAIN and SCRAM-SHA-256/512 authentication;
 //! - [`client`]: bootstrap and metadata, then produce, fetch, list offsets, create
 //!   topics, and a group's committed offsets, each sent to the broker that must answer,
 //!   retried with backoff after retriable errors;
@@ -16,13 +18,14 @@
 //! lacks (group offsets now; group membership and idempotent producers next) could not
 //! share its connections; one client on `kafka-protocol` covers all of them.
 //!
-//! Not yet here: TLS and SASL (the connectors' `check` refuses those settings), consumer
-//! group membership (JoinGroup/SyncGroup/Heartbeat) and idempotent producers.
+//! Not yet here: consumer group membership (JoinGroup/SyncGroup/Heartbeat) and
+//! idempotent producers.
 
 pub mod client;
 pub mod codec;
 pub mod conn;
 pub mod records;
+pub mod sasl;
 pub mod settings;
 
 pub use client::{Client, ClientConfig, Fetched, OffsetAt};

@@ -66,6 +66,11 @@ impl Pipeline {
 
     /// Start `run` with stdout appended to `out`.
     pub fn spawn_run(&self, out: &Path) -> std::process::Child {
+        self.spawn_run_env(out, &[])
+    }
+
+    /// Start `run` with `env` and stdout appended to `out`.
+    pub fn spawn_run_env(&self, out: &Path, env: &[(&str, &str)]) -> std::process::Child {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -75,6 +80,7 @@ impl Pipeline {
             .args(["run", "-c"])
             .arg(self.config())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file))
             .stderr(Stdio::piped())
             .spawn()

@@ -69,7 +69,7 @@ pub struct KafkaSinkConfig {
     /// Longest backoff between retries (default 10000 ms).
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
-    /// Authentication and encryption (only `plaintext` so far).
+    /// Encryption (TLS) and authentication (SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
     #[serde(default)]
     pub security: Security,
 }
@@ -150,15 +150,14 @@ fn one() -> u32 {
 }
 
 impl KafkaSinkConfig {
-    /// The client settings.
-    pub fn client(&self) -> rivven_kafka::ClientConfig {
+    /// The client settings (reads `security.ca_file`).
+    pub fn client(&self) -> rivven_engine::Result<rivven_kafka::ClientConfig> {
         settings::client_config(
             &self.brokers,
             &self.client_id,
             self.request_timeout_ms,
-            self.retries,
-            self.retry_initial_ms,
-            self.retry_max_ms,
+            (self.retries, self.retry_initial_ms, self.retry_max_ms),
+            &self.security,
         )
     }
 

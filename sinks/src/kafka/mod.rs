@@ -59,7 +59,7 @@ impl SinkConnector for KafkaSinkConnector {
     }
 
     async fn check(&self, cfg: &KafkaSinkConfig) -> Result<String> {
-        let client = rivven_kafka::Client::connect(cfg.client()).await?;
+        let client = rivven_kafka::Client::connect(cfg.client()?).await?;
         let topic = match client.partitions(&cfg.topic).await? {
             Some(n) => format!("topic {} ({n} partitions)", cfg.topic),
             None if cfg.create_topic => format!(

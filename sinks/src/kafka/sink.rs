@@ -101,7 +101,7 @@ impl Sink for KafkaSink {
         &mut self,
         _committed: &[rivven_engine::connector::Committed],
     ) -> Result<Vec<rivven_engine::connector::Committed>> {
-        let client = Client::connect(self.cfg.client()).await?;
+        let client = Client::connect(self.cfg.client()?).await?;
         self.partitions = if self.cfg.create_topic {
             client
                 .ensure_topic(&self.cfg.topic, self.cfg.partitions, &[])

@@ -60,7 +60,7 @@ impl SourceConnector for KafkaSourceConnector {
     }
 
     async fn check(&self, cfg: &KafkaSourceConfig) -> Result<String> {
-        let client = rivven_kafka::Client::connect(cfg.client()).await?;
+        let client = rivven_kafka::Client::connect(cfg.client()?).await?;
         let mut parts = Vec::new();
         for t in cfg.all_topics() {
             match client.partitions(&t).await? {

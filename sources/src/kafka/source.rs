@@ -125,7 +125,7 @@ impl KafkaSource {
 #[async_trait::async_trait]
 impl Source for KafkaSource {
     async fn open(&mut self, position: Option<Position>) -> Result<()> {
-        let client = Arc::new(Client::connect(self.cfg.client()).await?);
+        let client = Arc::new(Client::connect(self.cfg.client()?).await?);
         let resumed: Offsets = match &position {
             Some(p) => serde_json::from_value(p.0.get("offsets").cloned().unwrap_or_default())
                 .map_err(|e| {

@@ -42,6 +42,38 @@ impl Tansu {
         })
     }
 
+    /// A private tansu on a port of its own that advertises `127.0.0.1:advertised` to
+    /// clients (where a test puts a TLS proxy: tansu 0.6's CLI cannot enable its own TLS,
+    /// as clap refuses `--cert` together with `--key`), requiring SASL when
+    /// `authentication`. Never shared through the services file.
+    pub fn start_private(advertised: u16, authentication: bool) -> Result<Tansu, Unavailable> {
+        let svc = Service::Tansu;
+        let binary = find_binary(svc, &["tansu"])?;
+        let dir = service_dir(svc)?;
+        let port = free_port();
+        let mut cmd = Command::new(&binary);
+        cmd.arg("broker")
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{advertised}"),
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--cluster-id", "rivven-test-private"])
+            .env("RUST_LOG", "warn");
+        if authentication {
+            cmd.arg("--authentication");
+        }
+        launch(svc, cmd, libc::SIGTERM, &dir, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        Ok(Tansu {
+            host: "127.0.0.1".into(),
+            port,
+            binary,
+        })
+    }
+
     /// `127.0.0.1:port`, for a Kafka client's bootstrap servers.
     pub fn bootstrap(&self) -> String {
         format!("{}:{}", self.host, self.port)
