@@ -239,3 +239,28 @@ pub fn client_config(
         sasl: security.credentials()?,
     })
 }
+
+/// Default of `client_id`.
+pub fn default_client_id() -> String {
+    "rivven-connect".into()
+}
+
+/// Default of `request_timeout_ms`.
+pub fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Default of `retries`.
+pub fn default_retries() -> u32 {
+    5
+}
+
+/// Default of `retry_initial_ms`.
+pub fn default_retry_initial_ms() -> u64 {
+    100
+}
+
+/// Default of `retry_max_ms`.
+pub fn default_retry_max_ms() -> u64 {
+    10_000
+}

@@ -32,7 +32,9 @@ pub use services::{
     Azurite, Browser, IcebergRest, MariaDb, Mosquitto, Moto, Nats, Postgres, Python, Service,
     ServiceFile, Tansu, TempDatabase, S3,
 };
-pub use services::{kafka_api_versions, mqtt_connect, nats_info, DUCKDB_LAKEHOUSE, PYTHON_READERS};
+pub use services::{
+    kafka_api_versions, make_certs, mqtt_connect, nats_info, DUCKDB_LAKEHOUSE, PYTHON_READERS,
+};
 
 #[cfg(test)]
 mod tests;

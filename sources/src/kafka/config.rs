@@ -51,19 +51,19 @@ pub struct KafkaSourceConfig {
     #[serde(default)]
     pub include_metadata: bool,
     /// Client id sent to the brokers (default `rivven-connect`).
-    #[serde(default = "default_client_id")]
+    #[serde(default = "settings::default_client_id")]
     pub client_id: String,
     /// Longest wait for a broker's answer (default 30000 ms).
-    #[serde(default = "default_request_timeout_ms")]
+    #[serde(default = "settings::default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// Retries of a request after a retriable error (default 5).
-    #[serde(default = "default_retries")]
+    #[serde(default = "settings::default_retries")]
     pub retries: u32,
     /// First backoff between retries, doubled per retry (default 100 ms).
-    #[serde(default = "default_retry_initial_ms")]
+    #[serde(default = "settings::default_retry_initial_ms")]
     pub retry_initial_ms: u64,
     /// Longest backoff between retries (default 10000 ms).
-    #[serde(default = "default_retry_max_ms")]
+    #[serde(default = "settings::default_retry_max_ms")]
     pub retry_max_ms: u64,
     /// Encryption (TLS) and authentication (SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
     #[serde(default)]
@@ -94,21 +94,6 @@ fn default_fetch_max_bytes() -> u32 {
 }
 fn default_fetch_max_wait_ms() -> u64 {
     500
-}
-pub(crate) fn default_client_id() -> String {
-    "rivven-connect".into()
-}
-pub(crate) fn default_request_timeout_ms() -> u64 {
-    30_000
-}
-pub(crate) fn default_retries() -> u32 {
-    5
-}
-pub(crate) fn default_retry_initial_ms() -> u64 {
-    100
-}
-pub(crate) fn default_retry_max_ms() -> u64 {
-    10_000
 }
 fn yes() -> bool {
     true

@@ -3,6 +3,7 @@
 
 mod azurite;
 mod browser;
+mod certs;
 mod file;
 mod iceberg_rest;
 mod launch;
@@ -18,6 +19,7 @@ mod tansu;
 
 pub use azurite::Azurite;
 pub use browser::Browser;
+pub use certs::make_certs;
 pub use file::{
     azurite, browser, iceberg_rest, mariadb, mosquitto, moto, nats, postgres, python, s3, tansu,
     ServiceFile,

@@ -5,7 +5,7 @@ use super::service::Service;
 use crate::process::{free_port, wait_for_port};
 use crate::Unavailable;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -25,68 +25,6 @@ pub struct Postgres {
     /// signed the server certificate, whose only name is `DNS:localhost` (so checking the
     /// host name fails when connecting to `127.0.0.1`). `None` without openssl.
     pub ca_cert: Option<PathBuf>,
-}
-
-/// Make a CA and a server certificate for `localhost` in `dir` with the openssl CLI;
-/// returns (CA cert, server cert, server key).
-fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
-    let openssl =
-        |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir)).map(|_| ());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .map_err(|e| e.to_string())?;
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=rivven-test-ca",
-    ])?;
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ])?;
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "3650",
-        "-extfile",
-        "server.ext",
-    ])?;
-    Ok((
-        dir.join("ca.crt"),
-        dir.join("server.crt"),
-        dir.join("server.key"),
-    ))
 }
 
 impl Postgres {
@@ -132,7 +70,7 @@ impl Postgres {
                 cmd.uid(uid).gid(gid);
             }
         };
-        let certs = make_certs(&dir).ok();
+        let certs = super::certs::make_certs(&dir, "DNS:localhost").ok();
         if let (Some((_, crt, key)), Some((uid, gid))) = (&certs, ids) {
             for p in [crt, key] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid))
