@@ -50,9 +50,9 @@ impl std::fmt::Debug for ConnOptions {
 const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 /// The highest version of each API this client speaks. Produce and Fetch stop at their
-/// last versions without tagged fields (tansu 0.6 puts Fetch v16's `node_endpoints` tag
-/// into v12 answers, which a strict decoder refuses); the offsets APIs before the
-/// versions that name topics by id only; FindCoordinator before the batched form.
+/// last versions without tagged fields (kafka-protocol refuses tansu 0.6's Fetch v12
+/// answers: "Tag 0 is not valid for version 12"); the offsets APIs before the versions
+/// that name topics by id only; FindCoordinator before the batched form.
 pub(crate) fn ceiling(key: ApiKey) -> i16 {
     match key {
         ApiKey::Produce => 8,
