@@ -33,7 +33,9 @@ pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     #[cfg(feature = "iceberg")]
     registry.register_sink(iceberg::Iceberg)?;
     #[cfg(feature = "kafka")]
-    registry.register_sink(kafka::KafkaSinkConnector)?;
+    for c in kafka::KafkaSinkConnector::all() {
+        registry.register_sink(c)?;
+    }
     let _ = &registry;
     Ok(())
 }

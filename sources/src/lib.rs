@@ -16,7 +16,9 @@ pub fn register(registry: &mut Registry) -> rivven_engine::Result<()> {
     #[cfg(feature = "datagen")]
     registry.register_source(datagen::Datagen)?;
     #[cfg(feature = "kafka")]
-    registry.register_source(kafka::KafkaSourceConnector)?;
+    for c in kafka::KafkaSourceConnector::all() {
+        registry.register_source(c)?;
+    }
     #[cfg(feature = "postgres-cdc")]
     registry.register_source(postgres_cdc::PostgresCdc)?;
     let _ = &registry;

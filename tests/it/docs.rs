@@ -60,8 +60,8 @@ fn connector_page(name: &str) -> &'static str {
         "stdout" => "docs/connectors/stdout.md",
         "delta-lake" => "docs/connectors/delta-lake.md",
         "iceberg" => "docs/connectors/iceberg.md",
-        "kafka-source" => "docs/connectors/kafka-source.md",
-        "kafka-sink" => "docs/connectors/kafka-sink.md",
+        "kafka-source" | "external-source" => "docs/connectors/kafka-source.md",
+        "kafka-sink" | "external-sink" => "docs/connectors/kafka-sink.md",
         "object-storage" | "s3" | "gcs" | "azure-blob" => "docs/connectors/object-storage.md",
         other => panic!("connector `{other}` has no docs page in this test's table: add one"),
     }

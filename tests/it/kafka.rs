@@ -329,12 +329,13 @@ fn bad_records_go_to_the_dead_letter_topic_and_kill_9_loses_and_repeats_nothing(
 fn check_names_a_missing_topic_and_a_sasl_protocol_without_credentials() {
     let kafka = rivven_testkit::require!(rivven_testkit::tansu());
     let boot = kafka.bootstrap();
+    // The operator's name and spellings: the file is valid, the topic is missing.
     let p = Pipeline::new(&format!(
         "sources:
   k:
-    connector: kafka-source
+    connector: external-source
     topic: t
-    config: {{brokers: [\"{boot}\"], topic: nowhere}}
+    config: {{brokers: [\"{boot}\"], topic: nowhere, consumerGroup: g, startOffset: earliest}}
 "
     ));
     let out = p.cmd(&["check"]);

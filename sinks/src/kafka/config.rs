@@ -23,10 +23,10 @@ pub struct KafkaSinkConfig {
     pub acks: Acks,
     /// Uncompressed bytes of one partition's records sent as one record batch (default
     /// 1048576, librdkafka's `batch.size`); a flush sends what is left.
-    #[serde(default = "default_batch_size_bytes")]
+    #[serde(default = "default_batch_size_bytes", alias = "batchSize")]
     pub batch_size_bytes: usize,
     /// Longest time an accepted row waits before it is sent (default 5 ms).
-    #[serde(default = "default_linger_ms")]
+    #[serde(default = "default_linger_ms", alias = "lingerMs")]
     pub linger_ms: u64,
     /// Column whose value is the record key (text and bytes as they are, other types as
     /// text). Without one, records have no key.

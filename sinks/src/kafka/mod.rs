@@ -41,9 +41,19 @@ use rivven_engine::connector::Sink;
 use rivven_engine::registry::{Category, ConnectorInfo, PipelineContext, SinkConnector};
 use rivven_engine::Result;
 
-/// The `kafka-sink` connector.
+/// The `kafka-sink` connector, also registered as `external-sink` (the operator's name
+/// for it).
 #[derive(Debug, Clone, Copy)]
-pub struct KafkaSinkConnector;
+pub struct KafkaSinkConnector {
+    name: &'static str,
+}
+
+impl KafkaSinkConnector {
+    /// The connector under each of its names.
+    pub fn all() -> [KafkaSinkConnector; 2] {
+        ["kafka-sink", "external-sink"].map(|name| KafkaSinkConnector { name })
+    }
+}
 
 #[async_trait]
 impl SinkConnector for KafkaSinkConnector {
@@ -51,9 +61,13 @@ impl SinkConnector for KafkaSinkConnector {
 
     fn info(&self) -> ConnectorInfo {
         ConnectorInfo {
-            name: "kafka-sink",
+            name: self.name,
             category: Category::Messaging,
-            description: "Apache Kafka producer (pure Rust, zero C deps)",
+            description: if self.name == "kafka-sink" {
+                "Apache Kafka producer (pure Rust, zero C deps)"
+            } else {
+                "kafka-sink under the operator's name"
+            },
             tags: &["kafka", "messaging", "producer"],
         }
     }

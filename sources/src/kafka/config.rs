@@ -21,11 +21,11 @@ pub struct KafkaSourceConfig {
     /// Consumer group: where a first start resumes from (its committed offsets), and
     /// where the source commits the offsets that are durable in the pipeline's topic.
     /// Without one, nothing is committed to Kafka.
-    #[serde(default)]
+    #[serde(default, alias = "consumerGroup")]
     pub consumer_group: Option<String>,
     /// Where a partition without a position (and without a committed group offset) starts:
     /// `earliest`, `latest` (default), an RFC 3339 time or epoch milliseconds.
-    #[serde(default)]
+    #[serde(default, alias = "startOffset")]
     pub start_offset: StartOffset,
     /// Most records per fetched batch of one partition (default 500; the runtime's batch
     /// size caps it too).

@@ -42,9 +42,19 @@ use rivven_engine::connector::{Source, StreamInfo};
 use rivven_engine::registry::{Category, ConnectorInfo, PipelineContext, SourceConnector};
 use rivven_engine::{Error, Result};
 
-/// The `kafka-source` connector.
+/// The `kafka-source` connector, also registered as `external-source` (the operator's
+/// name for it).
 #[derive(Debug, Clone, Copy)]
-pub struct KafkaSourceConnector;
+pub struct KafkaSourceConnector {
+    name: &'static str,
+}
+
+impl KafkaSourceConnector {
+    /// The connector under each of its names.
+    pub fn all() -> [KafkaSourceConnector; 2] {
+        ["kafka-source", "external-source"].map(|name| KafkaSourceConnector { name })
+    }
+}
 
 #[async_trait]
 impl SourceConnector for KafkaSourceConnector {
@@ -52,9 +62,13 @@ impl SourceConnector for KafkaSourceConnector {
 
     fn info(&self) -> ConnectorInfo {
         ConnectorInfo {
-            name: "kafka-source",
+            name: self.name,
             category: Category::Messaging,
-            description: "Apache Kafka consumer (pure Rust, zero C deps)",
+            description: if self.name == "kafka-source" {
+                "Apache Kafka consumer (pure Rust, zero C deps)"
+            } else {
+                "kafka-source under the operator's name"
+            },
             tags: &["kafka", "messaging", "consumer"],
         }
     }
