@@ -262,6 +262,21 @@ impl Client {
         Ok(())
     }
 
+    /// The names of every topic of the cluster (internal ones excluded).
+    pub async fn topics(&self) -> Result<Vec<String>> {
+        let conn = self.any().await?;
+        let req = MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false);
+        let resp = self.call(None, &conn, &req).await?;
+        Ok(resp
+            .topics
+            .into_iter()
+            .filter(|t| t.error_code == 0 && !t.is_internal)
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect())
+    }
+
     /// The partition count of `topic`, `None` when it does not exist.
     pub async fn partitions(&self, topic: &str) -> Result<Option<usize>> {
         if let Some(p) = self.meta.lock().await.topics.get(topic) {

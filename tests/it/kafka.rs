@@ -326,6 +326,59 @@ fn bad_records_go_to_the_dead_letter_topic_and_kill_9_loses_and_repeats_nothing(
 }
 
 #[test]
+fn a_topic_pattern_reads_every_matching_topic_and_no_other() {
+    let py = rivven_testkit::require!(rivven_testkit::python());
+    let kafka = rivven_testkit::require!(rivven_testkit::tansu());
+    let boot = kafka.bootstrap();
+    let run = unique("pat");
+    for (name, n) in [("a", 300), ("b", 200), ("x", 100)] {
+        produce(&py, &boot, &format!("{name}-{run}"), "none", 0, n, &[]);
+    }
+    let p = Pipeline::new(&format!(
+        "sources:
+  pat:
+    connector: kafka-source
+    topic: pat
+    config:
+      brokers: [\"{boot}\"]
+      topic_pattern: '[ab]-{run}'
+      consumer_group: g-{run}
+      start_offset: earliest
+      include_metadata: true
+"
+    ));
+    let mut child = p.spawn_run(&p.dir.path().join("run.out"));
+    wait_for(&mut child, "both topics read", || {
+        committed(&py, &boot, &format!("g-{run}"), &format!("a-{run}")) == 300
+            && committed(&py, &boot, &format!("g-{run}"), &format!("b-{run}")) == 200
+    });
+    assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
+    assert!(child.wait().unwrap().success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topics: Vec<String> = rt.block_on(async {
+        let log = p.log();
+        let mut out = Vec::new();
+        for part in 0..log.partitions("pat").unwrap() {
+            let end = log.end_offset("pat", part).unwrap();
+            let mut from = 0;
+            while from < end {
+                for b in log.read("pat", part, from, 1 << 24).await.unwrap() {
+                    from = b.next_offset();
+                    use arrow::array::AsArray;
+                    let t = b.batch.column_by_name("__kafka_topic").unwrap();
+                    out.extend(t.as_string::<i32>().iter().map(|v| v.unwrap().to_string()));
+                }
+            }
+        }
+        out
+    });
+    let count = |t: &str| topics.iter().filter(|x| x.as_str() == t).count();
+    assert_eq!(count(&format!("a-{run}")), 300);
+    assert_eq!(count(&format!("b-{run}")), 200);
+    assert_eq!(topics.len(), 500, "nothing from x-{run}");
+}
+
+#[test]
 fn check_names_a_missing_topic_and_a_sasl_protocol_without_credentials() {
     let kafka = rivven_testkit::require!(rivven_testkit::tansu());
     let boot = kafka.bootstrap();

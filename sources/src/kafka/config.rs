@@ -18,6 +18,10 @@ pub struct KafkaSourceConfig {
     /// Several Kafka topics to read (or `topic`).
     #[serde(default)]
     pub topics: Vec<String>,
+    /// A regular expression: every topic whose whole name matches it is read too (listed
+    /// when the source starts).
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
     /// Consumer group: where a first start resumes from (its committed offsets), and
     /// where the source commits the offsets that are durable in the pipeline's topic.
     /// Without one, nothing is committed to Kafka.
@@ -122,11 +126,34 @@ pub fn parse_type(name: &str) -> Result<arrow::datatypes::DataType, String> {
 }
 
 impl KafkaSourceConfig {
-    /// The topics to read.
-    pub fn all_topics(&self) -> Vec<String> {
+    /// The topics named by `topic` and `topics`.
+    pub fn named_topics(&self) -> Vec<String> {
         let mut t: Vec<String> = self.topic.iter().cloned().collect();
         t.extend(self.topics.iter().cloned());
         t
+    }
+
+    /// The topics to read: the named ones and those of the cluster matching
+    /// `topic_pattern`, sorted, each once.
+    pub async fn all_topics(
+        &self,
+        client: &rivven_kafka::Client,
+    ) -> rivven_engine::Result<Vec<String>> {
+        let mut t = self.named_topics();
+        if let Some(p) = &self.topic_pattern {
+            let re = regex::Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| rivven_engine::Error::config(format!("topic_pattern: {e}")))?;
+            t.extend(
+                client
+                    .topics()
+                    .await?
+                    .into_iter()
+                    .filter(|n| re.is_match(n)),
+            );
+        }
+        t.sort();
+        t.dedup();
+        Ok(t)
     }
 
     /// The declared schema, if any.
@@ -161,11 +188,19 @@ impl KafkaSourceConfig {
 impl Validate for KafkaSourceConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = settings::validate_brokers(&self.brokers);
-        if self.all_topics().is_empty() {
+        if self.named_topics().is_empty() && self.topic_pattern.is_none() {
             errs.push(FieldError::new(
                 "topic",
-                "name the Kafka topic to read (`topic` or `topics`)",
+                "name the Kafka topic to read (`topic`, `topics` or `topic_pattern`)",
             ));
+        }
+        if let Some(p) = &self.topic_pattern {
+            if let Err(e) = regex::Regex::new(p) {
+                errs.push(FieldError::new(
+                    "topic_pattern",
+                    format!("not a regular expression: {e}"),
+                ));
+            }
         }
         if self.fetch_max_messages == 0 {
             errs.push(FieldError::new("fetch_max_messages", "must be at least 1"));

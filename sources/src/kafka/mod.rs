@@ -76,7 +76,14 @@ impl SourceConnector for KafkaSourceConnector {
     async fn check(&self, cfg: &KafkaSourceConfig) -> Result<String> {
         let client = rivven_kafka::Client::connect(cfg.client()?).await?;
         let mut parts = Vec::new();
-        for t in cfg.all_topics() {
+        let topics = cfg.all_topics(&client).await?;
+        if topics.is_empty() {
+            return Err(Error::config(format!(
+                "kafka-source: topic_pattern matches no topic on {}",
+                cfg.brokers.join(",")
+            )));
+        }
+        for t in topics {
             match client.partitions(&t).await? {
                 Some(n) => parts.push(format!("{t} ({n} partitions)")),
                 None => {
@@ -100,7 +107,7 @@ impl SourceConnector for KafkaSourceConnector {
             .map_err(Error::config)?
             .unwrap_or_else(|| std::sync::Arc::new(arrow::datatypes::Schema::empty()));
         Ok(cfg
-            .all_topics()
+            .named_topics()
             .into_iter()
             .map(|t| StreamInfo {
                 name: t,

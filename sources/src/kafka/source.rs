@@ -134,7 +134,13 @@ impl Source for KafkaSource {
             None => Offsets::new(),
         };
         let mut next = Offsets::new();
-        for topic in self.cfg.all_topics() {
+        let topics = self.cfg.all_topics(&client).await?;
+        if topics.is_empty() {
+            return Err(
+                Error::config("kafka-source: topic_pattern matches no topic").retryable(true),
+            );
+        }
+        for topic in topics {
             let n = client.partitions(&topic).await?.ok_or_else(|| {
                 Error::config(format!("kafka-source: topic `{topic}` does not exist"))
                     .retryable(true)
