@@ -82,8 +82,6 @@ pub enum OffsetAt {
 pub struct Fetched {
     /// The records at or after the requested offset, in offset order.
     pub records: Vec<kafka_protocol::records::Record>,
-    /// The partition's high watermark (the offset after its last committed record).
-    pub high_watermark: i64,
     /// The offset to fetch next (after the last record returned, or after skipped control
     /// records; the requested offset when nothing came).
     pub next_offset: i64,
@@ -135,11 +133,6 @@ impl Client {
         };
         client.refresh(&[]).await?;
         Ok(client)
-    }
-
-    /// The configuration this client was made with.
-    pub fn config(&self) -> &ClientConfig {
-        &self.cfg
     }
 
     fn conn_options(&self) -> ConnOptions {
@@ -622,7 +615,6 @@ impl Client {
             }
             let mut fetched = Fetched {
                 records: Vec::new(),
-                high_watermark: p.high_watermark,
                 next_offset: *offset,
             };
             if let Some(bytes) = p.records.clone() {

@@ -202,29 +202,41 @@ fn json_values(batch: &RecordBatch) -> Result<Vec<Bytes>> {
 }
 
 /// The bytes of each value of `c`: text and binary as they are, other types as their
-/// text form; nulls stay null.
+/// text form; nulls stay null. The values are slices of the column's own buffer (no copy
+/// per row).
 fn bytes_of(c: &ArrayRef, what: &str) -> Result<Vec<Option<Bytes>>> {
     let c = match c.data_type() {
-        DataType::Binary | DataType::Utf8 => c.clone(),
-        DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
-            arrow::compute::cast(c, &DataType::Binary)?
-        }
-        _ => arrow::compute::cast(c, &DataType::Utf8).map_err(|e| {
-            Error::data(format!("kafka: {what} cannot be written as bytes: {e}")).retryable(false)
-        })?,
+        DataType::Binary => c.clone(),
+        DataType::Utf8
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => arrow::compute::cast(c, &DataType::Binary)?,
+        _ => arrow::compute::cast(
+            &arrow::compute::cast(c, &DataType::Utf8).map_err(|e| {
+                Error::data(format!("kafka: {what} cannot be written as bytes: {e}"))
+                    .retryable(false)
+            })?,
+            &DataType::Binary,
+        )?,
     };
-    Ok(match c.data_type() {
-        DataType::Binary => c
-            .as_binary::<i32>()
-            .iter()
-            .map(|v| v.map(Bytes::copy_from_slice))
-            .collect(),
-        _ => c
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(|s| Bytes::copy_from_slice(s.as_bytes())))
-            .collect(),
-    })
+    let c = c.as_binary::<i32>();
+    let owner = Bytes::from_owner(Shared(c.values().clone()));
+    let offsets = c.value_offsets();
+    Ok((0..c.len())
+        .map(|i| {
+            c.is_valid(i)
+                .then(|| owner.slice(offsets[i] as usize..offsets[i + 1] as usize))
+        })
+        .collect())
+}
+
+/// An Arrow buffer as the owner of `Bytes` slices.
+struct Shared(arrow::buffer::Buffer);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
 }
 
 type Headers = IndexMap<StrBytes, Option<Bytes>>;
@@ -434,7 +446,7 @@ impl Decoder {
         let all: Vec<usize> = (0..records.len()).collect();
         if self.schema.is_none() {
             if let Ok(s) = infer(all.iter().map(|&i| value(i))) {
-                self.widen(s)?;
+                self.widen(s);
             }
         }
         if let Some(schema) = self.schema.clone() {
@@ -457,7 +469,7 @@ impl Decoder {
                 Err(_) => match infer(std::iter::once(value(i))) {
                     Err(e) => Err(format!("the value is not a JSON object: {e}")),
                     Ok(found) => {
-                        self.widen(found)?;
+                        self.widen(found);
                         match &self.schema {
                             Some(s) => read_json(s, std::iter::once(value(i)), false)
                                 .map(|_| ())
@@ -481,11 +493,11 @@ impl Decoder {
 
     /// Merge `found` into the inferred schema (new fields appended; a field's type widened
     /// where the two differ, to text when they do not agree).
-    fn widen(&mut self, found: Schema) -> Result<()> {
+    fn widen(&mut self, found: Schema) {
         let current = match &self.schema {
             None => {
                 self.schema = Some(Arc::new(found));
-                return Ok(());
+                return;
             }
             Some(s) => s.clone(),
         };
@@ -515,7 +527,6 @@ impl Decoder {
             tracing::info!(fields = ?fields.iter().map(|f| f.name()).collect::<Vec<_>>(), "kafka: value schema widened");
             self.schema = Some(Arc::new(Schema::new(fields)));
         }
-        Ok(())
     }
 }
 

@@ -224,11 +224,6 @@ impl Connection {
         }
     }
 
-    /// The broker's address.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     /// The version of `key` to use with this broker, or why there is none.
     pub fn version(&self, key: ApiKey) -> Result<i16> {
         let (min, max) = self.versions.get(&(key as i16)).copied().ok_or_else(|| {

@@ -102,6 +102,30 @@ fn produce(
     .unwrap();
 }
 
+/// Every batch of the pipeline's embedded topic `topic`, all partitions (the process must
+/// not be running); none when the topic does not exist.
+fn log_batches(p: &Pipeline, topic: &str) -> Vec<arrow::array::RecordBatch> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let log = p.log();
+        let mut out = Vec::new();
+        let Ok(parts) = log.partitions(topic) else {
+            return out;
+        };
+        for part in 0..parts {
+            let end = log.end_offset(topic, part).unwrap();
+            let mut from = 0;
+            while from < end {
+                for b in log.read(topic, part, from, 1 << 24).await.unwrap() {
+                    from = b.next_offset();
+                    out.push(b.batch);
+                }
+            }
+        }
+        out
+    })
+}
+
 /// Wait until `cond` holds (checked every 300 ms, up to 90 s), failing early if the run
 /// ended.
 fn wait_for(child: &mut std::process::Child, what: &str, mut cond: impl FnMut() -> bool) {
@@ -260,30 +284,23 @@ fn bad_records_go_to_the_dead_letter_topic_and_kill_9_loses_and_repeats_nothing(
     ));
     // Offsets of the pipeline's topic rows: (kafka partition, kafka offset) pairs.
     let rows = |topic: &str| -> Vec<(i32, i64)> {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let log = p.log();
-            let mut out = Vec::new();
-            let Ok(parts) = log.partitions(topic) else {
-                return out;
-            };
-            for part in 0..parts {
-                let end = log.end_offset(topic, part).unwrap();
-                let mut from = 0;
-                while from < end {
-                    for b in log.read(topic, part, from, 1 << 24).await.unwrap() {
-                        from = b.next_offset();
-                        use arrow::array::AsArray;
-                        let kp = b.batch.column_by_name("__kafka_partition").unwrap();
-                        let ko = b.batch.column_by_name("__kafka_offset").unwrap();
-                        let kp = kp.as_primitive::<arrow::datatypes::Int32Type>();
-                        let ko = ko.as_primitive::<arrow::datatypes::Int64Type>();
-                        out.extend(kp.values().iter().copied().zip(ko.values().iter().copied()));
-                    }
-                }
-            }
-            out
-        })
+        use arrow::array::AsArray;
+        log_batches(&p, topic)
+            .iter()
+            .flat_map(|b| {
+                let kp = b.column_by_name("__kafka_partition").unwrap();
+                let ko = b.column_by_name("__kafka_offset").unwrap();
+                let kp = kp
+                    .as_primitive::<arrow::datatypes::Int32Type>()
+                    .values()
+                    .to_vec();
+                let ko = ko
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec();
+                kp.into_iter().zip(ko)
+            })
+            .collect()
     };
     let (kills, seen) = crate::support::kill_9_runs(&p, || rows("events").len());
     assert!(
@@ -354,24 +371,18 @@ fn a_topic_pattern_reads_every_matching_topic_and_no_other() {
     });
     assert_eq!(unsafe_kill(child.id(), libc::SIGTERM), 0);
     assert!(child.wait().unwrap().success());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let topics: Vec<String> = rt.block_on(async {
-        let log = p.log();
-        let mut out = Vec::new();
-        for part in 0..log.partitions("pat").unwrap() {
-            let end = log.end_offset("pat", part).unwrap();
-            let mut from = 0;
-            while from < end {
-                for b in log.read("pat", part, from, 1 << 24).await.unwrap() {
-                    from = b.next_offset();
-                    use arrow::array::AsArray;
-                    let t = b.batch.column_by_name("__kafka_topic").unwrap();
-                    out.extend(t.as_string::<i32>().iter().map(|v| v.unwrap().to_string()));
-                }
-            }
-        }
-        out
-    });
+    let topics: Vec<String> = log_batches(&p, "pat")
+        .iter()
+        .flat_map(|b| {
+            use arrow::array::AsArray;
+            let t = b
+                .column_by_name("__kafka_topic")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            t.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()
+        })
+        .collect();
     let count = |t: &str| topics.iter().filter(|x| x.as_str() == t).count();
     assert_eq!(count(&format!("a-{run}")), 300);
     assert_eq!(count(&format!("b-{run}")), 200);
