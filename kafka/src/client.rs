@@ -18,8 +18,8 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    TopicName,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rivven_engine::{Error, Result};
@@ -75,6 +75,15 @@ pub enum OffsetAt {
     /// The first offset whose timestamp is at or after this time (ms since the epoch);
     /// the latest offset when there is none.
     Time(i64),
+}
+
+/// How [`Client::commit_offsets`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// Stored.
+    Done,
+    /// Refused because the member's generation is over (the coordinator's reason).
+    Fenced(String),
 }
 
 /// Records of one partition read by [`Client::fetch`].
@@ -472,7 +481,9 @@ impl Client {
                 .ok_or_else(|| {
                     Error::connect(format!("kafka: no produce answer for {topic}/{p}"))
                 })?;
-            if r.error_code != 0 {
+            // DUPLICATE_SEQUENCE_NUMBER: an idempotent batch the broker already has (this
+            // is a retry of a request whose answer was lost); it is written once.
+            if r.error_code != 0 && r.error_code != 46 {
                 let msg = r
                     .error_message
                     .as_ref()
@@ -674,6 +685,29 @@ impl Client {
         Ok(off)
     }
 
+    /// A new idempotent producer identity (InitProducerId without a transactional id):
+    /// producer id and epoch.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(-1)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        self.retrying("init producer id", || async {
+            let conn = self.any().await?;
+            let resp = self.call(None, &conn, &req).await?;
+            if resp.error_code != 0 {
+                return Err(Error::connect(format!(
+                    "kafka: no producer id: {}",
+                    code_name(resp.error_code)
+                ))
+                .retryable(code_retriable(resp.error_code)));
+            }
+            Ok((resp.producer_id.0, resp.producer_epoch))
+        })
+        .await
+    }
+
     async fn coordinator(&self, group: &str) -> Result<(i32, Shared)> {
         let req = FindCoordinatorRequest::default()
             .with_key(StrBytes::from_string(group.to_string()))
@@ -693,17 +727,26 @@ impl Client {
         Ok((id, self.broker(id).await?))
     }
 
-    /// Commit `offsets` (topic, partition, next offset to read) for `group` as a
-    /// standalone consumer (no group membership: generation -1).
-    pub async fn commit_offsets(&self, group: &str, offsets: &[(String, i32, i64)]) -> Result<()> {
+    /// Commit `offsets` (topic, partition, next offset to read) for `group`, as the
+    /// member of a generation (`member`: its id and generation) or as a standalone
+    /// consumer (`None`: generation -1). A member whose generation is over gets
+    /// [`Commit::Fenced`]: its partitions may belong to another member by now.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        member: Option<(&str, i32)>,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<Commit> {
         let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
         for (t, p, o) in offsets {
             by_topic.entry(t.as_str()).or_default().push((*p, *o));
         }
         let req = OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::new())
+            .with_generation_id_or_member_epoch(member.map_or(-1, |m| m.1))
+            .with_member_id(StrBytes::from_string(
+                member.map(|m| m.0.to_string()).unwrap_or_default(),
+            ))
             .with_retention_time_ms(-1)
             .with_topics(
                 by_topic
@@ -729,6 +772,10 @@ impl Client {
             let resp = self.call(Some(id), &conn, &req).await?;
             for t in &resp.topics {
                 for p in &t.partitions {
+                    // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS
+                    if member.is_some() && matches!(p.error_code, 22 | 25 | 27) {
+                        return Ok(Commit::Fenced(code_name(p.error_code)));
+                    }
                     if p.error_code != 0 {
                         return Err(Error::connect(format!(
                             "kafka: committing offsets of group {group} ({}/{}): {}",
@@ -740,7 +787,7 @@ impl Client {
                     }
                 }
             }
-            Ok(())
+            Ok(Commit::Done)
         })
         .await
     }

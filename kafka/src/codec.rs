@@ -6,7 +6,8 @@
 //! values are slices of; or the bytes of one `value_column`. The key, headers and
 //! timestamp come from columns when configured. The partition is the `partition_column`'s
 //! value, else the Java client's murmur2 hash of the key, else one partition per batch in
-//! turn (sticky).
+//! turn (sticky). With a Debezium `envelope`, keys and values follow Debezium's layout instead
+//! (see [`crate::debezium`]), with a tombstone after each delete when asked.
 //!
 //! **In** ([`Decoder`]): a fetched run of records of one partition becomes one batch:
 //! JSON values decoded by arrow-json into the declared schema, or into one inferred from
@@ -78,6 +79,9 @@ pub struct EncodeOptions {
     pub timestamp_column: Option<String>,
     /// Int column choosing the partition (modulo the partition count).
     pub partition_column: Option<String>,
+    /// Whether change events are written in Debezium's layout (then `key_column` and
+    /// `value_column` are not used).
+    pub envelope: crate::debezium::Envelope,
 }
 
 /// Rows → records, see the module docs.
@@ -115,13 +119,24 @@ impl Encoder {
                 }),
             }
         };
-        let keys = match column(&self.opts.key_column, "key_column")? {
-            Some(c) => Some(bytes_of(&c, "key_column")?),
-            None => None,
-        };
-        let values: Vec<Option<Bytes>> = match column(&self.opts.value_column, "value_column")? {
-            Some(c) => bytes_of(&c, "value_column")?,
-            None => json_values(batch)?.into_iter().map(Some).collect(),
+        let (keys, values, tombstone_after) = match self.opts.envelope.debezium_for(&batch.schema())
+        {
+            Some(d) => {
+                let e = crate::debezium::encode(batch, d)?;
+                (Some(e.keys), e.values, Some(e.tombstone_after))
+            }
+            None => {
+                let keys = match column(&self.opts.key_column, "key_column")? {
+                    Some(c) => Some(bytes_of(&c, "key_column")?),
+                    None => None,
+                };
+                let values: Vec<Option<Bytes>> =
+                    match column(&self.opts.value_column, "value_column")? {
+                        Some(c) => bytes_of(&c, "value_column")?,
+                        None => json_values(batch)?.into_iter().map(Some).collect(),
+                    };
+                (keys, values, None)
+            }
         };
         let headers = match column(&self.opts.headers_column, "headers_column")? {
             Some(c) => Some(headers_of(&c)?),
@@ -150,7 +165,17 @@ impl Encoder {
             };
             let ts = stamps.as_ref().and_then(|s| s[i]).unwrap_or(default_ts);
             let h = headers.as_ref().map(|h| h[i].clone()).unwrap_or_default();
-            out[p].push(crate::records::record(key, values[i].clone(), ts, h));
+            if tombstone_after.as_ref().is_some_and(|t| t[i]) {
+                out[p].push(crate::records::record(
+                    key.clone(),
+                    values[i].clone(),
+                    ts,
+                    h,
+                ));
+                out[p].push(crate::records::record(key, None, ts, Headers::new()));
+            } else {
+                out[p].push(crate::records::record(key, values[i].clone(), ts, h));
+            }
         }
         Ok(out
             .into_iter()
@@ -161,8 +186,7 @@ impl Encoder {
     }
 }
 
-/// Each row of `batch` (its non-metadata columns) as one JSON object, slices of one
-/// buffer.
+/// Each row of `batch` (its non-metadata columns) as one JSON object.
 fn json_values(batch: &RecordBatch) -> Result<Vec<Bytes>> {
     let keep: Vec<usize> = batch
         .schema()
@@ -172,33 +196,7 @@ fn json_values(batch: &RecordBatch) -> Result<Vec<Bytes>> {
         .filter(|(_, f)| !f.name().starts_with(META_PREFIX))
         .map(|(i, _)| i)
         .collect();
-    let rows = batch.project(&keep)?;
-    let mut buf = Vec::with_capacity(rows.get_array_memory_size() + rows.num_rows() * 2);
-    {
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
-        w.write(&rows)?;
-        w.finish()?;
-    }
-    let buf = Bytes::from(buf);
-    let mut out = Vec::with_capacity(rows.num_rows());
-    let mut start = 0;
-    // JSON text escapes newlines inside strings: every b'\n' ends a row.
-    for (i, b) in buf.iter().enumerate() {
-        if *b == b'\n' {
-            out.push(buf.slice(start..i));
-            start = i + 1;
-        }
-    }
-    if out.len() != rows.num_rows() {
-        return Err(Error::internal(format!(
-            "kafka: {} JSON rows written for {} rows",
-            out.len(),
-            rows.num_rows()
-        )));
-    }
-    Ok(out)
+    crate::json::rows(&batch.project(&keep)?)
 }
 
 /// The bytes of each value of `c`: text and binary as they are, other types as their

@@ -317,16 +317,27 @@ impl Connection {
             Error::connect(format!("kafka: connection to {} failed: {e}", self.addr))
                 .retryable(true)
         };
-        let len = self.reader.read_i32().await.map_err(io)?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|l| *l <= MAX_FRAME && *l >= 4)
-            .ok_or_else(|| {
-                Error::connect(format!("kafka: {} sent a frame of {len} bytes", self.addr))
-            })?;
-        let mut frame = vec![0u8; len];
-        self.reader.read_exact(&mut frame).await.map_err(io)?;
-        let mut frame = Bytes::from(frame);
+        let mut frame = loop {
+            let len = self.reader.read_i32().await.map_err(io)?;
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|l| *l <= MAX_FRAME && *l >= 4)
+                .ok_or_else(|| {
+                    Error::connect(format!("kafka: {} sent a frame of {len} bytes", self.addr))
+                })?;
+            let mut frame = vec![0u8; len];
+            self.reader.read_exact(&mut frame).await.map_err(io)?;
+            // The correlation id leads every response header version.
+            let got = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+            let behind = id.wrapping_sub(got);
+            if got != id && (1..1024).contains(&behind) {
+                // The answer to an earlier request whose caller stopped waiting (its
+                // future was dropped): answers come in order, so skip it.
+                tracing::debug!(addr = %self.addr, got, want = id, "kafka: skipping an abandoned answer");
+                continue;
+            }
+            break Bytes::from(frame);
+        };
         let dec = |e: String| {
             Error::connect(format!(
                 "kafka: cannot decode the {} response of {}: {e}",

@@ -9,26 +9,29 @@
 //! - [`client`]: bootstrap and metadata, then produce, fetch, list offsets, create
 //!   topics, and a group's committed offsets, each sent to the broker that must answer,
 //!   retried with backoff after retriable errors;
+//! - [`debezium`]: change events as Debezium's keys, values and tombstones;
 //! - [`records`]: record batches (magic 2) with none, gzip, snappy, lz4 or zstd;
 //! - [`settings`]: the connection keys both Kafka connectors share;
 //! - [`codec`]: Arrow rows to records (JSON values written from the columns, keys,
 //!   headers, timestamps, the Java client's partitioner) and records to rows.
 //!
 //! Why not rskafka: its connections and protocol types are private, so the requests it
-//! lacks (group offsets now; group membership and idempotent producers next) could not
-//! share its connections; one client on `kafka-protocol` covers all of them.
+//! lacks (group offsets, idempotent producers, group membership next) could not share
+//! its connections; one client on `kafka-protocol` covers all of them.
 //!
-//! Not yet here: consumer group membership (JoinGroup/SyncGroup/Heartbeat) and
-//! idempotent producers.
+//! Not yet here: consumer group membership (JoinGroup/SyncGroup/Heartbeat).
 
 pub mod client;
 pub mod codec;
 pub mod conn;
+pub mod debezium;
+mod json;
 pub mod records;
 pub mod sasl;
 pub mod settings;
 
-pub use client::{Client, ClientConfig, Fetched, OffsetAt};
+pub use client::{Client, ClientConfig, Commit, Fetched, OffsetAt};
 pub use codec::{Decoded, Decoder, EncodeOptions, Encoder, ValueFormat};
+pub use debezium::{DebeziumOptions, DecimalHandling, Envelope};
 pub use kafka_protocol::records::Record;
 pub use records::Codec;

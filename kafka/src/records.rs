@@ -71,15 +71,36 @@ pub fn record(
     }
 }
 
+/// An idempotent producer's identity and the sequence number of a batch's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequenced {
+    /// Producer id from InitProducerId.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record (per partition, counting records).
+    pub base_sequence: i32,
+}
+
 /// One record batch holding `records` (their offsets renumbered from 0), compressed
-/// with `codec`.
-pub fn encode(records: &mut [Record], codec: Codec) -> Result<Bytes> {
+/// with `codec`; with `sequenced`, stamped with the producer id, epoch and sequence
+/// numbers the broker checks to drop a batch it already has (a retry).
+pub fn encode(records: &mut [Record], codec: Codec, sequenced: Option<Sequenced>) -> Result<Bytes> {
     // kafka-protocol starts a new batch wherever `offset - sequence` changes, and takes
-    // the batch's base sequence from the first record: sequence = offset - 1 keeps one
-    // batch with base sequence -1 (no producer id, nothing for the broker to check).
+    // the batch's base sequence from the first record. Without a producer id,
+    // sequence = offset - 1 keeps one batch with base sequence -1 (nothing to check).
     for (i, r) in records.iter_mut().enumerate() {
         r.offset = i as i64;
-        r.sequence = i as i32 - 1;
+        match sequenced {
+            Some(s) => {
+                r.producer_id = s.producer_id;
+                r.producer_epoch = s.producer_epoch;
+                // Sequences wrap at i32::MAX to 0, as Kafka's do.
+                r.sequence =
+                    ((i64::from(s.base_sequence) + i as i64) % (i64::from(i32::MAX) + 1)) as i32;
+            }
+            None => r.sequence = i as i32 - 1,
+        }
     }
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
@@ -163,8 +184,14 @@ mod tests {
                     )
                 })
                 .collect();
-            let a = encode(&mut rs[..60], codec).unwrap();
-            let mut b = encode(&mut rs[60..], codec).unwrap().to_vec();
+            let a = encode(&mut rs[..60], codec, None).unwrap();
+            // The second as an idempotent producer's: one batch, its sequences kept.
+            let seq = Sequenced {
+                producer_id: 42,
+                producer_epoch: 3,
+                base_sequence: 1000,
+            };
+            let mut b = encode(&mut rs[60..], codec, Some(seq)).unwrap().to_vec();
             // The second batch as the broker numbers it: base offset 60.
             b[..8].copy_from_slice(&60i64.to_be_bytes());
             let mut all = a.to_vec();
@@ -176,6 +203,17 @@ mod tests {
             assert_eq!(got[0].key.as_deref(), Some(&b"k10"[..]));
             assert_eq!(got[4].value, None, "k14 has no value");
             assert_eq!(got[89].timestamp, 1_700_000_000_099);
+            assert_eq!(got[0].producer_id, -1);
+            assert_eq!(
+                (
+                    got[50].producer_id,
+                    got[50].producer_epoch,
+                    got[50].sequence
+                ),
+                (42, 3, 1000),
+                "{codec:?}"
+            );
+            assert_eq!(got[89].sequence, 1039);
             assert_eq!(
                 got[89]
                     .headers

@@ -2,7 +2,7 @@
 
 use rivven_engine::config::{FieldError, Validate};
 use rivven_kafka::settings::{self, Security};
-use rivven_kafka::{Codec, EncodeOptions};
+use rivven_kafka::{Codec, DebeziumOptions, EncodeOptions, Envelope};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -21,6 +21,11 @@ pub struct KafkaSinkConfig {
     /// or `0` (`none`: nothing is waited for, so a lost request loses its rows).
     #[serde(default)]
     pub acks: Acks,
+    /// Idempotent producer (default true with `acks: all`): the sink asks the broker for
+    /// a producer id when it opens and numbers every partition's records, so a batch
+    /// sent again after a lost answer is written once. Needs `acks: all`.
+    #[serde(default, alias = "enableIdempotence")]
+    pub idempotence: Option<bool>,
     /// Uncompressed bytes of one partition's records sent as one record batch (default
     /// 1048576, librdkafka's `batch.size`); a flush sends what is left.
     #[serde(default = "default_batch_size_bytes", alias = "batchSize")]
@@ -48,6 +53,24 @@ pub struct KafkaSinkConfig {
     /// unkeyed rows one batch per partition in turn.
     #[serde(default)]
     pub partition_column: Option<String>,
+    /// How rows become records: `auto` (default: change events in Debezium's layout,
+    /// other rows as JSON objects), `debezium` (change events only) or `plain` (every row
+    /// as one JSON object, change events too).
+    #[serde(default)]
+    pub envelope: EnvelopeKind,
+    /// Debezium layout: write a tombstone (the key, no value) after each delete, so a
+    /// compacted topic drops the key (default true, as Debezium's `tombstones.on.delete`).
+    #[serde(default)]
+    pub tombstones_on_delete: Option<bool>,
+    /// Debezium layout: the logical server name in `source.name` (Debezium's
+    /// `topic.prefix`; default `rivven`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Debezium layout: decimals as `precise` (default: Kafka Connect's `Decimal`, the
+    /// unscaled value's bytes in base64), `double` or `string`, as Debezium's
+    /// `decimal.handling.mode`.
+    #[serde(default)]
+    pub decimal_handling: Option<rivven_kafka::DecimalHandling>,
     /// Create the topic when it does not exist (default true).
     #[serde(default = "yes")]
     pub create_topic: bool,
@@ -72,6 +95,20 @@ pub struct KafkaSinkConfig {
     /// Encryption (TLS) and authentication (SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
     #[serde(default)]
     pub security: Security,
+}
+
+/// `envelope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvelopeKind {
+    /// Change events in Debezium's layout, other rows as JSON objects; `plain` for
+    /// every row when `key_column` or `value_column` is set.
+    #[default]
+    Auto,
+    /// Debezium's layout; rows that are not change events go to the dead-letter topic.
+    Debezium,
+    /// Every row as one JSON object.
+    Plain,
 }
 
 /// `acks`.
@@ -146,6 +183,11 @@ impl KafkaSinkConfig {
         )
     }
 
+    /// Whether the producer is idempotent.
+    pub fn idempotent(&self) -> bool {
+        self.idempotence.unwrap_or(self.acks == Acks::All)
+    }
+
     /// Where records take their parts from.
     pub fn encode_options(&self) -> EncodeOptions {
         EncodeOptions {
@@ -154,6 +196,22 @@ impl KafkaSinkConfig {
             headers_column: self.headers_column.clone(),
             timestamp_column: self.timestamp_column.clone(),
             partition_column: self.partition_column.clone(),
+            envelope: self.envelope(),
+        }
+    }
+
+    fn envelope(&self) -> Envelope {
+        let d = DebeziumOptions {
+            server_name: self.server_name.clone().unwrap_or_else(|| "rivven".into()),
+            tombstones: self.tombstones_on_delete.unwrap_or(true),
+            decimal_handling: self.decimal_handling.unwrap_or_default(),
+        };
+        match self.envelope {
+            EnvelopeKind::Debezium => Envelope::Debezium(d),
+            EnvelopeKind::Auto if self.key_column.is_none() && self.value_column.is_none() => {
+                Envelope::Auto(d)
+            }
+            _ => Envelope::Plain,
         }
     }
 }
@@ -166,6 +224,41 @@ impl Validate for KafkaSinkConfig {
         }
         if self.batch_size_bytes == 0 {
             errs.push(FieldError::new("batch_size_bytes", "must be at least 1"));
+        }
+        if self.envelope == EnvelopeKind::Debezium {
+            for (key, set) in [
+                ("key_column", self.key_column.is_some()),
+                ("value_column", self.value_column.is_some()),
+            ] {
+                if set {
+                    errs.push(FieldError::new(
+                        key,
+                        "`envelope: debezium` writes Debezium's keys and values; \
+                         remove this key or use `envelope: plain`",
+                    ));
+                }
+            }
+        }
+        if matches!(self.envelope(), Envelope::Plain) {
+            for (key, set) in [
+                ("tombstones_on_delete", self.tombstones_on_delete.is_some()),
+                ("server_name", self.server_name.is_some()),
+                ("decimal_handling", self.decimal_handling.is_some()),
+            ] {
+                if set {
+                    errs.push(FieldError::new(
+                        key,
+                        "applies to Debezium's layout only, which this sink does not write \
+                         (`envelope: plain`, or `key_column`/`value_column` set)",
+                    ));
+                }
+            }
+        }
+        if self.idempotence == Some(true) && self.acks != Acks::All {
+            errs.push(FieldError::new(
+                "idempotence",
+                "an idempotent producer needs `acks: all`",
+            ));
         }
         if self.partitions == 0 {
             errs.push(FieldError::new("partitions", "must be at least 1"));

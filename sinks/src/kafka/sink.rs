@@ -1,6 +1,8 @@
 //! The `kafka-sink` [`Sink`]: rows → records ([`rivven_kafka::Encoder`]) kept per
 //! partition, sent as one record batch per partition and request when a partition holds
-//! `batch_size_bytes`, and at every flush.
+//! `batch_size_bytes`, and at every flush. With `idempotence`, each batch carries the
+//! producer id, epoch and per-partition sequence numbers, so the broker writes a retried
+//! batch once.
 
 use super::config::KafkaSinkConfig;
 use async_trait::async_trait;
@@ -25,6 +27,10 @@ pub struct KafkaSink {
     pending: BTreeMap<i32, (Vec<Record>, usize)>,
     first_at: Option<Instant>,
     rejected: Vec<Rejected>,
+    /// Idempotent producer id and epoch (with `idempotence`), from `open`.
+    producer: Option<(i64, i16)>,
+    /// Next sequence number per partition of the idempotent producer.
+    sequences: BTreeMap<i32, i32>,
     records_sent: u64,
     bytes_sent: u64,
     requests: u64,
@@ -42,6 +48,8 @@ impl KafkaSink {
             pending: BTreeMap::new(),
             first_at: None,
             rejected: Vec::new(),
+            producer: None,
+            sequences: BTreeMap::new(),
             records_sent: 0,
             bytes_sent: 0,
             requests: 0,
@@ -58,6 +66,7 @@ impl KafkaSink {
     /// leader, and wait for the broker's acknowledgement (`acks`).
     async fn send(&mut self, parts: &[i32]) -> Result<()> {
         let mut batches: Vec<(i32, Bytes)> = Vec::new();
+        let mut next_sequences = Vec::new();
         let mut n = 0u64;
         for p in parts {
             if let Some((mut recs, _)) = self.pending.remove(p) {
@@ -65,7 +74,23 @@ impl KafkaSink {
                     continue;
                 }
                 n += recs.len() as u64;
-                batches.push((*p, records::encode(&mut recs, self.cfg.compression)?));
+                let sequenced = self.producer.map(|(producer_id, producer_epoch)| {
+                    let base_sequence = self.sequences.get(p).copied().unwrap_or(0);
+                    let count = i32::try_from(recs.len()).unwrap_or(i32::MAX);
+                    // Sequences wrap from i32::MAX to 0, as Kafka's do.
+                    let next = ((i64::from(base_sequence) + i64::from(count))
+                        % (i64::from(i32::MAX) + 1)) as i32;
+                    next_sequences.push((*p, next));
+                    records::Sequenced {
+                        producer_id,
+                        producer_epoch,
+                        base_sequence,
+                    }
+                });
+                batches.push((
+                    *p,
+                    records::encode(&mut recs, self.cfg.compression, sequenced)?,
+                ));
             }
         }
         if batches.is_empty() {
@@ -76,6 +101,9 @@ impl KafkaSink {
         self.client()?
             .produce(&self.cfg.topic, &batches, self.cfg.acks.wire())
             .await?;
+        // Only once the broker has the batches: a failed send ends this sink (the runtime
+        // opens a new one, with a new producer id, and sends from the committed offsets).
+        self.sequences.extend(next_sequences);
         self.records_sent += n;
         self.bytes_sent += bytes;
         self.requests += 1;
@@ -114,6 +142,12 @@ impl Sink for KafkaSink {
                 ))
             })?
         };
+        self.producer = if self.cfg.idempotent() {
+            Some(client.init_producer_id().await?)
+        } else {
+            None
+        };
+        self.sequences.clear();
         self.client = Some(Arc::new(client));
         self.pending.clear();
         self.first_at = None;

@@ -221,7 +221,10 @@ impl Source for KafkaSource {
             .into_iter()
             .flat_map(|(t, ps)| ps.into_iter().map(move |(p, o)| (t.clone(), p, o)))
             .collect();
-        self.client()?.commit_offsets(group, &list).await
+        self.client()?
+            .commit_offsets(group, None, &list)
+            .await
+            .map(|_| ())
     }
 }
 
