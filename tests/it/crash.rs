@@ -26,7 +26,9 @@ sinks:
 /// each time: no gap, no duplicate), and the sink printed every event at least once.
 #[test]
 fn kill_9_loses_nothing_and_source_resumes() {
-    const N: u64 = 60_000;
+    // Well above what five short runs can emit (a restarted run catches up faster than
+    // `rate`: up to ~27,000 rows/s seen), so every kill hits a live stream.
+    const N: u64 = 150_000;
     let p = pipeline(N, 15_000);
     let out = p.dir.path().join("out.jsonl");
     let mut kills = 0;
