@@ -77,15 +77,6 @@ pub enum OffsetAt {
     Time(i64),
 }
 
-/// How [`Client::commit_offsets`] ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Commit {
-    /// Stored.
-    Done,
-    /// Refused because the member's generation is over (the coordinator's reason).
-    Fenced(String),
-}
-
 /// Records of one partition read by [`Client::fetch`].
 #[derive(Debug, Default)]
 pub struct Fetched {
@@ -727,26 +718,17 @@ impl Client {
         Ok((id, self.broker(id).await?))
     }
 
-    /// Commit `offsets` (topic, partition, next offset to read) for `group`, as the
-    /// member of a generation (`member`: its id and generation) or as a standalone
-    /// consumer (`None`: generation -1). A member whose generation is over gets
-    /// [`Commit::Fenced`]: its partitions may belong to another member by now.
-    pub async fn commit_offsets(
-        &self,
-        group: &str,
-        member: Option<(&str, i32)>,
-        offsets: &[(String, i32, i64)],
-    ) -> Result<Commit> {
+    /// Commit `offsets` (topic, partition, next offset to read) for `group` as a
+    /// standalone consumer (no group membership: generation -1).
+    pub async fn commit_offsets(&self, group: &str, offsets: &[(String, i32, i64)]) -> Result<()> {
         let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
         for (t, p, o) in offsets {
             by_topic.entry(t.as_str()).or_default().push((*p, *o));
         }
         let req = OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_generation_id_or_member_epoch(member.map_or(-1, |m| m.1))
-            .with_member_id(StrBytes::from_string(
-                member.map(|m| m.0.to_string()).unwrap_or_default(),
-            ))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(StrBytes::new())
             .with_retention_time_ms(-1)
             .with_topics(
                 by_topic
@@ -772,10 +754,6 @@ impl Client {
             let resp = self.call(Some(id), &conn, &req).await?;
             for t in &resp.topics {
                 for p in &t.partitions {
-                    // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS
-                    if member.is_some() && matches!(p.error_code, 22 | 25 | 27) {
-                        return Ok(Commit::Fenced(code_name(p.error_code)));
-                    }
                     if p.error_code != 0 {
                         return Err(Error::connect(format!(
                             "kafka: committing offsets of group {group} ({}/{}): {}",
@@ -787,7 +765,7 @@ impl Client {
                     }
                 }
             }
-            Ok(Commit::Done)
+            Ok(())
         })
         .await
     }

@@ -21,8 +21,8 @@
 
 use crate::json::rows as json_values;
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, NullArray, RecordBatch,
-    StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, AsArray, Int64Array, ListArray, NullArray, RecordBatch, StringArray,
+    StringBuilder, StructArray,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use base64::Engine;
@@ -186,11 +186,7 @@ pub fn encode(batch: &RecordBatch, opts: &DebeziumOptions) -> Result<Encoded> {
 
 /// The key columns, from `after` where there is one, else from `before`.
 fn key_struct(before: &StructArray, after: &StructArray, names: &[&str]) -> Result<StructArray> {
-    let has_after = BooleanArray::from(
-        (0..after.len())
-            .map(|i| after.is_valid(i))
-            .collect::<Vec<bool>>(),
-    );
+    let has_after = arrow::compute::is_not_null(after)?;
     let mut fields = Vec::with_capacity(names.len());
     let mut columns = Vec::with_capacity(names.len());
     for name in names {
@@ -235,7 +231,7 @@ fn debezium_source(src: &StructArray, ts_ms: &ArrayRef, server: &str) -> Result<
         .to_string();
     // Commit time, or the event's time where the source had none (snapshot rows).
     let src_ts = int("ts_ms");
-    let has_ts = BooleanArray::from((0..n).map(|i| src_ts.is_valid(i)).collect::<Vec<_>>());
+    let has_ts = arrow::compute::is_not_null(&src_ts)?;
     let commit_ts = arrow::compute::kernels::zip::zip(&has_ts, &src_ts, ts_ms)?;
     let snapshot: ArrayRef = match src.column_by_name("snapshot") {
         Some(c) => {

@@ -30,7 +30,7 @@ pub mod records;
 pub mod sasl;
 pub mod settings;
 
-pub use client::{Client, ClientConfig, Commit, Fetched, OffsetAt};
+pub use client::{Client, ClientConfig, Fetched, OffsetAt};
 pub use codec::{Decoded, Decoder, EncodeOptions, Encoder, ValueFormat};
 pub use debezium::{DebeziumOptions, DecimalHandling, Envelope};
 pub use kafka_protocol::records::Record;

@@ -82,6 +82,13 @@ pub struct Sequenced {
     pub base_sequence: i32,
 }
 
+/// The sequence number `n` records after `base`: sequences wrap from `i32::MAX` to 0,
+/// as Kafka's do.
+pub fn sequence_after(base: i32, n: usize) -> i32 {
+    let n = (n % (i32::MAX as usize + 1)) as i64;
+    ((i64::from(base) + n) % (i64::from(i32::MAX) + 1)) as i32
+}
+
 /// One record batch holding `records` (their offsets renumbered from 0), compressed
 /// with `codec`; with `sequenced`, stamped with the producer id, epoch and sequence
 /// numbers the broker checks to drop a batch it already has (a retry).
@@ -95,9 +102,7 @@ pub fn encode(records: &mut [Record], codec: Codec, sequenced: Option<Sequenced>
             Some(s) => {
                 r.producer_id = s.producer_id;
                 r.producer_epoch = s.producer_epoch;
-                // Sequences wrap at i32::MAX to 0, as Kafka's do.
-                r.sequence =
-                    ((i64::from(s.base_sequence) + i as i64) % (i64::from(i32::MAX) + 1)) as i32;
+                r.sequence = sequence_after(s.base_sequence, i);
             }
             None => r.sequence = i as i32 - 1,
         }
@@ -229,5 +234,12 @@ mod tests {
             let (got, next) = decode(Bytes::from(all), 0).unwrap();
             assert_eq!((got.len(), next), (60, 60), "{codec:?}");
         }
+    }
+
+    #[test]
+    fn sequences_wrap_to_zero_after_i32_max() {
+        assert_eq!(sequence_after(5, 3), 8);
+        assert_eq!(sequence_after(i32::MAX, 1), 0);
+        assert_eq!(sequence_after(i32::MAX - 1, 4), 2);
     }
 }

@@ -76,11 +76,7 @@ impl KafkaSink {
                 n += recs.len() as u64;
                 let sequenced = self.producer.map(|(producer_id, producer_epoch)| {
                     let base_sequence = self.sequences.get(p).copied().unwrap_or(0);
-                    let count = i32::try_from(recs.len()).unwrap_or(i32::MAX);
-                    // Sequences wrap from i32::MAX to 0, as Kafka's do.
-                    let next = ((i64::from(base_sequence) + i64::from(count))
-                        % (i64::from(i32::MAX) + 1)) as i32;
-                    next_sequences.push((*p, next));
+                    next_sequences.push((*p, records::sequence_after(base_sequence, recs.len())));
                     records::Sequenced {
                         producer_id,
                         producer_epoch,

@@ -221,10 +221,7 @@ impl Source for KafkaSource {
             .into_iter()
             .flat_map(|(t, ps)| ps.into_iter().map(move |(p, o)| (t.clone(), p, o)))
             .collect();
-        self.client()?
-            .commit_offsets(group, None, &list)
-            .await
-            .map(|_| ())
+        self.client()?.commit_offsets(group, &list).await
     }
 }
 
